@@ -1,0 +1,187 @@
+"""XLA devices through torch_xla: TPUs, or the CPU when PJRT_DEVICE=CPU."""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import metadata
+from typing import Any
+
+from ..variants import by_name
+from . import Backend, Hint, KnownFailure, Status
+
+LAB = by_name("xla")
+
+
+def installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _release(version: str) -> str:
+    return version.split("+")[0]
+
+
+def pjrt_device() -> str | None:
+    return os.environ.get("PJRT_DEVICE") or None
+
+
+def _wants_tpu() -> bool:
+    return (pjrt_device() or "").upper().startswith("TPU")
+
+
+def tpu_chips() -> int:
+    """TPU chips on this machine's PCI bus, counted the way torch_xla counts them."""
+    from torch_xla._internal import tpu
+
+    return tpu.num_available_chips()
+
+
+def _not_installed() -> Hint:
+    return Hint("torch_xla is not installed here", f"use the xla image: make {LAB.service}")
+
+
+def _version_skew() -> Hint:
+    torch_version = installed_version("torch")
+    xla_version = installed_version("torch_xla")
+    release = _release(xla_version or "")
+    return Hint(
+        f"torch {torch_version} and torch_xla {xla_version} do not match",
+        f"install the same release of both: pip install torch=={release} "
+        f"'torch_xla[tpu]=={release}' (the xla image has them: make {LAB.service})",
+    )
+
+
+def _no_tpu() -> Hint:
+    return Hint(
+        f"no TPU found on this machine (PJRT_DEVICE={pjrt_device()})",
+        "run on a Cloud TPU VM, or set PJRT_DEVICE=CPU to run XLA on the CPU",
+    )
+
+
+class XlaBackend(Backend):
+    name = "xla"
+    device_type = "xla"
+    priority = 10
+
+    @property
+    def float32_matmul_tolerance(self) -> float:  # type: ignore[override]
+        # TPUs multiply float32 in bfloat16 passes unless told to use full precision.
+        return 1e-2 if _wants_tpu() else 1e-5
+
+    def status(self) -> Status:
+        if installed_version("torch_xla") is None:
+            return Status(False, _not_installed())
+        if _release(installed_version("torch") or "") != _release(installed_version("torch_xla")):
+            return Status(False, _version_skew())
+        if pjrt_device() is None:
+            return Status(
+                False,
+                Hint(
+                    "PJRT_DEVICE is not set, so torch_xla would pick a device itself and fall "
+                    "back to the CPU when it finds no TPU",
+                    f"set PJRT_DEVICE=TPU on a TPU VM (make {LAB.service} does) "
+                    "or PJRT_DEVICE=CPU to run XLA on the CPU",
+                ),
+            )
+        try:
+            # libtpu retries the cloud metadata server and then hangs when there is no TPU:
+            # count the chips before the runtime starts.
+            if _wants_tpu() and tpu_chips() == 0:
+                return Status(False, _no_tpu())
+            import torch_xla.runtime as xr
+
+            if xr.global_runtime_device_count() == 0:
+                return Status(
+                    False,
+                    _no_tpu()
+                    if _wants_tpu()
+                    else Hint(
+                        f"the XLA runtime found no {pjrt_device()} device",
+                        "set PJRT_DEVICE=TPU on a TPU VM or PJRT_DEVICE=CPU to run on the CPU",
+                    ),
+                )
+        except Exception as error:  # the runtime says why; known reasons become hints
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            return Status(
+                False,
+                self.explain(error)
+                or Hint(
+                    f"the XLA runtime did not start ({type(error).__name__}: {first_line})",
+                    "run torchlab probe in this environment and read the runtime's log above",
+                ),
+            )
+        return Status(True)
+
+    def devices(self) -> list[Any]:
+        import torch_xla
+
+        return [torch_xla.device()]
+
+    def describe(self) -> dict[str, Any]:
+        torch_version = installed_version("torch")
+        xla_version = installed_version("torch_xla")
+        facts: dict[str, Any] = {
+            "torch_xla": xla_version,
+            "torch": torch_version,
+            "versions_match": (
+                xla_version is not None and _release(torch_version or "") == _release(xla_version)
+            ),
+            "pjrt_device": pjrt_device(),
+            "libtpu": installed_version("libtpu"),
+        }
+        if facts["versions_match"]:
+            facts["tpu_chips"] = tpu_chips()
+            if self.status().usable:
+                import torch_xla.runtime as xr
+
+                facts["device_type"] = xr.device_type()
+                facts["device_count"] = xr.global_runtime_device_count()
+        return facts
+
+    def known_failures(self) -> list[KnownFailure]:
+        return [
+            KnownFailure(re.compile(r"No module named '?torch_xla"), lambda _: _not_installed()),
+            KnownFailure(re.compile(r"_XLAC[^\n]*undefined symbol"), lambda _: _version_skew()),
+            KnownFailure(
+                re.compile(
+                    r"Failed to get TPU metadata"
+                    r"|could not determine TPU worker hostnames"
+                    r"|TPU initialization failed"
+                    r"|No ba16c7433 device found"
+                ),
+                lambda _: _no_tpu(),
+            ),
+        ]
+
+    def check_build(self) -> list[str]:
+        torch_version = installed_version("torch")
+        xla_version = installed_version("torch_xla")
+        if xla_version is None:
+            return ["torch_xla is not installed"]
+        if _release(torch_version or "") != _release(xla_version):
+            return [f"torch {torch_version} and torch_xla {xla_version} do not match"]
+        return []
+
+    def synchronize(self, device: Any) -> None:
+        import torch_xla
+        import torch_xla.core.xla_model as xm
+
+        torch_xla.sync()
+        xm.wait_device_ops()
+
+    def mark_step(self, device: Any) -> None:
+        import torch_xla
+
+        torch_xla.sync()
+
+    def seed(self, seed: int) -> None:
+        if self.status().usable:
+            import torch_xla.core.xla_model as xm
+
+            xm.set_rng_state(seed)
+
+
+BACKEND = XlaBackend()

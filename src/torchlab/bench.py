@@ -1,0 +1,84 @@
+"""Measurements: matmul throughput, memory bandwidth and DataLoader throughput.
+
+The same functions run on the host and inside the images, so their numbers compare.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backends import Backend, all_backends
+from .devices import timed
+
+MATMUL_DTYPES = ("float32", "bfloat16")
+
+
+def matmul_tflops(device: Any, dtype: str, size: int, repeats: int = 5) -> float:
+    import torch
+
+    a = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
+    b = torch.randn(size, size, dtype=getattr(torch, dtype), device=device)
+    seconds = timed(lambda: a @ b, device, repeats=repeats)
+    return 2 * size**3 / seconds / 1e12
+
+
+def copy_gbps(device: Any, megabytes: int, repeats: int = 5) -> float:
+    """Device memory bandwidth of a copy, counting the bytes read and the bytes written."""
+    import torch
+
+    source = torch.empty(megabytes * 2**20, dtype=torch.uint8, device=device)
+    target = torch.empty_like(source)
+    seconds = timed(lambda: target.copy_(source), device, repeats=repeats)
+    return 2 * source.numel() / seconds / 1e9
+
+
+def dataloader_mbps(workers: int = 2, batch_megabytes: int = 64, batches: int = 32) -> float:
+    """MB/s of batches handed from DataLoader worker processes to this one (through shm)."""
+    import time
+
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    elements = batch_megabytes * 2**20 // 4
+
+    class Batches(Dataset):
+        def __len__(self) -> int:
+            return batches
+
+        def __getitem__(self, index: int) -> torch.Tensor:
+            return torch.full((elements,), float(index))
+
+    loader = DataLoader(Batches(), batch_size=None, num_workers=workers)
+    start = time.perf_counter()
+    received = sum(batch.numel() * 4 for batch in loader)
+    return received / (time.perf_counter() - start) / 1e6
+
+
+def benchmark_device(backend: Backend, device: Any) -> dict[str, Any]:
+    size = backend.bench_matmul_size
+    results: dict[str, Any] = {"device": str(device), "matmul_size": size}
+    for dtype in MATMUL_DTYPES:
+        if dtype == "bfloat16" and not backend.supports_bf16(device):
+            continue
+        results[f"matmul_{dtype}_tflops"] = round(matmul_tflops(device, dtype, size), 3)
+    results["copy_gbps"] = round(copy_gbps(device, backend.bench_copy_megabytes), 1)
+    peak = backend.published_peak(device)
+    if peak:
+        results["published_peak"] = peak
+        if "matmul_bfloat16_tflops" in results:
+            results["bf16_fraction_of_peak"] = round(
+                results["matmul_bfloat16_tflops"] / peak["bf16_tflops"], 3
+            )
+        results["memory_fraction_of_peak"] = round(
+            results["copy_gbps"] / (peak["memory_tbps"] * 1e3), 3
+        )
+    return results
+
+
+def device_benchmarks(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Benchmarks for every device the probe found usable."""
+    measured = []
+    for backend in all_backends():
+        if report["backends"][backend.name]["usable"]:
+            measured += [benchmark_device(backend, device) for device in backend.devices()]
+    return measured

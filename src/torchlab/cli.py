@@ -1,0 +1,156 @@
+"""`torchlab`: the commands the Makefile, the images and CI call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+EXIT_EXPECTATION = 1
+
+
+def _fail(message: str) -> int:
+    print(f"torchlab: {message}", file=sys.stderr)
+    return EXIT_EXPECTATION
+
+
+def _backend_names() -> list[str]:
+    from .backends import all_backends
+
+    return [backend.name for backend in all_backends()]
+
+
+def _add_expect(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--expect",
+        choices=_backend_names(),
+        default=os.environ.get("TORCHLAB_EXPECT") or None,
+        help="fail unless this kind of device is usable and computes right "
+        "(default: $TORCHLAB_EXPECT)",
+    )
+
+
+def probe(args: argparse.Namespace) -> int:
+    from . import probe as probe_module
+
+    report = probe_module.collect(smoke=not args.no_smoke)
+    if args.bench:
+        from . import bench
+
+        report["bench"] = bench.device_benchmarks(report)
+    print(json.dumps(report, indent=2) if args.json else probe_module.render_table(report))
+    if args.expect:
+        failure = probe_module.expectation_failure(report, args.expect)
+        if failure:
+            return _fail(failure)
+    return 0
+
+
+def check_build(args: argparse.Namespace) -> int:
+    """The build-time assert of each image: its torch is the build its variant promises."""
+    from .backends import get
+
+    problems = get(args.variant).check_build()
+    for problem in problems:
+        print(f"torchlab: the {args.variant} image is wrong: {problem}", file=sys.stderr)
+    if not problems:
+        import torch
+
+        print(f"torchlab: {args.variant} build ok (torch {torch.__version__})")
+    return EXIT_EXPECTATION if problems else 0
+
+
+def selftest(args: argparse.Namespace) -> int:
+    """The probe, then the device suite (and the labs' notebooks) in this environment."""
+    import pytest
+
+    from . import probe as probe_module
+
+    report = probe_module.collect()
+    print(probe_module.render_table(report), flush=True)
+    if args.expect:
+        failure = probe_module.expectation_failure(report, args.expect)
+        if failure:
+            return _fail(failure)
+        os.environ["TORCHLAB_EXPECT"] = args.expect
+    suite = Path(os.environ.get("TORCHLAB_SUITE", "tests/device"))
+    if not suite.is_dir():
+        return _fail(f"the device suite is not at {suite}: set TORCHLAB_SUITE")
+    return int(pytest.main([str(suite), "-p", "no:cacheprovider", *args.pytest_args]))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Check what a lab needs, then replace this process with JupyterLab."""
+    from . import system
+
+    container = system.container()
+    labs = container["labs_dir"]
+    if not container["labs_exists"]:
+        return _fail(
+            f"the labs folder {labs} is missing. Fix: start the lab with make lab-cpu "
+            "from a checkout, which mounts its labs/ folder"
+        )
+    if not container["labs_writable"]:
+        return _fail(
+            f"the labs folder {labs} is not writable by uid {container['uid']}, so notebooks "
+            "could not be saved. Fix: on the host, chown -R $(id -u):$(id -g) labs"
+        )
+    if args.expect:
+        from .backends import get
+
+        status = get(args.expect).status()
+        if not status.usable:
+            return _fail(f"expected {args.expect}, but {status.hint}")
+    os.execvp("jupyter", ["jupyter", "lab", *args.jupyter_args])
+    raise AssertionError("unreachable: execvp does not return")
+
+
+def healthcheck(_: argparse.Namespace) -> int:
+    from . import healthcheck as health
+
+    return health.main()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="torchlab", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"torchlab {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    command = commands.add_parser("probe", help="report the environment and its devices")
+    command.add_argument("--json", action="store_true", help="machine-readable output")
+    command.add_argument("--no-smoke", action="store_true", help="skip the timed smoke ops")
+    command.add_argument(
+        "--bench",
+        action="store_true",
+        help="also measure matmul TFLOP/s and memory bandwidth per device",
+    )
+    _add_expect(command)
+    command.set_defaults(run=probe)
+
+    command = commands.add_parser("check-build", help="assert the image's torch build")
+    command.add_argument("variant", choices=_backend_names())
+    command.set_defaults(run=check_build)
+
+    command = commands.add_parser("selftest", help="probe, then run the device suite")
+    _add_expect(command)
+    command.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
+    command.set_defaults(run=selftest)
+
+    command = commands.add_parser("serve", help="check the lab's needs, then start JupyterLab")
+    _add_expect(command)
+    command.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
+    command.set_defaults(run=serve)
+
+    command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
+    command.set_defaults(run=healthcheck)
+
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

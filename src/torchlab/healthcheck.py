@@ -1,0 +1,64 @@
+"""The image's HEALTHCHECK: ask the running Jupyter server itself, with its own token.
+
+Standard library only and no torch: Docker runs this every few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def runtime_dir() -> Path:
+    configured = os.environ.get("JUPYTER_RUNTIME_DIR")
+    if configured:
+        return Path(configured)
+    data = os.environ.get("JUPYTER_DATA_DIR") or Path.home() / ".local/share/jupyter"
+    return Path(data) / "runtime"
+
+
+def servers() -> list[dict]:
+    """The servers running here, as Jupyter itself recorded them (jpserver-<pid>.json)."""
+    found = []
+    for path in sorted(runtime_dir().glob("jpserver-*.json")):
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(f"/proc/{info.get('pid')}").exists():
+            found.append(info)
+    return found
+
+
+def check(info: dict, timeout: float = 3.0) -> bool:
+    host = info.get("hostname") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "", "*") else host
+    api = f"http://{host}:{info['port']}{info.get('base_url', '/')}api"
+    token = info.get("token")
+    # With a token, ask the authenticated status; a password-only server has none to give.
+    request = (
+        urllib.request.Request(f"{api}/status", headers={"Authorization": f"token {token}"})
+        if token
+        else urllib.request.Request(api)
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.load(response)
+            return response.status == 200 and ("started" in answer or "version" in answer)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def main() -> int:
+    running = servers()
+    if not running:
+        print("no Jupyter server is running", file=sys.stderr)
+        return 1
+    if all(check(info) for info in running):
+        return 0
+    print("the Jupyter server does not answer", file=sys.stderr)
+    return 1

@@ -1,0 +1,182 @@
+"""The probe: what this environment is, which devices it has, and proof that they compute."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from . import __version__, system
+from .backends import Backend, all_backends, get
+
+
+def _smoke(backend: Backend, device: Any) -> dict[str, Any]:
+    try:
+        return backend.smoke(device)
+    except Exception as error:  # a device that is listed but cannot compute is the finding
+        hint = backend.explain(error)
+        return {
+            "device": str(device),
+            "ok": False,
+            "error": f"{type(error).__name__}: {str(error).strip().splitlines()[0]}",
+            "hint": str(hint) if hint else None,
+        }
+
+
+def _backend_entry(backend: Backend, smoke: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {"usable": False, "hint": None}
+    try:
+        status = backend.status()
+        entry["usable"] = status.usable
+        entry["hint"] = str(status.hint) if status.hint else None
+        entry["facts"] = backend.describe()
+        if status.usable:
+            devices = backend.devices()
+            entry["devices"] = [str(device) for device in devices]
+            if smoke:
+                entry["smoke"] = [_smoke(backend, device) for device in devices]
+    except Exception as error:  # the probe reports what broke instead of breaking
+        hint = backend.explain(error)
+        entry["error"] = f"{type(error).__name__}: {error}"
+        entry["hint"] = str(hint) if hint else entry["hint"]
+    return entry
+
+
+def _warnings(container: dict[str, Any]) -> list[str]:
+    found = []
+    shm = container["shm_bytes"]
+    if shm is not None and shm < system.SHM_MINIMUM:
+        found.append(
+            f"/dev/shm is {system.human_bytes(shm)}: DataLoader workers crash below "
+            f"{system.human_bytes(system.SHM_MINIMUM)}. Fix: docker run --shm-size=2g "
+            "(compose.yaml sets it)"
+        )
+    if not container["labs_exists"]:
+        found.append(
+            f"the labs folder {container['labs_dir']} does not exist. Fix: mount the checkout's "
+            "labs/ there (make lab-cpu does) or set TORCHLAB_LABS"
+        )
+    elif not container["labs_writable"]:
+        found.append(
+            f"the labs folder {container['labs_dir']} is not writable by uid {container['uid']}: "
+            "notebooks cannot be saved. Fix: on the host, chown -R $(id -u):$(id -g) labs"
+        )
+    return found
+
+
+def collect(smoke: bool = True) -> dict[str, Any]:
+    import torch
+
+    container = system.container()
+    return {
+        "torchlab": __version__,
+        "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "machine": system.machine(),
+        "torch": {
+            "version": torch.__version__,
+            "git": torch.version.git_version[:12],
+            "debug": torch.version.debug,
+        },
+        "container": container,
+        "backends": {backend.name: _backend_entry(backend, smoke) for backend in all_backends()},
+        "warnings": _warnings(container),
+    }
+
+
+def expectation_failure(report: dict[str, Any], expect: str) -> str | None:
+    """One line saying why the expected device kind is not really working; None when it is."""
+    name = get(expect).name
+    entry = report["backends"][name]
+    if not entry["usable"]:
+        return f"expected {name}, but {entry['hint'] or entry.get('error')}"
+    for result in entry.get("smoke", []):
+        if not result["ok"]:
+            reason = (
+                result.get("hint")
+                or result.get("error")
+                or (f"its result is off by {result['relative_error']:.1e} (relative)")
+            )
+            return f"expected {name}, but the smoke test failed on {result['device']}: {reason}"
+    return None
+
+
+def _value(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key.endswith("_bytes") and isinstance(value, int):
+        return system.human_bytes(value)
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "-"
+    return str(value)
+
+
+def _fields(facts: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {_value(key, value)}" for key, value in facts.items())
+
+
+def render_table(report: dict[str, Any]) -> str:
+    machine, container = report["machine"], report["container"]
+    environment = " ".join(f"{k}={v or '-'}" for k, v in container["environment"].items())
+    limit = f", limit {machine['cpu_limit']:g}" if machine["cpu_limit"] else ""
+    labs_state = (
+        "writable"
+        if container["labs_writable"]
+        else "NOT WRITABLE"
+        if container["labs_exists"]
+        else "MISSING"
+    )
+    rows = [
+        ("Python", f"{machine['python']} ({machine['python_executable']})"),
+        (
+            "OS",
+            f"{machine['os']}, kernel {machine['kernel']}, glibc {machine['glibc']}, "
+            f"{machine['arch']}",
+        ),
+        ("CPUs", f"{machine['cpus_usable']} usable of {machine['cpu_count']}{limit}"),
+        (
+            "RAM",
+            f"{system.human_bytes(machine['ram_bytes'])} "
+            f"({system.human_bytes(machine['ram_available_bytes'])} available)",
+        ),
+        ("torch", f"{report['torch']['version']} (git {report['torch']['git']})"),
+        (
+            "container",
+            f"{_value('', container['in_container'])}, "
+            f"uid {container['uid']} gid {container['gid']}",
+        ),
+        ("/dev/shm", system.human_bytes(container["shm_bytes"])),
+        ("labs", f"{container['labs_dir']} ({labs_state})"),
+        ("environment", environment),
+    ]
+    lines = [f"torchlab {report['torchlab']} probe, {report['time']}", ""]
+    lines += [f"  {key:<12} {value}" for key, value in rows]
+    lines += ["", "Devices"]
+    for name, entry in report["backends"].items():
+        state = (
+            "usable" if entry["usable"] else f"NOT USABLE: {entry['hint'] or entry.get('error')}"
+        )
+        lines.append(f"  {name:<6} {state}")
+        facts = dict(entry.get("facts", {}))
+        listed = {
+            key: facts.pop(key)
+            for key in list(facts)
+            if isinstance(facts[key], list) and facts[key] and isinstance(facts[key][0], dict)
+        }
+        if facts:
+            lines.append(f"         {_fields(facts)}")
+        for items in listed.values():
+            lines += [f"         - {_fields(item)}" for item in items]
+        for result in entry.get("smoke", []):
+            if "ms" in result:
+                verdict = "ok" if result["ok"] else "WRONG RESULT"
+                lines.append(
+                    f"         smoke {result['device']}: {result['op']} in {result['ms']} ms "
+                    f"({result['gflops']} GFLOP/s), relative error "
+                    f"{result['relative_error']:.1e}, {verdict}"
+                )
+            else:
+                lines.append(f"         smoke {result['device']}: FAILED {result['error']}")
+    if report["warnings"]:
+        lines += ["", "Warnings"] + [f"  ! {warning}" for warning in report["warnings"]]
+    return "\n".join(lines)
