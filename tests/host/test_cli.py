@@ -1,0 +1,156 @@
+"""The `torchlab` command: what scripts, the images and CI rely on."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from torchlab import healthcheck
+
+
+def torchlab(*args: str, **environment: str) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key != "TORCHLAB_EXPECT"}
+    env.update(environment)
+    return subprocess.run(
+        [sys.executable, "-m", "torchlab", *args], capture_output=True, text=True, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def report() -> dict:
+    result = torchlab("probe", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_probe_json_reports_the_machine_and_the_build(report):
+    machine = report["machine"]
+    assert machine["python"].startswith("3.")
+    assert machine["glibc"] and machine["cpu_count"] >= 1 and machine["ram_bytes"] > 0
+    assert report["torch"]["version"]
+    assert set(report["backends"]) == {"cpu", "cuda", "xla"}
+    assert report["backends"]["cuda"]["facts"]["build_cuda"] is None  # the host's cpu build
+
+
+def test_probe_json_reports_the_container_side(report):
+    container = report["container"]
+    assert container["uid"] == os.getuid() and container["gid"] == os.getgid()
+    assert container["shm_bytes"] > 0
+    assert {"labs_dir", "labs_exists", "labs_writable", "in_container"} <= set(container)
+    assert set(container["environment"]) == {
+        "TORCHLAB_EXPECT",
+        "NVIDIA_VISIBLE_DEVICES",
+        "CUDA_VISIBLE_DEVICES",
+        "PJRT_DEVICE",
+        "CUBLAS_WORKSPACE_CONFIG",
+    }
+
+
+def test_probe_json_has_a_timed_smoke_op_per_usable_device(report):
+    cpu = report["backends"]["cpu"]
+    assert cpu["usable"] and cpu["devices"] == ["cpu"]
+    [smoke] = cpu["smoke"]
+    assert smoke["ok"] and smoke["ms"] > 0 and smoke["relative_error"] < 1e-5
+    for name in ("cuda", "xla"):
+        entry = report["backends"][name]
+        assert not entry["usable"] and "Fix:" in entry["hint"] and "smoke" not in entry
+
+
+def test_probe_table_is_readable():
+    result = torchlab("probe", "--no-smoke")
+    assert result.returncode == 0
+    for heading in ("Python", "glibc", "/dev/shm", "labs", "Devices", "cpu", "cuda", "xla"):
+        assert heading in result.stdout
+
+
+def test_expect_cuda_without_a_gpu_fails_with_one_line_that_names_the_fix():
+    result = torchlab("probe", "--expect", "cuda", "--no-smoke")
+    assert result.returncode == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("torchlab: expected cuda, but ") and "Fix: " in line
+    assert "make lab-gpu" in line
+
+
+def test_expect_comes_from_the_environment_too():
+    assert torchlab("probe", "--no-smoke", TORCHLAB_EXPECT="xla").returncode == 1
+    assert torchlab("probe", "--no-smoke", TORCHLAB_EXPECT="cpu").returncode == 0
+
+
+def test_expect_cpu_passes():
+    assert torchlab("probe", "--expect", "cpu").returncode == 0
+
+
+def test_check_build_asserts_the_variant():
+    assert torchlab("check-build", "cpu").returncode == 0
+    wrong = torchlab("check-build", "cuda")
+    assert wrong.returncode == 1 and "the cuda image is wrong" in wrong.stderr
+
+
+def test_bench_adds_device_measurements():
+    result = torchlab("probe", "--json", "--bench")
+    assert result.returncode == 0, result.stderr
+    [cpu] = json.loads(result.stdout)["bench"]
+    assert cpu["device"] == "cpu"
+    assert cpu["matmul_float32_tflops"] > 0 and cpu["copy_gbps"] > 0
+
+
+class FakeJupyter(http.server.BaseHTTPRequestHandler):
+    """Answers /api/status like Jupyter Server: only with the right token."""
+
+    def do_GET(self):
+        if self.path == "/api/status" and self.headers["Authorization"] == "token right":
+            body = json.dumps({"started": "2026-11-24T00:00:00Z"}).encode()
+            self.send_response(200)
+        else:
+            body = b"{}"
+            self.send_response(403)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def jupyter(tmp_path, monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeJupyter)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path))
+    yield server.server_address[1], tmp_path
+    server.shutdown()
+
+
+def write_runtime_file(folder, port, token, pid=None):
+    info = {
+        "pid": pid or os.getpid(),
+        "port": port,
+        "token": token,
+        "base_url": "/",
+        "hostname": "0.0.0.0",
+    }
+    (folder / f"jpserver-{info['pid']}.json").write_text(json.dumps(info))
+
+
+def test_healthcheck_asks_the_server_with_its_token(jupyter):
+    port, runtime = jupyter
+    write_runtime_file(runtime, port, "right")
+    assert healthcheck.main() == 0
+
+
+def test_healthcheck_fails_when_the_server_refuses(jupyter):
+    port, runtime = jupyter
+    write_runtime_file(runtime, port, "wrong")
+    assert healthcheck.main() == 1
+
+
+def test_healthcheck_fails_without_a_running_server(jupyter):
+    port, runtime = jupyter
+    write_runtime_file(runtime, port, "right", pid=2**22 + 1)  # no such process
+    assert healthcheck.main() == 1

@@ -1,0 +1,79 @@
+"""The locks pin every package exactly, agree with their inputs and with each other."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements"
+LOCKS = ("lab", "cpu", "cuda", "xla", "dev")
+ENTRY = re.compile(
+    r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)(?P<rest>(?:.*\\\n)*.*)", re.M
+)
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def entries(lock: str) -> dict[str, tuple[str, str]]:
+    text = (REQUIREMENTS / f"{lock}.txt").read_text()
+    return {canonical(m["name"]): (m["version"], m["rest"]) for m in ENTRY.finditer(text)}
+
+
+def pins(lock: str) -> dict[str, str]:
+    return {name: version for name, (version, _) in entries(lock).items()}
+
+
+def inputs(lock: str) -> list[str]:
+    lines = (REQUIREMENTS / f"{lock}.in").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_every_line_of_a_lock_is_an_exact_pin_with_hashes(lock):
+    text = (REQUIREMENTS / f"{lock}.txt").read_text()
+    requirement_lines = [
+        line for line in text.splitlines() if line and not line.startswith((" ", "#"))
+    ]
+    assert requirement_lines and all("==" in line for line in requirement_lines)
+    for name, (_, rest) in entries(lock).items():
+        assert "--hash=sha256:" in rest, f"{lock}: {name} has no hash"
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_every_input_is_in_its_lock(lock):
+    locked = pins(lock)
+    for requirement in inputs(lock):
+        name, _, version = (
+            re.split(r"(==)", requirement) if "==" in requirement else (requirement, "", "")
+        )
+        name = canonical(re.sub(r"\[.*\]", "", name))
+        assert name in locked, f"{lock}.in asks for {name}, {lock}.txt lacks it"
+        if version:
+            assert locked[name] == version
+
+
+def test_the_torch_builds_are_the_promised_ones():
+    assert pins("cpu")["torch"] == "2.13.0+cpu"
+    assert pins("cuda")["torch"] == "2.13.0"
+    assert any(name.startswith("nvidia-") and name.endswith("cu13") for name in pins("cuda"))
+    assert pins("xla")["torch"] == "2.9.0" and pins("xla")["torch-xla"] == "2.9.0"
+    assert "libtpu" in pins("xla")
+
+
+@pytest.mark.parametrize("lock", ["cpu", "cuda", "xla", "dev"])
+def test_shared_packages_have_the_lab_versions(lock):
+    lab = pins("lab")
+    different = {
+        name: (version, lab[name])
+        for name, version in pins(lock).items()
+        if name in lab and lab[name] != version
+    }
+    assert not different, f"{lock} disagrees with lab: {different}"
+
+
+def test_the_host_environment_is_the_cpu_variant():
+    assert "torch" not in pins("dev") and "torch" not in pins("lab")

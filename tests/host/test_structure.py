@@ -1,0 +1,214 @@
+"""The compose file, the Dockerfile and the Makefile keep the promises users rely on.
+
+compose.yaml is read through `docker compose config`, so merges and defaults are the ones
+Compose itself applies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from torchlab.variants import VARIANTS
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_BINARY = Path(sys.executable).parent / "docker-compose"
+LABS = "/home/lab/labs"
+
+
+def compose_config(**environment: str) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LAB")}
+    env.update(JUPYTER_TOKEN="a-token", **environment)
+    result = subprocess.run(
+        [
+            str(COMPOSE_BINARY),
+            "--project-directory",
+            str(REPO),
+            "-f",
+            str(REPO / "compose.yaml"),
+            "--profile",
+            "test",
+            "config",
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    return json.loads(result.stdout)["services"]
+
+
+@pytest.fixture(scope="module")
+def services() -> dict:
+    return compose_config()
+
+
+def labs_of(services):
+    return {name: service for name, service in services.items() if name.startswith("lab-")}
+
+
+def test_there_is_a_lab_and_a_test_service_per_variant(services):
+    for variant in VARIANTS:
+        assert services[variant.service]["image"] == variant.image
+        assert services[f"test-{variant.lab}"]["image"] == variant.image
+
+
+def test_every_lab_mounts_the_same_labs_folder(services):
+    for name, service in labs_of(services).items():
+        [mount] = [volume for volume in service["volumes"] if volume["target"] == LABS]
+        assert mount["type"] == "bind" and mount["source"] == str(REPO / "labs"), name
+        assert mount["bind"]["create_host_path"] is False, name  # a missing labs/ is an error
+
+
+def test_published_ports_are_on_loopback_by_default(services):
+    for name, service in labs_of(services).items():
+        for port in service.get("ports", []):
+            assert port["host_ip"] == "127.0.0.1", name
+        if service.get("network_mode") == "host":
+            assert service["environment"]["TORCHLAB_LISTEN"] == "127.0.0.1", name
+    assert any(service.get("ports") for service in labs_of(services).values())
+
+
+def test_the_port_and_the_address_are_configurable():
+    services = compose_config(LAB_PORT="9999", LAB_BIND="10.0.0.5")
+    [port] = services["lab-cpu"]["ports"]
+    assert (port["host_ip"], port["published"]) == ("10.0.0.5", "9999")
+    assert services["lab-tpu"]["environment"]["TORCHLAB_PORT"] == "9999"
+
+
+def test_the_lab_runs_as_the_host_user():
+    services = compose_config(LAB_UID="4242", LAB_GID="4343")
+    for name, service in labs_of(services).items():
+        assert service["user"] == "4242:4343", name
+
+
+def test_gpu_services_reserve_nvidia_gpus(services):
+    for name in ("lab-gpu", "test-gpu"):
+        [device] = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"], name
+    assert "deploy" not in services["test-gpu-on-cpu"]
+
+
+def test_tpu_services_are_privileged_on_the_host_network(services):
+    for name in ("lab-tpu", "test-tpu"):
+        assert services[name]["privileged"] is True and services[name]["network_mode"] == "host"
+    assert services["lab-tpu"]["environment"]["PJRT_DEVICE"] == "TPU"
+    assert services["test-tpu-on-cpu"]["environment"]["PJRT_DEVICE"] == "CPU"
+
+
+def test_cpu_and_gpu_labs_are_confined(services):
+    for name in ("lab-cpu", "lab-gpu"):
+        service = services[name]
+        assert not service.get("privileged") and service["cap_drop"] == ["ALL"], name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert not service["user"].startswith("0:"), name
+
+
+def test_shared_memory_is_enough_for_dataloader_workers(services):
+    for name, service in services.items():
+        assert int(service["shm_size"]) >= 2**30, name
+
+
+def test_no_service_disables_the_image_healthcheck(services):
+    for name, service in services.items():
+        assert not service.get("healthcheck", {}).get("disable"), name
+
+
+def test_the_token_may_not_be_empty():
+    result = subprocess.run(
+        [str(COMPOSE_BINARY), "-f", str(REPO / "compose.yaml"), "config"],
+        capture_output=True,
+        text=True,
+        env={"PATH": os.environ["PATH"], "JUPYTER_TOKEN": ""},
+    )
+    assert result.returncode != 0 and "JUPYTER_TOKEN is empty" in result.stderr
+
+
+def test_each_lab_expects_its_device(services):
+    for variant in VARIANTS:
+        assert services[variant.service]["environment"]["TORCHLAB_EXPECT"] == variant.name
+
+
+DOCKERFILE = (REPO / "docker/Dockerfile").read_text()
+
+
+def test_dockerfile_has_a_healthcheck_that_asks_jupyter():
+    assert re.search(r'^HEALTHCHECK .*CMD \["torchlab", "healthcheck"\]', DOCKERFILE, re.M)
+
+
+def test_dockerfile_runs_as_a_non_root_user_under_an_init():
+    assert re.search(r"^USER lab$", DOCKERFILE, re.M)
+    assert re.search(r'^ENTRYPOINT \["tini", "--"\]', DOCKERFILE, re.M)
+
+
+def test_dockerfile_base_is_pinned_by_digest():
+    assert re.search(r"^ARG BASE_IMAGE=debian:bookworm-slim@sha256:[0-9a-f]{64}$", DOCKERFILE, re.M)
+
+
+def test_dockerfile_builds_with_the_classic_builder():
+    assert "RUN --mount" not in DOCKERFILE and "<<" not in DOCKERFILE
+    assert not re.search(r"^# syntax=", DOCKERFILE, re.M)
+    assert len(re.findall(r"^FROM ", DOCKERFILE, re.M)) == 1  # no sibling stages to build
+
+
+def test_dockerfile_asserts_the_build_and_labels_the_lock():
+    assert 'torchlab check-build "${VARIANT}"' in DOCKERFILE
+    for label in (
+        "org.opencontainers.image.revision",
+        "org.torchlab.variant",
+        "org.torchlab.torch",
+        "org.torchlab.lock",
+    ):
+        assert label in DOCKERFILE
+
+
+def test_dockerfile_copies_the_toolkit_after_the_packages():
+    order = [
+        DOCKERFILE.index(marker)
+        for marker in (
+            "pip-locked install /opt/venv lab",
+            'pip-locked install /opt/venv "${VARIANT}"',
+            "COPY src ",
+            "COPY tests/device ",
+            "COPY --chown=lab:lab labs ",
+        )
+    ]
+    assert order == sorted(order)
+
+
+def make(*arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "-s", *arguments], cwd=REPO, capture_output=True, text=True)
+
+
+def test_make_help_lists_every_target_with_one_line():
+    listed = dict(
+        re.match(r"\s+make (\S+)\s+(.+)", line).groups()
+        for line in make("help").stdout.splitlines()
+    )
+    targets = re.findall(r"^([a-z%-]+):", (REPO / "Makefile").read_text(), re.M)
+    assert set(targets) - {"help"} <= set(listed), "a target has no ## description"
+    for wanted in (
+        "lab",
+        "lab-%",
+        "build-%",
+        "test-%",
+        "test-%-on-cpu",
+        "shell-%",
+        "logs",
+        "down",
+        "clean",
+        "lock",
+        "wheels",
+        "lint",
+        "test",
+        "probe",
+    ):
+        assert wanted in listed, wanted
