@@ -1,0 +1,23 @@
+"""JupyterLab in a torchlab image: the labs folder as its root, and a token, always."""
+
+import os
+
+c = get_config()  # noqa: F821 (Jupyter provides get_config to its config files)
+
+# Inside the container's own network 0.0.0.0 is private: compose publishes the port on
+# 127.0.0.1 only. lab-tpu shares the host's network, so it listens on LAB_BIND itself.
+c.ServerApp.ip = os.environ.get("TORCHLAB_LISTEN", "0.0.0.0")
+c.ServerApp.port = int(os.environ.get("TORCHLAB_PORT", "8888"))
+c.ServerApp.port_retries = 0  # a taken port is an error, not a silent move to another one
+c.ServerApp.root_dir = os.environ.get("TORCHLAB_LABS", "/home/lab/labs")
+c.ServerApp.open_browser = False
+c.ServerApp.allow_root = False
+# No calls home: the lab works the same on an air-gapped cluster.
+c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
+
+# The token comes from JUPYTER_TOKEN (compose passes the one in .env); when it is unset or
+# empty, Jupyter generates one. A password (hash from jupyter_server.auth.passwd) replaces it.
+password_hash = os.environ.get("TORCHLAB_PASSWORD_HASH")
+if password_hash:
+    c.PasswordIdentityProvider.hashed_password = password_hash
+    c.PasswordIdentityProvider.password_required = True
