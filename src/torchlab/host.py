@@ -15,6 +15,7 @@ import http.server
 import os
 import re
 import secrets
+import shlex
 import shutil
 import socket
 import subprocess
@@ -30,6 +31,7 @@ from .variants import VARIANTS, Variant, by_name
 
 ROOT = Path(__file__).resolve().parents[2]
 ENV_FILE = ROOT / ".env"
+ARTIFACTS = ROOT / "artifacts"
 DOCKER_URL = "https://docs.docker.com/engine/install/"
 COMPOSE_URL = "https://docs.docker.com/compose/install/linux/"
 # Build arguments a user may set in the environment (make build-cpu BASE_IMAGE=...).
@@ -260,8 +262,7 @@ def build(variant: Variant) -> float:
         str(ROOT / "docker/Dockerfile"),
         "--tag",
         variant.image,
-        "--network",
-        "host",
+        *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
         "--build-arg",
         f"VARIANT={variant.name}",
         "--build-arg",
@@ -279,7 +280,8 @@ def build(variant: Variant) -> float:
     with contextlib.ExitStack() as stack:
         if wheelhouse:
             url = stack.enter_context(served_wheelhouse(Path(wheelhouse).resolve(), variant))
-            command += ["--build-arg", f"WHEELHOUSE={url}"]
+            # The build's pip reaches the wheelhouse server on the host's loopback.
+            command += ["--network", "host", "--build-arg", f"WHEELHOUSE={url}"]
         if run([*command, str(ROOT)]).returncode != 0:
             raise fail(
                 f"building {variant.image} failed (the build's output is above)",
@@ -364,6 +366,13 @@ def test(lab: str, on_cpu: bool) -> int:
     require_compose()
     ensure_image(variant)
     service = f"test-{variant.lab}" + ("-on-cpu" if on_cpu and variant.name != "cpu" else "")
+    # Keep this run's probe report (CI uploads it), then run the probe and the suite.
+    report = compose(
+        "--profile", "test", "run", "--rm", service, "torchlab", "probe", "--json", capture=True
+    )
+    if report.stdout.strip().startswith("{"):
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / f"probe-{service}.json").write_text(report.stdout)
     return compose("--profile", "test", "run", "--rm", service).returncode
 
 

@@ -100,6 +100,7 @@ def test_xla_train_step_runs_without_cpu_fallbacks(device):
     if device.type != "xla":
         pytest.skip("XLA only")
     import torch_xla
+    import torch_xla.core.xla_model as xm
     import torch_xla.debug.metrics as metrics
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
@@ -107,13 +108,18 @@ def test_xla_train_step_runs_without_cpu_fallbacks(device):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     x, y = torch.randn(32, 8).to(device), torch.randn(32, 1).to(device)
     metrics.clear_all()
-    for _ in range(3):
+    steps = 3
+    for _ in range(steps):
         loss = torch.nn.functional.mse_loss(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         torch_xla.sync()
+    xm.wait_device_ops()  # XLA executes after sync() returns; count once it is done
     fallbacks = [name for name in metrics.counter_names() if name.startswith("aten::")]
     assert not fallbacks, f"ops fell back to the CPU: {fallbacks}"
-    assert metrics.metric_data("ExecuteTime")[0] >= 3
+    assert metrics.metric_data("ExecuteTime")[0] == steps
+    # The step's graph is compiled once, then reused: a recompiling step would be slow.
+    assert metrics.counter_value("UncachedCompile") == 1
+    assert metrics.counter_value("CachedCompile") == steps - 1
     assert torch.isfinite(loss.cpu())

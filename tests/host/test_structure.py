@@ -145,7 +145,7 @@ def test_dockerfile_has_a_healthcheck_that_asks_jupyter():
 
 
 def test_dockerfile_runs_as_a_non_root_user_under_an_init():
-    assert re.search(r"^USER lab$", DOCKERFILE, re.M)
+    assert re.search(r"^USER \$\{LAB_UID\}:\$\{LAB_GID\}$", DOCKERFILE, re.M)
     assert re.search(r'^ENTRYPOINT \["tini", "--"\]', DOCKERFILE, re.M)
 
 

@@ -1,0 +1,138 @@
+"""lab-cpu started the way a person starts it: its start-up line, its security, its files."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+
+import nbformat
+import pytest
+from support import HOST_GID, HOST_UID, TOKEN, docker, make_lab, request, require_image
+
+START_LINE = re.compile(
+    r"^torchlab: lab-cpu is ready at (?P<url>http://127\.0\.0\.1:\d+/lab\?token=\S+) "
+    r"\(healthy in (?P<seconds>[\d.]+) s; stop: make down\)$"
+)
+
+
+def save_notebook(lab, name: str, text: str) -> None:
+    """Save a notebook through Jupyter's contents API, as JupyterLab's Save does."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
+    status, body = request(
+        "PUT", lab.url(f"/api/contents/{name}"), TOKEN,
+        body={"type": "notebook", "format": "json", "content": json.loads(nbformat.writes(notebook))},
+    )
+    assert status in (200, 201), body
+
+
+def test_start_up_prints_one_line_with_the_url_and_how_to_stop(lab_cpu):
+    started = lab_cpu.up()
+    assert started.returncode == 0, started.stderr
+    [line] = started.stdout.strip().splitlines()
+    match = START_LINE.match(line)
+    assert match, line
+    assert match["url"] == lab_cpu.url(f"/lab?token={TOKEN}")
+    assert float(match["seconds"]) < 60
+    inspected = json.loads(docker("inspect", lab_cpu.container).stdout)[0]
+    assert inspected["State"]["Health"]["Status"] == "healthy"
+
+
+def test_requests_without_the_token_are_refused(running_lab_cpu):
+    assert running_lab_cpu.get("/api/contents", token=None)[0] == 403
+    assert running_lab_cpu.get("/api/contents", token="wrong")[0] == 403
+    status, _ = running_lab_cpu.get("/lab", token=None, follow_redirects=False)
+    assert status == 302
+    status, body = running_lab_cpu.get("/api/contents")
+    assert status == 200
+    assert "02_tensors.ipynb" in [item["name"] for item in json.loads(body)["content"]]
+
+
+def test_the_port_is_published_on_loopback_only(running_lab_cpu):
+    ports = json.loads(docker("inspect", running_lab_cpu.container).stdout)[0]["NetworkSettings"]
+    [binding] = ports["Ports"]["8888/tcp"]
+    assert binding == {"HostIp": "127.0.0.1", "HostPort": str(running_lab_cpu.port)}
+
+
+def test_the_lab_runs_as_the_host_user_and_not_as_root(running_lab_cpu):
+    ids = docker("exec", running_lab_cpu.container, "id", "-u").stdout.strip()
+    assert ids == str(HOST_UID)
+    config = json.loads(docker("inspect", running_lab_cpu.container).stdout)[0]["HostConfig"]
+    assert config["CapDrop"] == ["ALL"] and not config["Privileged"]
+
+
+def test_the_token_appears_in_no_log(running_lab_cpu):
+    logs = docker("logs", running_lab_cpu.container)
+    assert "ServerApp" in logs.stdout + logs.stderr
+    assert TOKEN not in logs.stdout + logs.stderr
+
+
+def test_a_saved_notebook_lands_in_labs_owned_by_the_host_user(running_lab_cpu):
+    save_notebook(running_lab_cpu, "mine.ipynb", "my notes")
+    saved = running_lab_cpu.labs / "mine.ipynb"
+    assert (saved.stat().st_uid, saved.stat().st_gid) == (HOST_UID, HOST_GID)
+    assert "my notes" in saved.read_text()
+
+
+def test_saved_work_survives_down_kill_and_a_rebuild(lab_cpu):
+    assert lab_cpu.up().returncode == 0
+    save_notebook(lab_cpu, "kept.ipynb", "still here")
+    assert lab_cpu.host("down").returncode == 0
+    assert "still here" in (lab_cpu.labs / "kept.ipynb").read_text()
+
+    assert lab_cpu.up().returncode == 0
+    docker("kill", lab_cpu.container)
+    assert "still here" in (lab_cpu.labs / "kept.ipynb").read_text()
+
+    rebuilt = lab_cpu.host("build", "cpu")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert lab_cpu.up().returncode == 0
+    status, body = lab_cpu.get("/api/contents/kept.ipynb")
+    assert status == 200 and "still here" in body
+
+
+def one_line_failure(result) -> str:
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("torchlab: ") and ". Fix: " in line
+    return line
+
+
+def test_a_port_in_use_is_one_line(lab_cpu):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", lab_cpu.port))
+        taken.listen()
+        line = one_line_failure(lab_cpu.up())
+    assert f"port {lab_cpu.port} on 127.0.0.1 is already in use" in line
+
+
+def test_a_missing_labs_folder_is_one_line(labs_folder):
+    lab = make_lab("cpu", labs_folder.parent / "no-such-folder")
+    assert "is missing" in one_line_failure(lab.up())
+
+
+def test_a_labs_folder_the_user_cannot_write_is_one_line(labs_folder):
+    os.chown(labs_folder, 0, 0)
+    labs_folder.chmod(0o755)
+    line = one_line_failure(make_lab("cpu", labs_folder).up())
+    assert f"not writable by uid {HOST_UID}" in line
+
+
+def test_a_tpu_lab_without_a_tpu_is_one_line(labs_folder):
+    require_image("torchlab:xla")
+    lab = make_lab("tpu", labs_folder)
+    try:
+        line = one_line_failure(lab.up())
+        assert "expected xla, but no TPU found on this machine (PJRT_DEVICE=TPU)" in line
+    finally:
+        lab.host("down")
+
+
+@pytest.mark.parametrize("lab", ["gpu"])
+def test_a_gpu_lab_without_a_gpu_is_one_line(labs_folder, lab):
+    if any(os.access(os.path.join(folder, "nvidia-smi"), os.X_OK)
+           for folder in os.environ["PATH"].split(os.pathsep)):
+        pytest.skip("this machine has an NVIDIA driver")
+    line = one_line_failure(make_lab(lab, labs_folder).up())
+    assert "no NVIDIA driver on this host" in line
