@@ -86,6 +86,9 @@ test-host-%: ## the device suite and notebooks in a host venv from a variant's l
 test-images: venv ## slow: the images, compose, ownership, security and the browser test
 	$(PYTEST) -m slow tests/images
 
+bench: venv ## measure the images (size, builds, start-up, suites) and container vs host; BENCH_LABS, BENCH_REPEATS
+	PYTHONPATH=src $(PYTHON) -m torchlab.host_bench
+
 probe: venv ## this machine's probe report
 	$(VENV)/bin/torchlab probe
 

@@ -32,6 +32,33 @@ def copy_gbps(device: Any, megabytes: int, repeats: int = 5) -> float:
     return 2 * source.numel() / seconds / 1e9
 
 
+CPU_MATMUL_SIZES = (512, 1024, 2048)
+
+
+def cpu_benchmarks(repeats: int = 3) -> dict[str, Any]:
+    """What `torchlab bench` reports: the same numbers on the host and in a container, so
+    their ratio shows what the container costs (threads, shm and CPU limits)."""
+    import statistics
+
+    import torch
+
+    return {
+        "threads": torch.get_num_threads(),
+        "matmul_float32_gflops": {
+            str(size): round(
+                statistics.median(
+                    matmul_tflops("cpu", "float32", size, repeats=3) * 1e3 for _ in range(repeats)
+                ),
+                1,
+            )
+            for size in CPU_MATMUL_SIZES
+        },
+        "dataloader_2_workers_mbps": round(
+            statistics.median(dataloader_mbps(workers=2) for _ in range(repeats)), 1
+        ),
+    }
+
+
 def dataloader_mbps(workers: int = 2, batch_megabytes: int = 64, batches: int = 32) -> float:
     """MB/s of batches handed from DataLoader worker processes to this one (through shm)."""
     import time

@@ -107,6 +107,13 @@ def serve(args: argparse.Namespace) -> int:
     raise AssertionError("unreachable: execvp does not return")
 
 
+def bench(args: argparse.Namespace) -> int:
+    from . import bench as measurements
+
+    print(json.dumps(measurements.cpu_benchmarks(args.repeats), indent=2))
+    return 0
+
+
 def healthcheck(_: argparse.Namespace) -> int:
     from . import healthcheck as health
 
@@ -144,6 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     _add_expect(command)
     command.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
     command.set_defaults(run=serve)
+
+    command = commands.add_parser(
+        "bench", help="CPU matmul GFLOP/s and DataLoader MB/s, as JSON (medians)"
+    )
+    command.add_argument("--repeats", type=int, default=3)
+    command.set_defaults(run=bench)
 
     command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
     command.set_defaults(run=healthcheck)

@@ -55,4 +55,3 @@ def running_lab_cpu(lab_cpu):
     started = lab_cpu.up()
     assert started.returncode == 0, started.stderr
     return lab_cpu
-

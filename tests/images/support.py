@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -26,7 +25,9 @@ TOKEN = "test-token-0123456789abcdef"
 COMPOSE_PROJECT = "torchlab-tests"
 
 
-def docker(*arguments: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def docker(
+    *arguments: str, check: bool = True, timeout: float = 600
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["docker", *arguments], capture_output=True, text=True, check=check, timeout=timeout
     )
@@ -50,8 +51,9 @@ class TrackedContainer:
         self.started.append(result.stdout.strip())
         return self.started[-1]
 
-    def run_to_end(self, image: str, *command: str, options: tuple[str, ...] = (),
-                   timeout: float = 600) -> tuple[int, str]:
+    def run_to_end(
+        self, image: str, *command: str, options: tuple[str, ...] = (), timeout: float = 600
+    ) -> tuple[int, str]:
         """(exit code, output) of a container run to its end."""
         container = self.run(image, *command, options=options)
         code = int(docker("wait", container, timeout=timeout).stdout.strip())
@@ -63,12 +65,10 @@ class TrackedContainer:
             docker("rm", "--force", *self.started, check=False)
 
 
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
 
 
 @dataclass
@@ -83,7 +83,11 @@ class Lab:
     def host(self, *arguments: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "torchlab.host", *arguments],
-            cwd=REPO, capture_output=True, text=True, env=self.environment, timeout=600,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            env=self.environment,
+            timeout=600,
         )
 
     def up(self) -> subprocess.CompletedProcess:
@@ -98,10 +102,19 @@ class Lab:
     @property
     def container(self) -> str:
         listed = subprocess.run(
-            ["docker", "ps", "--all", "--quiet", "--filter",
-             f"label=com.docker.compose.project={COMPOSE_PROJECT}",
-             "--filter", f"label=com.docker.compose.service={by_name(self.lab).service}"],
-            capture_output=True, text=True, check=True,
+            [
+                "docker",
+                "ps",
+                "--all",
+                "--quiet",
+                "--filter",
+                f"label=com.docker.compose.project={COMPOSE_PROJECT}",
+                "--filter",
+                f"label=com.docker.compose.service={by_name(self.lab).service}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         )
         return listed.stdout.split()[0]
 
@@ -111,15 +124,24 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def request(method: str, url: str, token: str | None, body: dict | None = None,
-            follow_redirects: bool = True) -> tuple[int, str]:
+def request(
+    method: str,
+    url: str,
+    token: str | None,
+    body: dict | None = None,
+    follow_redirects: bool = True,
+) -> tuple[int, str]:
     headers = {"Authorization": f"token {token}"} if token else {}
     data = json.dumps(body).encode() if body is not None else None
-    opener = (urllib.request.build_opener() if follow_redirects
-              else urllib.request.build_opener(_NoRedirect))
+    opener = (
+        urllib.request.build_opener()
+        if follow_redirects
+        else urllib.request.build_opener(_NoRedirect)
+    )
     try:
-        with opener.open(urllib.request.Request(url, data, headers, method=method),
-                         timeout=30) as response:
+        with opener.open(
+            urllib.request.Request(url, data, headers, method=method), timeout=30
+        ) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode(errors="replace")
@@ -138,8 +160,6 @@ def make_lab(lab: str, labs: Path) -> Lab:
         JUPYTER_TOKEN=TOKEN,
     )
     return Lab(lab, labs, port, environment)
-
-
 
 
 def wait_until(condition, timeout: float = 60, every: float = 0.5) -> bool:

@@ -14,8 +14,13 @@ from support import REPO, TOKEN
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless on a machine with no network beyond the lab: no sandbox (root), no background calls.
 CHROMIUM_FLAGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 ARTIFACTS = REPO / "artifacts"
 
@@ -49,8 +54,10 @@ def test_the_lab_in_a_browser_runs_a_cell_and_refuses_strangers(running_lab_cpu,
     notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
     first_code_cell = notebook.locator(".jp-CodeCell").first
     first_code_cell.wait_for(timeout=60_000)
-    notebook.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for(
-        timeout=120_000
+    # The status bar says when the kernel has really started.
+    page.get_by_text("Python 3 (ipykernel) | Idle").wait_for(timeout=120_000)
+    assert (
+        page.get_by_text("Would you like to get notified about official Jupyter news").count() == 0
     )
     first_code_cell.locator(".jp-InputArea-editor").click()
     page.keyboard.press("Shift+Enter")
@@ -61,7 +68,7 @@ def test_the_lab_in_a_browser_runs_a_cell_and_refuses_strangers(running_lab_cpu,
 
     stranger = browser.new_page()
     stranger.goto(running_lab_cpu.url("/lab"))
-    stranger.locator("input[type='password']").wait_for(timeout=30_000)
+    stranger.locator("#password_input").wait_for(timeout=30_000)
     assert "/login" in stranger.url
     assert stranger.locator(".jp-DirListing-item").count() == 0
     assert "02_tensors.ipynb" not in stranger.content()

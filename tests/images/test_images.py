@@ -68,12 +68,18 @@ def test_the_cuda_image_without_gpu_access_fails_loudly(container):
 
 def test_the_xla_image_without_a_tpu_fails_loudly_instead_of_hanging(container):
     code, output = container.run_to_end(
-        "torchlab:xla", "torchlab", "probe", "--no-smoke",
-        options=("--env", "PJRT_DEVICE=TPU"), timeout=120,
+        "torchlab:xla",
+        "torchlab",
+        "probe",
+        "--no-smoke",
+        options=("--env", "PJRT_DEVICE=TPU"),
+        timeout=120,
     )
     assert code == 1
-    assert output.strip().splitlines()[-1].startswith(
-        "torchlab: expected xla, but no TPU found on this machine (PJRT_DEVICE=TPU)"
+    assert (
+        output.strip()
+        .splitlines()[-1]
+        .startswith("torchlab: expected xla, but no TPU found on this machine (PJRT_DEVICE=TPU)")
     )
 
 

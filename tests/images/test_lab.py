@@ -21,8 +21,14 @@ def save_notebook(lab, name: str, text: str) -> None:
     """Save a notebook through Jupyter's contents API, as JupyterLab's Save does."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
     status, body = request(
-        "PUT", lab.url(f"/api/contents/{name}"), TOKEN,
-        body={"type": "notebook", "format": "json", "content": json.loads(nbformat.writes(notebook))},
+        "PUT",
+        lab.url(f"/api/contents/{name}"),
+        TOKEN,
+        body={
+            "type": "notebook",
+            "format": "json",
+            "content": json.loads(nbformat.writes(notebook)),
+        },
     )
     assert status in (200, 201), body
 
@@ -131,8 +137,10 @@ def test_a_tpu_lab_without_a_tpu_is_one_line(labs_folder):
 
 @pytest.mark.parametrize("lab", ["gpu"])
 def test_a_gpu_lab_without_a_gpu_is_one_line(labs_folder, lab):
-    if any(os.access(os.path.join(folder, "nvidia-smi"), os.X_OK)
-           for folder in os.environ["PATH"].split(os.pathsep)):
+    if any(
+        os.access(os.path.join(folder, "nvidia-smi"), os.X_OK)
+        for folder in os.environ["PATH"].split(os.pathsep)
+    ):
         pytest.skip("this machine has an NVIDIA driver")
     line = one_line_failure(make_lab(lab, labs_folder).up())
     assert "no NVIDIA driver on this host" in line
