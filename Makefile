@@ -14,7 +14,8 @@ HOST := PYTHONPATH=src $(PYTHON) -m torchlab.host
 PYTEST := $(VENV)/bin/python -m pytest
 # What the host environment is built from, for its own lock test.
 export TORCHLAB_LOCKS := requirements/lab.txt requirements/cpu.txt requirements/dev.txt
-export WHEELHOUSE LAB_PORT LAB_BIND LABS_DIR LAB_UID LAB_GID BASE_IMAGE PIP_INDEX_URL TORCH_CPU_WHEELS
+export WHEELHOUSE LAB_PORT LAB_BIND LABS_DIR LAB_UID LAB_GID IMAGE_UID IMAGE_GID BASE_IMAGE \
+	PIP_INDEX_URL TORCH_CPU_WHEELS
 
 .PHONY: help lab down logs clean venv test test-images probe lock wheels base-image lint bench
 

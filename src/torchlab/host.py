@@ -34,8 +34,15 @@ ENV_FILE = ROOT / ".env"
 ARTIFACTS = ROOT / "artifacts"
 DOCKER_URL = "https://docs.docker.com/engine/install/"
 COMPOSE_URL = "https://docs.docker.com/compose/install/linux/"
-# Build arguments a user may set in the environment (make build-cpu BASE_IMAGE=...).
-PASSED_BUILD_ARGS = ("BASE_IMAGE", "PIP_INDEX_URL", "TORCH_CPU_WHEELS", "LAB_UID", "LAB_GID")
+# Build arguments a user may set in the environment, by the name the Dockerfile knows them.
+# The image's own user is IMAGE_UID/IMAGE_GID: LAB_UID/LAB_GID choose who runs a lab, at start.
+PASSED_BUILD_ARGS = {
+    "BASE_IMAGE": "BASE_IMAGE",
+    "PIP_INDEX_URL": "PIP_INDEX_URL",
+    "TORCH_CPU_WHEELS": "TORCH_CPU_WHEELS",
+    "IMAGE_UID": "LAB_UID",
+    "IMAGE_GID": "LAB_GID",
+}
 HEALTHY_TIMEOUT_S = 180
 
 
@@ -252,9 +259,18 @@ def served_wheelhouse(wheelhouse: Path, variant: Variant) -> Iterator[str]:
         server.server_close()
 
 
-def build(variant: Variant) -> float:
-    require_docker()
+def build_command(variant: Variant, wheelhouse_url: str | None = None) -> list[str]:
+    """docker build for a variant: online, or from a wheelhouse served at wheelhouse_url."""
     torch_version, lock_digest = lock_pins(variant)
+    build_args = {
+        "VARIANT": variant.name,
+        "REVISION": revision(),
+        "TORCH_VERSION": torch_version,
+        "LOCK_SHA256": lock_digest,
+    }
+    build_args.update(
+        {arg: os.environ[name] for name, arg in PASSED_BUILD_ARGS.items() if os.environ.get(name)}
+    )
     command = [
         "docker",
         "build",
@@ -263,26 +279,27 @@ def build(variant: Variant) -> float:
         "--tag",
         variant.image,
         *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
-        "--build-arg",
-        f"VARIANT={variant.name}",
-        "--build-arg",
-        f"REVISION={revision()}",
-        "--build-arg",
-        f"TORCH_VERSION={torch_version}",
-        "--build-arg",
-        f"LOCK_SHA256={lock_digest}",
     ]
-    for name in PASSED_BUILD_ARGS:
-        if os.environ.get(name):
-            command += ["--build-arg", f"{name}={os.environ[name]}"]
+    if wheelhouse_url:
+        # The build's pip reaches the wheelhouse server on the host's loopback.
+        command += ["--network", "host"]
+        build_args["WHEELHOUSE"] = wheelhouse_url
+    for name, value in build_args.items():
+        command += ["--build-arg", f"{name}={value}"]
+    return [*command, str(ROOT)]
+
+
+def build(variant: Variant) -> float:
+    require_docker()
     wheelhouse = os.environ.get("WHEELHOUSE")
     start = time.monotonic()
     with contextlib.ExitStack() as stack:
-        if wheelhouse:
-            url = stack.enter_context(served_wheelhouse(Path(wheelhouse).resolve(), variant))
-            # The build's pip reaches the wheelhouse server on the host's loopback.
-            command += ["--network", "host", "--build-arg", f"WHEELHOUSE={url}"]
-        if run([*command, str(ROOT)]).returncode != 0:
+        url = (
+            stack.enter_context(served_wheelhouse(Path(wheelhouse).resolve(), variant))
+            if wheelhouse
+            else None
+        )
+        if run(build_command(variant, url)).returncode != 0:
             raise fail(
                 f"building {variant.image} failed (the build's output is above)",
                 f"fix what it names, then make build-{variant.lab}",

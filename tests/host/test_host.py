@@ -193,3 +193,29 @@ def test_make_test_gpu_without_a_gpu_names_what_to_install(fake_bin):
     )
     assert result.returncode != 0
     assert "no NVIDIA driver on this host" in result.stderr and cuda.DRIVER_URL in result.stderr
+
+
+def build_args(command: list[str]) -> dict[str, str]:
+    pairs = [command[i + 1] for i, word in enumerate(command) if word == "--build-arg"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+def test_online_and_offline_builds_differ_only_in_where_pip_looks(monkeypatch):
+    for name in ("WHEELHOUSE", "DOCKER_BUILD_FLAGS", *host.PASSED_BUILD_ARGS):
+        monkeypatch.delenv(name, raising=False)
+    online = host.build_command(by_name("cpu"))
+    offline = host.build_command(by_name("cpu"), "http://127.0.0.1:8799")
+    assert build_args(offline) == {**build_args(online), "WHEELHOUSE": "http://127.0.0.1:8799"}
+    assert [w for w in offline if w not in online] == [
+        "--network",
+        "host",
+        "WHEELHOUSE=http://127.0.0.1:8799",
+    ]
+    assert build_args(online)["TORCH_VERSION"] == "2.13.0+cpu"
+
+
+def test_the_lab_user_is_chosen_at_start_and_the_image_user_at_build(monkeypatch):
+    monkeypatch.setenv("LAB_UID", "4242")
+    assert "LAB_UID" not in build_args(host.build_command(by_name("cpu")))
+    monkeypatch.setenv("IMAGE_UID", "1234")
+    assert build_args(host.build_command(by_name("cpu")))["LAB_UID"] == "1234"
