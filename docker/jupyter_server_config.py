@@ -16,8 +16,11 @@ c.ServerApp.allow_root = False
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 
 # The token comes from JUPYTER_TOKEN (compose passes the one in .env); when it is unset or
-# empty, Jupyter generates one. A password (hash from jupyter_server.auth.passwd) replaces it.
+# empty, Jupyter generates one. A password (hash from jupyter_server.auth.passwd) replaces it:
+# then the password is required and the token no longer opens the lab.
 password_hash = os.environ.get("TORCHLAB_PASSWORD_HASH")
 if password_hash:
     c.PasswordIdentityProvider.hashed_password = password_hash
     c.PasswordIdentityProvider.password_required = True
+    c.PasswordIdentityProvider.allow_password_change = False
+    c.IdentityProvider.token = ""

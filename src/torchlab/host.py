@@ -38,11 +38,12 @@ COMPOSE_URL = "https://docs.docker.com/compose/install/linux/"
 # The image's own user is IMAGE_UID/IMAGE_GID: LAB_UID/LAB_GID choose who runs a lab, at start.
 PASSED_BUILD_ARGS = {
     "BASE_IMAGE": "BASE_IMAGE",
-    "PIP_INDEX_URL": "PIP_INDEX_URL",
-    "TORCH_CPU_WHEELS": "TORCH_CPU_WHEELS",
     "IMAGE_UID": "LAB_UID",
     "IMAGE_GID": "LAB_GID",
 }
+# Where the online build's pip looks. An offline build ignores them, so they are not passed:
+# they would only change its layers' cache keys.
+ONLINE_BUILD_ARGS = ("PIP_INDEX_URL", "TORCH_CPU_WHEELS")
 HEALTHY_TIMEOUT_S = 180
 
 
@@ -186,14 +187,22 @@ def require_free_port(lab: str, bind: str, port: int) -> None:
             ) from None
 
 
-def token() -> str:
-    """JUPYTER_TOKEN from the environment or .env; a new random one is written to .env."""
-    if os.environ.get("JUPYTER_TOKEN"):
-        return os.environ["JUPYTER_TOKEN"]
+def configured(name: str) -> str | None:
+    """A setting from the environment, else from .env (where compose also reads it)."""
+    if os.environ.get(name):
+        return os.environ[name]
     if ENV_FILE.exists():
-        match = re.search(r"^JUPYTER_TOKEN=(\S+)$", ENV_FILE.read_text(), re.MULTILINE)
+        match = re.search(rf"^{name}=(\S+)$", ENV_FILE.read_text(), re.MULTILINE)
         if match:
             return match[1]
+    return None
+
+
+def token() -> str:
+    """JUPYTER_TOKEN from the environment or .env; a new random one is written to .env."""
+    existing = configured("JUPYTER_TOKEN")
+    if existing:
+        return existing
     new = secrets.token_hex(24)
     descriptor = os.open(ENV_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     with os.fdopen(descriptor, "a") as env_file:
@@ -268,8 +277,11 @@ def build_command(variant: Variant, wheelhouse_url: str | None = None) -> list[s
         "TORCH_VERSION": torch_version,
         "LOCK_SHA256": lock_digest,
     }
+    passed = dict(PASSED_BUILD_ARGS)
+    if not wheelhouse_url:
+        passed.update({name: name for name in ONLINE_BUILD_ARGS})
     build_args.update(
-        {arg: os.environ[name] for name, arg in PASSED_BUILD_ARGS.items() if os.environ.get(name)}
+        {arg: os.environ[name] for name, arg in passed.items() if os.environ.get(name)}
     )
     command = [
         "docker",
@@ -362,14 +374,18 @@ def up(lab: str) -> float:
         raise HostError(failure_reason(variant.service))
     elapsed = time.monotonic() - start
     host = "127.0.0.1" if lab_settings.bind in ("0.0.0.0", "::") else lab_settings.bind
+    url = f"http://{host}:{lab_settings.port}/lab"
+    login = " (log in with your password)" if configured("TORCHLAB_PASSWORD_HASH") else ""
+    if not login:
+        url += f"?token={token()}"
     print(
-        f"torchlab: {variant.service} is ready at http://{host}:{lab_settings.port}/lab"
-        f"?token={token()} (healthy in {elapsed:.1f} s; stop: make down)"
+        f"torchlab: {variant.service} is ready at {url}{login} "
+        f"(healthy in {elapsed:.1f} s; stop: make down)"
     )
     if lab_settings.bind in ("0.0.0.0", "::"):
         print(
             f"torchlab: warning: LAB_BIND={lab_settings.bind} exposes the lab to every network "
-            "this machine is on; the token is all that guards it",
+            "this machine is on; the token or password is all that guards it",
             file=sys.stderr,
         )
     return elapsed

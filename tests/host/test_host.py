@@ -203,6 +203,8 @@ def build_args(command: list[str]) -> dict[str, str]:
 def test_online_and_offline_builds_differ_only_in_where_pip_looks(monkeypatch):
     for name in ("WHEELHOUSE", "DOCKER_BUILD_FLAGS", *host.PASSED_BUILD_ARGS):
         monkeypatch.delenv(name, raising=False)
+    for name in host.ONLINE_BUILD_ARGS:
+        monkeypatch.delenv(name, raising=False)
     online = host.build_command(by_name("cpu"))
     offline = host.build_command(by_name("cpu"), "http://127.0.0.1:8799")
     assert build_args(offline) == {**build_args(online), "WHEELHOUSE": "http://127.0.0.1:8799"}
@@ -219,3 +221,12 @@ def test_the_lab_user_is_chosen_at_start_and_the_image_user_at_build(monkeypatch
     assert "LAB_UID" not in build_args(host.build_command(by_name("cpu")))
     monkeypatch.setenv("IMAGE_UID", "1234")
     assert build_args(host.build_command(by_name("cpu")))["LAB_UID"] == "1234"
+
+
+def test_online_settings_do_not_touch_the_offline_build(monkeypatch):
+    monkeypatch.setenv("TORCH_CPU_WHEELS", "/some/folder")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
+    online = build_args(host.build_command(by_name("cpu")))
+    offline = build_args(host.build_command(by_name("cpu"), "http://127.0.0.1:8799"))
+    assert online["TORCH_CPU_WHEELS"] == "/some/folder"
+    assert "TORCH_CPU_WHEELS" not in offline and "PIP_INDEX_URL" not in offline

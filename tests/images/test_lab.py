@@ -144,3 +144,30 @@ def test_a_gpu_lab_without_a_gpu_is_one_line(labs_folder, lab):
         pytest.skip("this machine has an NVIDIA driver")
     line = one_line_failure(make_lab(lab, labs_folder).up())
     assert "no NVIDIA driver on this host" in line
+
+
+def test_a_password_replaces_the_token(labs_folder):
+    import http.cookiejar
+    import urllib.parse
+    import urllib.request
+
+    from jupyter_server.auth import passwd
+
+    lab = make_lab("cpu", labs_folder)
+    lab.environment["TORCHLAB_PASSWORD_HASH"] = passwd("correct horse battery staple")
+    try:
+        started = lab.up()
+        assert started.returncode == 0, started.stderr
+        assert "(log in with your password)" in started.stdout and TOKEN not in started.stdout
+        assert lab.get("/api/contents")[0] == 403  # the token no longer opens the lab
+
+        cookies = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+        browser.open(lab.url("/login")).read()
+        xsrf = next(cookie.value for cookie in cookies if cookie.name == "_xsrf")
+        form = {"password": "correct horse battery staple", "_xsrf": xsrf}
+        browser.open(lab.url("/login"), urllib.parse.urlencode(form).encode()).read()
+        with browser.open(lab.url("/api/contents")) as response:
+            assert "02_tensors.ipynb" in response.read().decode()
+    finally:
+        lab.host("down")
