@@ -78,7 +78,7 @@ def selftest(args: argparse.Namespace) -> int:
     suite = Path(os.environ.get("TORCHLAB_SUITE", "tests/device"))
     if not suite.is_dir():
         return _fail(f"the device suite is not at {suite}: set TORCHLAB_SUITE")
-    return int(pytest.main([str(suite), "-p", "no:cacheprovider", *args.pytest_args]))
+    return int(pytest.main([str(suite), "-p", "no:cacheprovider", *args.passed_on]))
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -103,7 +103,7 @@ def serve(args: argparse.Namespace) -> int:
         status = get(args.expect).status()
         if not status.usable:
             return _fail(f"expected {args.expect}, but {status.hint}")
-    os.execvp("jupyter", ["jupyter", "lab", *args.jupyter_args])
+    os.execvp("jupyter", ["jupyter", "lab", *args.passed_on])
     raise AssertionError("unreachable: execvp does not return")
 
 
@@ -142,14 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     command.add_argument("variant", choices=_backend_names())
     command.set_defaults(run=check_build)
 
-    command = commands.add_parser("selftest", help="probe, then run the device suite")
+    command = commands.add_parser(
+        "selftest", help="probe, then run the device suite (other arguments go to pytest)"
+    )
     _add_expect(command)
-    command.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
     command.set_defaults(run=selftest)
 
-    command = commands.add_parser("serve", help="check the lab's needs, then start JupyterLab")
+    command = commands.add_parser(
+        "serve", help="check the lab's needs, then start JupyterLab (other arguments go to it)"
+    )
     _add_expect(command)
-    command.add_argument("jupyter_args", nargs=argparse.REMAINDER, help="passed on to jupyter lab")
     command.set_defaults(run=serve)
 
     command = commands.add_parser(
@@ -161,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
     command.set_defaults(run=healthcheck)
 
-    args = parser.parse_args(argv)
+    # selftest and serve pass the arguments they do not know on to pytest and jupyter lab.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command not in ("selftest", "serve"):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.passed_on = [argument for argument in unknown if argument != "--"]
     return args.run(args)
 
 

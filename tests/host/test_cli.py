@@ -154,3 +154,22 @@ def test_healthcheck_fails_without_a_running_server(jupyter):
     port, runtime = jupyter
     write_runtime_file(runtime, port, "right", pid=2**22 + 1)  # no such process
     assert healthcheck.main() == 1
+
+
+def test_selftest_passes_pytest_options_through():
+    result = torchlab(
+        "selftest",
+        "--expect",
+        "cpu",
+        "-k",
+        "test_pip_check_is_clean",
+        "-q",
+        TORCHLAB_SUITE="tests/device",
+    )
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "1 passed" in result.stdout
+
+
+def test_other_commands_refuse_unknown_arguments():
+    result = torchlab("probe", "--no-smoke", "--bogus")
+    assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
