@@ -411,6 +411,7 @@ def test(lab: str, on_cpu: bool) -> int:
 
 def shell(lab: str) -> int:
     variant = by_name(lab)
+    require_host_device(variant)
     require_docker()
     require_compose()
     ensure_image(variant)

@@ -184,17 +184,6 @@ def test_make_reports_an_unknown_lab_in_one_line():
     )
 
 
-def test_make_test_gpu_without_a_gpu_names_what_to_install(fake_bin):
-    environment = dict(os.environ, PATH=f"{os.environ['PATH']}:/usr/bin:/bin")
-    if any(Path(folder, "nvidia-smi").exists() for folder in ("/usr/bin", "/bin")):
-        pytest.skip("this machine has an NVIDIA driver")
-    result = subprocess.run(
-        ["make", "-s", "test-gpu"], cwd=REPO, capture_output=True, text=True, env=environment
-    )
-    assert result.returncode != 0
-    assert "no NVIDIA driver on this host" in result.stderr and cuda.DRIVER_URL in result.stderr
-
-
 def build_args(command: list[str]) -> dict[str, str]:
     pairs = [command[i + 1] for i, word in enumerate(command) if word == "--build-arg"]
     return dict(pair.split("=", 1) for pair in pairs)
@@ -230,3 +219,16 @@ def test_online_settings_do_not_touch_the_offline_build(monkeypatch):
     offline = build_args(host.build_command(by_name("cpu"), "http://127.0.0.1:8799"))
     assert online["TORCH_CPU_WHEELS"] == "/some/folder"
     assert "TORCH_CPU_WHEELS" not in offline and "PIP_INDEX_URL" not in offline
+
+
+@pytest.mark.parametrize("target", ["test-gpu", "lab-gpu", "shell-gpu"])
+def test_gpu_targets_without_a_gpu_name_what_to_install(fake_bin, target):
+    environment = dict(os.environ, PATH=f"{os.environ['PATH']}:/usr/bin:/bin")
+    if any(Path(folder, "nvidia-smi").exists() for folder in ("/usr/bin", "/bin")):
+        pytest.skip("this machine has an NVIDIA driver")
+    result = subprocess.run(
+        ["make", "-s", target], cwd=REPO, capture_output=True, text=True, env=environment
+    )
+    assert result.returncode != 0
+    [line] = result.stderr.splitlines()[:1]
+    assert line.startswith("torchlab: no NVIDIA driver on this host") and cuda.DRIVER_URL in line
