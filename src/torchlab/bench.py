@@ -5,6 +5,7 @@ The same functions run on the host and inside the images, so their numbers compa
 
 from __future__ import annotations
 
+import statistics
 from typing import Any
 
 from .backends import Backend, all_backends
@@ -38,8 +39,6 @@ CPU_MATMUL_SIZES = (512, 1024, 2048)
 def cpu_benchmarks(repeats: int = 3) -> dict[str, Any]:
     """What `torchlab bench` reports: the same numbers on the host and in a container, so
     their ratio shows what the container costs (threads, shm and CPU limits)."""
-    import statistics
-
     import torch
 
     return {
@@ -47,7 +46,8 @@ def cpu_benchmarks(repeats: int = 3) -> dict[str, Any]:
         "matmul_float32_gflops": {
             str(size): round(
                 statistics.median(
-                    matmul_tflops("cpu", "float32", size, repeats=3) * 1e3 for _ in range(repeats)
+                    matmul_tflops("cpu", "float32", size, repeats=products_for(size)) * 1e3
+                    for _ in range(repeats)
                 ),
                 1,
             )
@@ -55,6 +55,27 @@ def cpu_benchmarks(repeats: int = 3) -> dict[str, Any]:
         },
         "dataloader_2_workers_mbps": round(
             statistics.median(dataloader_mbps(workers=2) for _ in range(repeats)), 1
+        ),
+    }
+
+
+def products_for(size: int, seconds: float = 0.5) -> int:
+    """How many float32 products of `size` fill `seconds` on the CPU: the median of a few
+    millisecond-long products moved by 40% with the hiccups of a shared 2-core VM."""
+    one_product = 2 * size**3 / (matmul_tflops("cpu", "float32", size, repeats=1) * 1e12)
+    return max(3, int(seconds / one_product))
+
+
+def median_of_reports(reports: list[dict[str, Any]]) -> dict[str, Any]:
+    """One `cpu_benchmarks` report holding the median of each number over several reports."""
+    return {
+        "threads": reports[0]["threads"],
+        "matmul_float32_gflops": {
+            size: round(statistics.median(r["matmul_float32_gflops"][size] for r in reports), 1)
+            for size in reports[0]["matmul_float32_gflops"]
+        },
+        "dataloader_2_workers_mbps": round(
+            statistics.median(r["dataloader_2_workers_mbps"] for r in reports), 1
         ),
     }
 

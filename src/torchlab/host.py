@@ -439,7 +439,15 @@ def clean() -> int:
     ]
     if present:
         run(["docker", "image", "rm", *present], stdout=subprocess.DEVNULL)
-    return run(["docker", "image", "prune", "--force"], stdout=subprocess.DEVNULL).returncode
+    return prune_replaced_images()
+
+
+def prune_replaced_images() -> int:
+    """Remove the torchlab images that newer builds replaced, and no one else's."""
+    return run(
+        ["docker", "image", "prune", "--force", "--filter", "label=org.torchlab.variant"],
+        stdout=subprocess.DEVNULL,
+    ).returncode
 
 
 def main(argv: list[str] | None = None) -> int:

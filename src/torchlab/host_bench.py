@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import host
+from .bench import median_of_reports
 from .variants import Variant, by_name
 
 # The goals this project set itself (README, "Performance").
@@ -109,7 +110,7 @@ def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
 
     def cold_build() -> float:
         seconds = timed(host_command("build", variant.lab), no_cache)
-        host.quiet(["docker", "image", "prune", "--force"])  # the replaced layers: GBs each time
+        host.prune_replaced_images()  # GBs each time
         return seconds
 
     results["build_cold_layers_s"] = median_of(repeats, cold_build)
@@ -118,6 +119,7 @@ def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
         repeats, lambda: one_line_rebuild(variant, next(attempts))
     )
     timed(host_command("build", variant.lab), with_pythonpath(host.ROOT))  # the checkout's own
+    host.prune_replaced_images()
     if lab_runs_here(variant):
         results["start_to_healthy_s"] = median_of(repeats, lambda: start_to_healthy(variant))
     results["suite_s"] = median_of(repeats, lambda: suite(variant))
@@ -126,29 +128,40 @@ def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
 
 
 def container_vs_host(venv_python: Path, repeats: int) -> dict[str, Any]:
-    on_host = json.loads(
-        subprocess.run(
-            [str(venv_python), "-m", "torchlab", "bench", "--repeats", str(repeats)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
-    # The cpu test service: the labs' shared memory and user, as a lab runs it.
-    in_container = json.loads(
-        host.compose(
-            "--profile",
-            "test",
-            "run",
-            "--rm",
-            "test-cpu",
-            "torchlab",
-            "bench",
-            "--repeats",
-            str(repeats),
-            capture=True,
-        ).stdout
-    )
+    """Host and container runs alternate, so a slow spell on a shared machine hits both sides
+    instead of making one of them look slow."""
+    on_host, in_container = [], []
+    for _ in range(repeats):
+        on_host.append(
+            json.loads(
+                subprocess.run(
+                    [str(venv_python), "-m", "torchlab", "bench"],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+        )
+        # The cpu test service: the labs' shared memory and user, as a lab runs it.
+        in_container.append(
+            json.loads(
+                host.compose(
+                    "--profile",
+                    "test",
+                    "run",
+                    "--rm",
+                    "test-cpu",
+                    "torchlab",
+                    "bench",
+                    capture=True,
+                ).stdout
+            )
+        )
+    compared = compare(median_of_reports(on_host), median_of_reports(in_container))
+    return {**compared, "runs": {"host": on_host, "container": in_container}}
+
+
+def compare(on_host: dict[str, Any], in_container: dict[str, Any]) -> dict[str, Any]:
     ratios = {
         f"matmul_{size}": round(
             in_container["matmul_float32_gflops"][size] / on_host["matmul_float32_gflops"][size], 3
@@ -231,14 +244,21 @@ def markdown(results: dict[str, Any]) -> str:
     ratio = results["container_vs_host"]
     lines += [
         "",
-        "| in the cpu container vs on the host | host | container | ratio |",
+        "| in the cpu container vs on the host, median (range) | host | container | ratio |",
         "| --- | --- | --- | --- |",
     ]
-    for size, value in ratio["host"]["matmul_float32_gflops"].items():
+    runs = ratio["runs"]
+
+    def with_range(side: str, size: str) -> str:
+        """The median, and the range over the runs: how noisy the machine was."""
+        values = [run["matmul_float32_gflops"][size] for run in runs[side]]
+        median = ratio[side]["matmul_float32_gflops"][size]
+        return f"{median} ({min(values)}-{max(values)})"
+
+    for size in ratio["host"]["matmul_float32_gflops"]:
         lines.append(
-            f"| float32 matmul {size}x{size} (GFLOP/s) | {value} | "
-            f"{ratio['container']['matmul_float32_gflops'][size]} | "
-            f"{ratio['ratio'][f'matmul_{size}']} |"
+            f"| float32 matmul {size}x{size} (GFLOP/s) | {with_range('host', size)} | "
+            f"{with_range('container', size)} | {ratio['ratio'][f'matmul_{size}']} |"
         )
     lines.append(
         f"| DataLoader, 2 workers (MB/s) | {ratio['host']['dataloader_2_workers_mbps']} | "

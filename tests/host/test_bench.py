@@ -1,0 +1,80 @@
+"""`make bench`'s arithmetic: medians that ride out a noisy machine, and goals it reports."""
+
+from __future__ import annotations
+
+from torchlab.bench import median_of_reports
+from torchlab.host_bench import compare, markdown
+
+
+def report(gflops: float, mbps: float) -> dict:
+    return {
+        "threads": 2,
+        "matmul_float32_gflops": {"512": gflops, "1024": gflops * 2},
+        "dataloader_2_workers_mbps": mbps,
+    }
+
+
+def results(container_gflops: float, cpu_size_gb: float) -> dict:
+    return {
+        "machine": {
+            "cpu": "Test CPU",
+            "cpus": 2,
+            "ram_gb": 23.5,
+            "kernel": "6.1",
+            "docker": "20.10",
+            "date": "2026-11-24",
+        },
+        "repeats": 3,
+        "images": {
+            "cpu": {
+                "size_gb": cpu_size_gb,
+                "layers": 16,
+                "build_cold_layers_s": 100.0,
+                "rebuild_one_line_s": 4.7,
+                "start_to_healthy_s": 3.5,
+                "suite_s": 50.0,
+                "probe_s": 2.3,
+            }
+        },
+        "container_vs_host": {
+            **compare(report(100.0, 1000.0), report(container_gflops, 1000.0)),
+            "runs": {
+                "host": [report(90.0, 1000.0), report(100.0, 1000.0), report(120.0, 1000.0)],
+                "container": [report(container_gflops, 1000.0)] * 3,
+            },
+        },
+        "gpu": "no GPU reaches containers on this machine",
+    }
+
+
+def test_one_slow_run_does_not_move_the_median():
+    merged = median_of_reports([report(150, 1300), report(80, 1250), report(160, 1400)])
+    assert merged["matmul_float32_gflops"] == {"512": 150, "1024": 300}
+    assert merged["dataloader_2_workers_mbps"] == 1300
+
+
+def test_ratio_is_container_over_host():
+    ratios = compare(report(100.0, 1000.0), report(97.0, 500.0))["ratio"]
+    assert ratios == {"matmul_512": 0.97, "matmul_1024": 0.97, "dataloader": 0.5}
+
+
+def goal_row(table: str, goal: str) -> str:
+    return next(line for line in table.splitlines() if line.startswith(f"| {goal}"))
+
+
+def test_table_says_which_goals_were_met():
+    table = markdown(results(container_gflops=99.0, cpu_size_gb=1.57))
+    assert goal_row(table, "cpu image <= 1.6 GB").endswith("| yes |")
+    assert goal_row(table, "container/host compute >= 0.95").endswith("| 0.99 | yes |")
+    assert (
+        "| float32 matmul 512x512 (GFLOP/s) | 100.0 (90.0-120.0) | 99.0 (99.0-99.0) | 0.99 |"
+        in table
+    )
+    assert "Reproduce: `make bench`" in table
+
+
+def test_table_flags_a_missed_goal():
+    table = markdown(results(container_gflops=60.0, cpu_size_gb=1.9))
+    assert goal_row(table, "cpu image <= 1.6 GB").endswith("| 1.9 | NO |")
+    assert goal_row(table, "container/host compute >= 0.95").endswith("| 0.6 | NO |")
+    assert "| cuda image <= 5.6 GB | n/a | n/a |" in table
