@@ -7,6 +7,7 @@ Standard library only, like torchlab.host, whose commands it times.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -61,8 +62,10 @@ def image_facts(variant: Variant) -> dict[str, Any]:
     }
 
 
-def one_line_rebuild(variant: Variant, attempt: int) -> float:
-    """Rebuild after appending one line to the toolkit, in a copy of the tracked tree."""
+def one_line_rebuild(variant: Variant) -> float:
+    """Rebuild after appending one line to the toolkit, in a copy of the tracked tree.
+
+    The line is new every time, so no earlier build's layers can answer for it."""
     files = host.quiet(["git", "-C", str(host.ROOT), "ls-files"]).stdout.split()
     with tempfile.TemporaryDirectory() as copy:
         for name in files:
@@ -70,8 +73,29 @@ def one_line_rebuild(variant: Variant, attempt: int) -> float:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(host.ROOT / name, target)
         with open(Path(copy, "src/torchlab/variants.py"), "a") as edited:
-            edited.write(f"# benchmark edit {attempt} {time.time()}\n")
+            edited.write(f"# one-line edit {time.time_ns()}\n")
         return timed(host_command("build", variant.lab), with_pythonpath(Path(copy)))
+
+
+def rebuild_from_checkout(variant: Variant) -> None:
+    """Put the checkout's own toolkit back into the image, and drop the images it replaces."""
+    timed(host_command("build", variant.lab), with_pythonpath(host.ROOT))
+    host.prune_replaced_images()
+
+
+def rebuild_check(variant: Variant, ceiling_s: float) -> int:
+    """CI's check: one rebuild after a one-line toolkit change, at most ceiling_s seconds."""
+    seconds = one_line_rebuild(variant)
+    rebuild_from_checkout(variant)
+    print(f"rebuild of {variant.image} after a one-line toolkit change: {seconds:.1f} s")
+    if seconds > ceiling_s:
+        print(
+            f"torchlab: the rebuild took longer than {ceiling_s:g} s: a layer before the "
+            "toolkit's was rebuilt. Fix: keep docker/Dockerfile's COPY src after the installs",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def start_to_healthy(variant: Variant) -> float:
@@ -114,12 +138,8 @@ def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
         return seconds
 
     results["build_cold_layers_s"] = median_of(repeats, cold_build)
-    attempts = iter(range(repeats))
-    results["rebuild_one_line_s"] = median_of(
-        repeats, lambda: one_line_rebuild(variant, next(attempts))
-    )
-    timed(host_command("build", variant.lab), with_pythonpath(host.ROOT))  # the checkout's own
-    host.prune_replaced_images()
+    results["rebuild_one_line_s"] = median_of(repeats, lambda: one_line_rebuild(variant))
+    rebuild_from_checkout(variant)
     if lab_runs_here(variant):
         results["start_to_healthy_s"] = median_of(repeats, lambda: start_to_healthy(variant))
     results["suite_s"] = median_of(repeats, lambda: suite(variant))
@@ -309,12 +329,22 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m torchlab.host_bench", description=__doc__)
+    parser.add_argument(
+        "--rebuild-check",
+        metavar="LAB",
+        help="only time one rebuild of LAB's image after a one-line toolkit change",
+    )
+    parser.add_argument("--ceiling", type=float, default=30.0, help="for --rebuild-check (s)")
+    args = parser.parse_args(argv)
     repeats = max(3, int(os.environ.get("BENCH_REPEATS") or 3))
     labs = (os.environ.get("BENCH_LABS") or "cpu gpu tpu").split()
     venv_python = host.ROOT / os.environ.get("VENV", ".venv") / "bin/python"
     try:
         host.require_docker()
+        if args.rebuild_check:
+            return rebuild_check(by_name(args.rebuild_check), args.ceiling)
         host.require_compose()
         results = {
             "machine": machine(),
