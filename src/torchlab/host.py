@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import Hint, get
+from .locks import pins
 from .variants import VARIANTS, Variant, by_name
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -220,8 +221,7 @@ def lock_pins(variant: Variant) -> tuple[str, str]:
     for name in ("lab", variant.name):
         text = (ROOT / "requirements" / f"{name}.txt").read_text()
         digest.update(text.encode())
-        match = re.search(r"^torch==(\S+)", text, re.MULTILINE)
-        torch_version = match[1] if match else torch_version
+        torch_version = pins(text).get("torch", torch_version)
     return torch_version, digest.hexdigest()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from importlib import metadata
@@ -14,28 +13,14 @@ import pytest
 from torchlab import probe
 from torchlab.backends import get
 from torchlab.devices import expected
-
-PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def pinned(lock: Path) -> dict[str, str]:
-    pins = {}
-    for line in lock.read_text().splitlines():
-        match = PIN.match(line)
-        if match:
-            pins[canonical(match[1])] = match[2]
-    return pins
+from torchlab.locks import canonical, read_pins
 
 
 def locked_environment() -> dict[str, str]:
     """Every pin of the locks this environment was built from ($TORCHLAB_LOCKS)."""
     pins: dict[str, str] = {}
     for path in os.environ["TORCHLAB_LOCKS"].split():
-        for name, version in pinned(Path(path)).items():
+        for name, version in read_pins(Path(path)).items():
             assert pins.setdefault(name, version) == version, f"{name} pinned twice"
     return pins
 

@@ -7,15 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from torchlab.locks import canonical, read_pins
+
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements"
 LOCKS = ("lab", "cpu", "cuda", "xla", "dev")
 ENTRY = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)(?P<rest>(?:.*\\\n)*.*)", re.M
 )
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def entries(lock: str) -> dict[str, tuple[str, str]]:
@@ -24,7 +22,7 @@ def entries(lock: str) -> dict[str, tuple[str, str]]:
 
 
 def pins(lock: str) -> dict[str, str]:
-    return {name: version for name, (version, _) in entries(lock).items()}
+    return read_pins(REQUIREMENTS / f"{lock}.txt")
 
 
 def inputs(lock: str) -> list[str]:
