@@ -85,18 +85,9 @@ def serve(args: argparse.Namespace) -> int:
     """Check what a lab needs, then replace this process with JupyterLab."""
     from . import system
 
-    container = system.container()
-    labs = container["labs_dir"]
-    if not container["labs_exists"]:
-        return _fail(
-            f"the labs folder {labs} is missing. Fix: start the lab with make lab-cpu "
-            "from a checkout, which mounts its labs/ folder"
-        )
-    if not container["labs_writable"]:
-        return _fail(
-            f"the labs folder {labs} is not writable by uid {container['uid']}, so notebooks "
-            "could not be saved. Fix: on the host, chown -R $(id -u):$(id -g) labs"
-        )
+    labs_problem = system.labs_problem(system.container())
+    if labs_problem:
+        return _fail(labs_problem)
     if args.expect:
         from .backends import get
 

@@ -44,22 +44,15 @@ def _backend_entry(backend: Backend, smoke: bool) -> dict[str, Any]:
 def _warnings(container: dict[str, Any]) -> list[str]:
     found = []
     shm = container["shm_bytes"]
-    if shm is not None and shm < system.SHM_MINIMUM:
+    if system.shm_is_small(shm):
         found.append(
             f"/dev/shm is {system.human_bytes(shm)}: DataLoader workers crash below "
             f"{system.human_bytes(system.SHM_MINIMUM)}. Fix: docker run --shm-size=2g "
             "(compose.yaml sets it)"
         )
-    if not container["labs_exists"]:
-        found.append(
-            f"the labs folder {container['labs_dir']} does not exist. Fix: mount the checkout's "
-            "labs/ there (make lab-cpu does) or set TORCHLAB_LABS"
-        )
-    elif not container["labs_writable"]:
-        found.append(
-            f"the labs folder {container['labs_dir']} is not writable by uid {container['uid']}: "
-            "notebooks cannot be saved. Fix: on the host, chown -R $(id -u):$(id -g) labs"
-        )
+    labs_problem = system.labs_problem(container)
+    if labs_problem:
+        found.append(labs_problem)
     return found
 
 

@@ -93,6 +93,10 @@ def shm_bytes() -> int | None:
     return stats.f_blocks * stats.f_frsize
 
 
+def shm_is_small(size: int | None) -> bool:
+    return size is not None and size < SHM_MINIMUM
+
+
 def labs_dir() -> Path:
     """The course folder: $TORCHLAB_LABS, else ./labs, else the current folder."""
     configured = os.environ.get("TORCHLAB_LABS")
@@ -113,6 +117,22 @@ def container() -> dict[str, Any]:
         "labs_writable": labs.is_dir() and os.access(labs, os.W_OK | os.X_OK),
         "environment": {name: os.environ.get(name) for name in DEVICE_ENVIRONMENT},
     }
+
+
+def labs_problem(container: dict[str, Any]) -> str | None:
+    """Why notebooks could not be saved in the labs folder, as one line with its fix."""
+    labs = container["labs_dir"]
+    if not container["labs_exists"]:
+        return (
+            f"the labs folder {labs} is missing. Fix: start the lab with make lab-cpu from a "
+            "checkout, which mounts its labs/ folder there, or set TORCHLAB_LABS"
+        )
+    if not container["labs_writable"]:
+        return (
+            f"the labs folder {labs} is not writable by uid {container['uid']}, so notebooks "
+            "could not be saved. Fix: on the host, chown -R $(id -u):$(id -g) labs"
+        )
+    return None
 
 
 def human_bytes(count: int | None) -> str:

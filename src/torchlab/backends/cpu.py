@@ -44,11 +44,6 @@ def _shm_too_small() -> Hint:
     )
 
 
-def _shm_is_small() -> bool:
-    size = system.shm_bytes()
-    return size is not None and size < system.SHM_MINIMUM
-
-
 def _no_compiler() -> Hint:
     return Hint(
         "torch.compile found no C++ compiler",
@@ -96,7 +91,7 @@ class CpuBackend(Backend):
             # loader can wait on them forever, so a stalled loader on a small shm is this too.
             KnownFailure(
                 re.compile(r"DataLoader timed out after \d+ seconds"),
-                lambda _: _shm_too_small() if _shm_is_small() else None,
+                lambda _: _shm_too_small() if system.shm_is_small(system.shm_bytes()) else None,
             ),
             KnownFailure(re.compile(r"No working C\+\+ compiler found"), lambda _: _no_compiler()),
         ]
