@@ -24,6 +24,14 @@ def _release(version: str) -> str:
     return version.split("+")[0]
 
 
+def versions_match() -> bool:
+    """torch_xla is installed, and it is the release of the installed torch."""
+    xla_version = installed_version("torch_xla")
+    return xla_version is not None and _release(installed_version("torch") or "") == _release(
+        xla_version
+    )
+
+
 def pjrt_device() -> str | None:
     return os.environ.get("PJRT_DEVICE") or None
 
@@ -74,7 +82,7 @@ class XlaBackend(Backend):
     def status(self) -> Status:
         if installed_version("torch_xla") is None:
             return Status(False, _not_installed())
-        if _release(installed_version("torch") or "") != _release(installed_version("torch_xla")):
+        if not versions_match():
             return Status(False, _version_skew())
         if pjrt_device() is None:
             return Status(
@@ -126,9 +134,7 @@ class XlaBackend(Backend):
         facts: dict[str, Any] = {
             "torch_xla": xla_version,
             "torch": torch_version,
-            "versions_match": (
-                xla_version is not None and _release(torch_version or "") == _release(xla_version)
-            ),
+            "versions_match": versions_match(),
             "pjrt_device": pjrt_device(),
             "libtpu": installed_version("libtpu"),
         }
@@ -161,7 +167,7 @@ class XlaBackend(Backend):
         xla_version = installed_version("torch_xla")
         if xla_version is None:
             return ["torch_xla is not installed"]
-        if _release(torch_version or "") != _release(xla_version):
+        if not versions_match():
             return [f"torch {torch_version} and torch_xla {xla_version} do not match"]
         return []
 
