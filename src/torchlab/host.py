@@ -114,6 +114,12 @@ def require_compose() -> None:
         )
 
 
+def require_engine() -> None:
+    """Docker and its Compose plugin, which every lab command drives."""
+    require_docker()
+    require_compose()
+
+
 def require_host_device(variant: Variant) -> None:
     hint = get(variant.name).host_requirements()
     if hint:
@@ -353,8 +359,7 @@ def pick() -> Variant:
 def up(lab: str) -> float:
     variant = pick() if lab == "auto" else by_name(lab)
     require_host_device(variant)
-    require_docker()
-    require_compose()
+    require_engine()
     lab_settings = settings()
     if not running(variant.service):
         require_free_port(variant.lab, lab_settings.bind, lab_settings.port)
@@ -395,8 +400,7 @@ def test(lab: str, on_cpu: bool) -> int:
     variant = by_name(lab)
     if not on_cpu:
         require_host_device(variant)
-    require_docker()
-    require_compose()
+    require_engine()
     ensure_image(variant)
     service = f"test-{variant.lab}" + ("-on-cpu" if on_cpu and variant.name != "cpu" else "")
     # Keep this run's probe report (CI uploads it), then run the probe and the suite.
@@ -412,21 +416,18 @@ def test(lab: str, on_cpu: bool) -> int:
 def shell(lab: str) -> int:
     variant = by_name(lab)
     require_host_device(variant)
-    require_docker()
-    require_compose()
+    require_engine()
     ensure_image(variant)
     return compose("run", "--rm", variant.service, "bash", lab=settings()).returncode
 
 
 def down() -> int:
-    require_docker()
-    require_compose()
+    require_engine()
     return compose("--profile", "test", "down", "--remove-orphans").returncode
 
 
 def logs() -> int:
-    require_docker()
-    require_compose()
+    require_engine()
     return compose("logs", "--tail", "200").returncode
 
 
