@@ -64,10 +64,15 @@ clean: ## remove the lab containers, the torchlab images and dangling layers
 
 venv: $(VENV)/.locked ## the host environment: the cpu lock, dev tools, the toolkit
 
+# A venv from locks, with the toolkit installed editable: $(call locked-venv,VENV,LOCKS)
+define locked-venv
+scripts/pip-locked install $(1) $(2)
+$(1)/bin/python -m pip install --quiet --no-deps --no-build-isolation --editable .
+touch $(1)/.locked
+endef
+
 $(VENV)/.locked: requirements/lab.txt requirements/cpu.txt requirements/dev.txt pyproject.toml
-	scripts/pip-locked install $(VENV) lab cpu dev
-	$(VENV)/bin/python -m pip install --quiet --no-deps --no-build-isolation --editable .
-	touch $@
+	$(call locked-venv,$(VENV),lab cpu dev)
 
 test: venv ## lint with ruff, then the fast tests: toolkit, device suite here, notebooks
 	$(VENV)/bin/ruff check .
@@ -80,9 +85,7 @@ test-host-%: ## the device suite and notebooks in a host venv from a variant's l
 		.venv-$*/bin/python -m pytest -p no:cacheprovider tests/device
 
 .venv-%/.locked: requirements/lab.txt requirements/%.txt pyproject.toml
-	scripts/pip-locked install .venv-$* lab $*
-	.venv-$*/bin/python -m pip install --quiet --no-deps --no-build-isolation --editable .
-	touch $@
+	$(call locked-venv,.venv-$*,lab $*)
 
 test-images: venv ## slow: the images, compose, ownership, security and the browser test
 	$(PYTEST) -m slow tests/images
