@@ -35,7 +35,7 @@ def docker(
 
 def require_image(image: str) -> None:
     if docker("image", "inspect", image, check=False).returncode != 0:
-        lab = {"torchlab:cpu": "cpu", "torchlab:cuda": "gpu", "torchlab:xla": "tpu"}[image]
+        lab = by_name(image.removeprefix("torchlab:")).lab
         pytest.fail(f"{image} is not built: make build-{lab}", pytrace=False)
 
 
