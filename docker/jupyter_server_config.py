@@ -24,3 +24,13 @@ if password_hash:
     c.PasswordIdentityProvider.password_required = True
     c.PasswordIdentityProvider.allow_password_change = False
     c.IdentityProvider.token = ""
+
+# Kernels talk to the server over Unix sockets in the runtime folder instead of TCP on
+# loopback: no other process can reach them, and ipykernel no longer warns about plain TCP.
+c.KernelManager.transport = "ipc"
+
+# jupyter_server 2.21 hands its websocket ping settings, in milliseconds, to tornado 6.5, which
+# reads seconds and warns at every connection that the timeout exceeds the interval
+# (jupyter-server/jupyter_server#1612). No timeout can satisfy both readers, so the pings, which
+# only spot vanished browsers, are off; JupyterLab reconnects a dropped websocket by itself.
+c.ServerApp.tornado_settings = {"ws_ping_interval": 0}

@@ -21,6 +21,7 @@ _EXPORTS = {
     "seed_everything": "devices",
     "synchronize": "devices",
     "timed": "devices",
+    "backend_for": "devices",
     "DeviceUnavailable": "backends",
     "Hint": "backends",
 }

@@ -49,16 +49,21 @@ def probe(args: argparse.Namespace) -> int:
 
 
 def check_build(args: argparse.Namespace) -> int:
-    """The build-time assert of each image: its torch is the build its variant promises."""
+    """The build-time assert of each image: its torch is what the manifest promises."""
+    from . import variants
     from .backends import get
 
-    problems = get(args.variant).check_build()
+    try:
+        variant = variants.load().variant(args.variant)
+    except (variants.ManifestError, KeyError) as error:
+        return _fail(str(error.args[0]))
+    problems = get(variant.device).check_build(variant.build)
     for problem in problems:
-        print(f"torchlab: the {args.variant} image is wrong: {problem}", file=sys.stderr)
+        print(f"torchlab: the {variant.name} image is wrong: {problem}", file=sys.stderr)
     if not problems:
         import torch
 
-        print(f"torchlab: {args.variant} build ok (torch {torch.__version__})")
+        print(f"torchlab: {variant.name} build ok (torch {torch.__version__})")
     return EXIT_EXPECTATION if problems else 0
 
 
@@ -129,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     _add_expect(command)
     command.set_defaults(run=probe)
 
-    command = commands.add_parser("check-build", help="assert the image's torch build")
-    command.add_argument("variant", choices=_backend_names())
+    command = commands.add_parser(
+        "check-build", help="assert that torch is the build the manifest promises a variant"
+    )
+    command.add_argument("variant", help="an image variant of variants.toml")
     command.set_defaults(run=check_build)
 
     command = commands.add_parser(

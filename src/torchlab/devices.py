@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .backends import DeviceUnavailable, all_backends, for_device, get
+from .backends import Backend, DeviceUnavailable, all_backends, for_device, get
 
 if TYPE_CHECKING:
     import torch
@@ -46,16 +46,21 @@ def _device(device: torch.device | str) -> torch.device:
     return torch.device(device)
 
 
+def backend_for(device: torch.device | str) -> Backend:
+    """The backend that drives a device (its name is the probe's key for it)."""
+    return for_device(_device(device))
+
+
 def synchronize(device: torch.device | str) -> None:
     """Wait for the device to finish its queued work: call it before reading a timer."""
     device = _device(device)
-    for_device(device).synchronize(device)
+    backend_for(device).synchronize(device)
 
 
 def mark_step(device: torch.device | str) -> None:
     """End one training step: XLA runs the step's graph here; elsewhere it does nothing."""
     device = _device(device)
-    for_device(device).mark_step(device)
+    backend_for(device).mark_step(device)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -98,6 +103,7 @@ def timed(
 
 __all__ = [
     "DeviceUnavailable",
+    "backend_for",
     "best_device",
     "expected",
     "mark_step",

@@ -1,4 +1,7 @@
-"""Facts about the machine and the container, from the standard library alone."""
+"""Facts about the machine and the container, from the standard library alone.
+
+The one reader of /proc and /sys here: the probe, the backends and the host's benchmark ask it.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +45,21 @@ def _meminfo() -> dict[str, int]:
     return values
 
 
+def cpu_model_and_flags() -> tuple[str | None, set[str]]:
+    """The CPU's model name and its instruction-set flags (/proc/cpuinfo, first CPU)."""
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return model, flags
+
+
 def _cgroup_cpu_limit() -> float | None:
     """CPUs this cgroup may use (cgroup v2 cpu.max or v1 quota), None when unlimited."""
     try:
@@ -76,6 +94,7 @@ def machine() -> dict[str, Any]:
         "os": _os_name(),
         "kernel": platform.release(),
         "arch": platform.machine(),
+        "cpu_model": cpu_model_and_flags()[0],
         "glibc": libc_version if libc == "glibc" else None,
         "cpu_count": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)),
@@ -124,8 +143,8 @@ def labs_problem(container: dict[str, Any]) -> str | None:
     labs = container["labs_dir"]
     if not container["labs_exists"]:
         return (
-            f"the labs folder {labs} is missing. Fix: start the lab with make lab-cpu from a "
-            "checkout, which mounts its labs/ folder there, or set TORCHLAB_LABS"
+            f"the labs folder {labs} is missing. Fix: mount your notebooks there "
+            f'(docker run -v "$PWD/labs:{labs}"), or set TORCHLAB_LABS to where they are'
         )
     if not container["labs_writable"]:
         return (

@@ -1,38 +1,147 @@
-"""The three images and how a person asks for each.
+"""The image variants, as the manifest (variants.toml) lists them.
 
-Standard library only: the host-side commands import this without torch.
+Standard library only: the host tools read it with the host's python3, and each image reads
+its own copy ($TORCHLAB_MANIFEST) when `torchlab check-build` asserts what the image promises.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TORCH_SOURCES = ("pypi", "pytorch-cpu")
+_FIELDS = {
+    "device": str,
+    "aliases": list,
+    "summary": str,
+    "lock": str,
+    "torch_from": str,
+    "size_ceiling_gb": (int, float),
+    "cpu_mode": dict,
+    "build": dict,
+    "compose": dict,
+}
+_NAME = re.compile(r"[a-z][a-z0-9]*")
+
+
+class ManifestError(ValueError):
+    """The manifest is missing or says something it may not; the message is one line."""
 
 
 @dataclass(frozen=True)
 class Variant:
-    name: str  # the image variant, its lock (requirements/<name>.txt) and the backend it proves
-    lab: str  # what a person types: `make lab-<lab>`, compose service `lab-<lab>`
-    accelerator: str  # in words, for messages
+    name: str  # the image (torchlab:<name>), its lock, its make targets and compose services
+    device: str  # the device kind it proves: a backend's name, `torchlab probe --expect`
+    aliases: tuple[str, ...]
+    summary: str
+    lock: str
+    torch_from: str
+    size_ceiling_gb: float
+    cpu_mode: dict[str, str]  # the environment of its suite on a machine without its device
+    build: dict[str, Any]  # what `torchlab check-build` asserts
+    compose: dict[str, Any]  # what its compose services carry to reach the device
 
     @property
     def image(self) -> str:
         return f"torchlab:{self.name}"
 
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    variants: tuple[Variant, ...]
+    shared_lock: str
+    host_locks: tuple[str, ...]
+
     @property
-    def service(self) -> str:
-        return f"lab-{self.lab}"
+    def names(self) -> list[str]:
+        return [variant.name for variant in self.variants]
+
+    def variant(self, name: str) -> Variant:
+        """A variant by its name or one of its aliases."""
+        for variant in self.variants:
+            if name == variant.name or name in variant.aliases:
+                return variant
+        raise KeyError(f"unknown image variant '{name}': choose one of {', '.join(self.names)}")
+
+    def images_for(self, device: str) -> list[str]:
+        """The images that carry a device kind, for hints that say which one to use."""
+        return [variant.image for variant in self.variants if variant.device == device]
 
 
-VARIANTS = (
-    Variant("cpu", "cpu", "CPU"),
-    Variant("cuda", "gpu", "NVIDIA GPU"),
-    Variant("xla", "tpu", "TPU"),
-)
+def manifest_path() -> Path:
+    """$TORCHLAB_MANIFEST (each image sets it), else the checkout's variants.toml."""
+    configured = os.environ.get("TORCHLAB_MANIFEST")
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "variants.toml"
 
 
-def by_name(name: str) -> Variant:
-    for variant in VARIANTS:
-        if name in (variant.name, variant.lab):
-            return variant
-    choices = ", ".join(v.lab for v in VARIANTS)
-    raise KeyError(f"unknown lab '{name}': choose one of {choices} (make help lists them)")
+def _variant(name: str, table: dict[str, Any], where: str) -> Variant:
+    if not _NAME.fullmatch(name):
+        raise ManifestError(f"{where}: variant name '{name}' must be lowercase letters and digits")
+    missing = [key for key in _FIELDS if key not in table and key != "compose"]
+    unknown = [key for key in table if key not in _FIELDS]
+    if missing or unknown:
+        said = [f"lacks {', '.join(missing)}"] if missing else []
+        said += [f"has unknown keys {', '.join(unknown)}"] if unknown else []
+        raise ManifestError(f"{where}: variants.{name} {' and '.join(said)}")
+    for key, kind in _FIELDS.items():
+        if key in table and not isinstance(table[key], kind):
+            raise ManifestError(f"{where}: variants.{name}.{key} has the wrong type")
+    if table["torch_from"] not in TORCH_SOURCES:
+        raise ManifestError(
+            f"{where}: variants.{name}.torch_from must be one of {', '.join(TORCH_SOURCES)}"
+        )
+    return Variant(
+        name=name,
+        device=table["device"],
+        aliases=tuple(table["aliases"]),
+        summary=table["summary"],
+        lock=table["lock"],
+        torch_from=table["torch_from"],
+        size_ceiling_gb=float(table["size_ceiling_gb"]),
+        cpu_mode={key: str(value) for key, value in table["cpu_mode"].items()},
+        build=dict(table["build"]),
+        compose=dict(table.get("compose", {})),
+    )
+
+
+def parse(text: str, path: Path) -> Manifest:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ManifestError(f"{path}: not valid TOML ({error})") from None
+    variants = tuple(
+        _variant(name, table, str(path)) for name, table in data.get("variants", {}).items()
+    )
+    if not variants:
+        raise ManifestError(f"{path}: lists no [variants.<name>] table")
+    names = [name for variant in variants for name in (variant.name, *variant.aliases)]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ManifestError(f"{path}: {', '.join(repeated)} names more than one variant")
+    locks = data.get("locks", {})
+    return Manifest(path, variants, locks.get("shared", "lab"), tuple(locks.get("host", ())))
+
+
+@functools.cache
+def load(path: Path | None = None) -> Manifest:
+    path = path or manifest_path()
+    try:
+        text = path.read_text()
+    except OSError:
+        raise ManifestError(f"the variant manifest {path} is missing") from None
+    return parse(text, path)
+
+
+def images_for(device: str) -> str:
+    """The images that carry a device kind, in words ("torchlab:cuda"), for hints."""
+    try:
+        images = load().images_for(device)
+    except ManifestError:
+        images = []
+    return " or ".join(images) if images else f"an image built for {device}"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from torchlab import probe
+from torchlab import probe, variants
 from torchlab.backends import get
 from torchlab.devices import expected
 from torchlab.locks import canonical, read_pins
@@ -53,9 +53,9 @@ def test_pip_check_is_clean():
 
 
 @pytest.mark.skipif("TORCHLAB_VARIANT" not in os.environ, reason="no image variant named")
-def test_torch_is_the_build_the_variant_promises():
-    variant = os.environ["TORCHLAB_VARIANT"]
-    assert get(variant).check_build() == []
+def test_torch_is_the_build_the_manifest_promises_the_variant():
+    variant = variants.load().variant(os.environ["TORCHLAB_VARIANT"])
+    assert get(variant.device).check_build(variant.build) == []
 
 
 def test_expected_device_is_usable_and_computes_right():

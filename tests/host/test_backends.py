@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -45,7 +47,7 @@ def test_best_device_without_expectation_is_the_best_usable(monkeypatch):
 
 def test_best_device_never_falls_back_when_a_kind_is_expected(monkeypatch):
     monkeypatch.setenv("TORCHLAB_EXPECT", "cuda")
-    with pytest.raises(DeviceUnavailable, match=r"expected cuda, but .*\. Fix: .*make lab-gpu"):
+    with pytest.raises(DeviceUnavailable, match=r"expected cuda, but .*\. Fix: .*torchlab:cuda"):
         torchlab.best_device()
     assert torchlab.best_device("cpu").type == "cpu"
 
@@ -61,3 +63,98 @@ def test_seed_everything_repeats_random_numbers():
 def test_timed_reports_a_median_in_seconds():
     seconds = torchlab.timed(lambda: torch.ones(256, 256) @ torch.ones(256, 256), "cpu", repeats=3)
     assert 0 < seconds < 10
+
+
+# A backend in a file of its own, as a ROCm backend would be: a HIP build of torch calls AMD
+# GPUs `cuda` devices, and this backend, not the CUDA one, claims them.
+ROCM_BACKEND = '''
+"""AMD GPUs through ROCm."""
+
+import torch
+
+from torchlab.backends import Backend, Hint, Status
+
+
+class RocmBackend(Backend):
+    name = "rocm"
+    device_type = "cuda"
+    priority = 25
+
+    def recognises_build(self):
+        return getattr(torch.version, "hip", None) is not None
+
+    def status(self):
+        if not self.recognises_build():
+            return Status(False, Hint("torch is not a ROCm build", "use a ROCm build of torch"))
+        if torch.cuda.device_count() == 0:
+            return Status(False, Hint("no AMD GPU is visible", "check rocm-smi"))
+        return Status(True)
+
+    def devices(self):
+        return [torch.device("cuda", index) for index in range(torch.cuda.device_count())]
+
+    def describe(self):
+        return {"hip": torch.version.hip}
+
+    def build_checks(self):
+        def hip_major(major):
+            found = torch.version.hip.split(".")[0]
+            return [] if found == str(major) else [f"torch is built for HIP {found}, not {major}"]
+
+        return {**super().build_checks(), "hip_major": hip_major}
+
+
+BACKEND = RocmBackend()
+'''
+
+
+@pytest.fixture
+def hip_build(tmp_path, monkeypatch):
+    """The ROCm backend file in the backends' search path, and torch as a HIP build with one
+    GPU: version.hip set, version.cuda None."""
+    from torchlab import backends
+
+    (tmp_path / "rocm.py").write_text(ROCM_BACKEND)
+    monkeypatch.setattr(backends, "__path__", [*backends.__path__, str(tmp_path)])
+    monkeypatch.setattr(torch.version, "hip", "6.4.43482", raising=False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.delenv("TORCHLAB_EXPECT", raising=False)
+    all_backends.cache_clear()
+    yield
+    all_backends.cache_clear()
+    sys.modules.pop("torchlab.backends.rocm", None)
+
+
+def test_a_new_device_kind_is_one_backend_file_that_claims_its_devices(hip_build):
+    assert [backend.name for backend in all_backends()] == ["rocm", "cuda", "xla", "cpu"]
+    assert for_device(torch.device("cuda", 0)).name == "rocm"
+    assert torchlab.best_device() == torch.device("cuda", 0)
+    assert torchlab.best_device("rocm") == torch.device("cuda", 0)
+
+
+def test_the_cuda_backend_leaves_a_hip_build_alone_and_says_why(hip_build):
+    cuda_backend = get("cuda")
+    assert not cuda_backend.recognises_build()
+    status = cuda_backend.status()
+    assert not status.usable and "is a ROCm (HIP 6.4.43482) build" in status.hint.problem
+    with pytest.raises(DeviceUnavailable, match=r"expected cuda, but .* ROCm \(HIP"):
+        torchlab.best_device("cuda")
+
+
+def test_the_new_backend_asserts_its_own_build_expectations(hip_build):
+    assert get("rocm").check_build({"hip_major": 6}) == []
+    assert get("rocm").check_build({"hip_major": 7}) == ["torch is built for HIP 6, not 7"]
+    assert get("rocm").check_build({"cuda_major": 13}) == [
+        "the manifest asks for 'cuda_major', which the rocm backend does not check"
+    ]
+
+
+def test_the_probe_reports_the_new_backend(hip_build):
+    from torchlab import probe
+
+    report = probe.collect(smoke=False)
+    assert report["backends"]["rocm"]["usable"]
+    assert report["backends"]["rocm"]["devices"] == ["cuda:0"]
+    assert report["backends"]["rocm"]["facts"] == {"hip": "6.4.43482"}
+    assert not report["backends"]["cuda"]["usable"]

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -74,7 +75,7 @@ def test_expect_cuda_without_a_gpu_fails_with_one_line_that_names_the_fix():
     assert result.returncode == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("torchlab: expected cuda, but ") and "Fix: " in line
-    assert "make lab-gpu" in line
+    assert "torchlab:cuda" in line
 
 
 def test_expect_comes_from_the_environment_too():
@@ -86,10 +87,24 @@ def test_expect_cpu_passes():
     assert torchlab("probe", "--expect", "cpu").returncode == 0
 
 
-def test_check_build_asserts_the_variant():
+def test_check_build_asserts_what_the_manifest_promises_the_variant():
     assert torchlab("check-build", "cpu").returncode == 0
     wrong = torchlab("check-build", "cuda")
-    assert wrong.returncode == 1 and "the cuda image is wrong" in wrong.stderr
+    assert wrong.returncode == 1
+    assert wrong.stderr.splitlines()[0] == (
+        "torchlab: the cuda image is wrong: torch 2.13.0+cpu has no CUDA; CUDA 13 is promised"
+    )
+    assert "the arch list [] lacks sm_80" in wrong.stderr
+    assert "torch_xla not installed" in torchlab("check-build", "tpu").stderr
+
+
+def test_check_build_reads_the_manifest_the_image_carries(tmp_path):
+    manifest = tmp_path / "variants.toml"
+    text = (Path(__file__).resolve().parents[2] / "variants.toml").read_text()
+    manifest.write_text(text.replace("build = { cpu_only = true }", "build = { cpu_onyl = true }"))
+    wrong = torchlab("check-build", "cpu", TORCHLAB_MANIFEST=str(manifest))
+    assert wrong.returncode == 1
+    assert "the manifest asks for 'cpu_onyl', which the cpu backend does not check" in wrong.stderr
 
 
 def test_bench_adds_device_measurements():

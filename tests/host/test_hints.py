@@ -73,7 +73,7 @@ def test_no_driver_inside_a_container_names_gpu_access_and_the_toolkit(monkeypat
     monkeypatch.setattr(system, "in_container", lambda: True)
     hint = hint_for("cuda", NO_DRIVER)
     assert "without GPU access" in hint.problem
-    assert "make lab-gpu" in hint.fix and cuda.TOOLKIT_URL in hint.fix
+    assert "docker run --gpus all" in hint.fix and cuda.TOOLKIT_URL in hint.fix
 
 
 def test_no_driver_on_a_host_names_the_driver(monkeypatch):
@@ -110,12 +110,12 @@ def test_gpu_arch_missing_from_the_build(text, sm):
 def test_nvml_unknown_error_means_recreate_the_container():
     hint = hint_for("cuda", NVML_UNKNOWN)
     assert "lost access to the GPU" in hint.problem
-    assert "make down && make lab-gpu" in hint.fix
+    assert "recreate the container" in hint.fix
 
 
 def test_cpu_only_build_points_at_the_cuda_image():
     hint = hint_for("cuda", CPU_ONLY_BUILD)
-    assert "CPU-only build" in hint.problem and "make lab-gpu" in hint.fix
+    assert "CPU-only build" in hint.problem and "torchlab:cuda" in hint.fix
 
 
 def test_torch_and_torch_xla_skew_names_both_versions_and_the_matching_install(monkeypatch):
@@ -134,7 +134,7 @@ def test_tpu_not_found(monkeypatch):
 
 
 def test_torch_xla_missing_points_at_the_xla_image():
-    assert "make lab-tpu" in hint_for("xla", XLA_MISSING).fix
+    assert "torchlab:xla" in hint_for("xla", XLA_MISSING).fix
 
 
 def test_dataloader_out_of_shared_memory(monkeypatch):

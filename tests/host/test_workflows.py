@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
-
-from torchlab.variants import VARIANTS
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = sorted((REPO / ".github/workflows").glob("*.yml"))
@@ -21,8 +20,18 @@ JOBS = {
 }
 
 
+def manifest_matrix() -> dict:
+    """What `make ci-matrix` hands the workflow."""
+    line = subprocess.run(
+        ["make", "-s", "ci-matrix"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(line.removeprefix("matrix="))
+
+
 def matrix_rows(job: dict) -> list[dict]:
     matrix = job.get("strategy", {}).get("matrix", {})
+    if isinstance(matrix, str) and "needs.variants.outputs.matrix" in matrix:
+        matrix = manifest_matrix()
     rows = list(matrix.get("include", []))
     axes = {key: values for key, values in matrix.items() if key not in ("include", "exclude")}
     if axes:
@@ -33,10 +42,10 @@ def matrix_rows(job: dict) -> list[dict]:
 MATRIX_VALUE = re.compile(r"\$\{\{\s*matrix\.(\w+)\s*\}\}")
 
 
-def commands(job: dict) -> list[str]:
+def commands(job: dict, rows: list[dict] | None = None) -> list[str]:
     """Every `run:` line of a job, with ${{ matrix.* }} expanded for each matrix row."""
     lines = []
-    for row, step in itertools.product(matrix_rows(job), job.get("steps", [])):
+    for row, step in itertools.product(rows or matrix_rows(job), job.get("steps", [])):
         for line in step.get("run", "").splitlines():
             for key in MATRIX_VALUE.findall(line):
                 line = re.sub(rf"\$\{{\{{\s*matrix\.{key}\s*\}}\}}", str(row[key]), line)
@@ -45,31 +54,40 @@ def commands(job: dict) -> list[str]:
 
 
 def make_targets() -> set[str]:
-    return {
-        target
-        for job in JOBS.values()
-        for line in commands(job)
-        if line.startswith("make ")
-        for target in line.split()[1:]
-        if "=" not in target
-    }
+    targets = set()
+    for job in JOBS.values():
+        for line in commands(job):
+            words = line.split(">")[0].split()
+            if "make" in words:
+                targets.update(w for w in words[words.index("make") + 1 :] if "=" not in w)
+    return targets
 
 
-def test_every_image_variant_is_built_and_tested_in_the_matrix():
+def test_the_image_matrix_is_the_manifests_list_of_variants():
+    [variants] = [job for name, job in JOBS.items() if name.endswith(":variants")]
+    assert 'make ci-matrix >> "$GITHUB_OUTPUT"' in commands(variants)
     [images] = [job for name, job in JOBS.items() if name.endswith(":images")]
-    rows = matrix_rows(images)
-    assert sorted(row["variant"] for row in rows) == sorted(v.name for v in VARIANTS)
-    for variant in VARIANTS:
-        [row] = [row for row in rows if row["variant"] == variant.name]
-        assert row["build"] == f"build-{variant.lab}"
-        expected = "test-cpu" if variant.name == "cpu" else f"test-{variant.lab}-on-cpu"
-        assert row["test"] == expected
+    assert images["needs"] == "variants"
+    assert images["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
+
+
+def test_each_image_is_built_tested_in_cpu_mode_and_its_slow_tier_run():
+    [images] = [job for name, job in JOBS.items() if name.endswith(":images")]
+    runs = [step.get("run", "") for step in images["steps"]]
+    for expected in (
+        "make build-${{ matrix.variant }}",
+        "make test-${{ matrix.variant }}-on-cpu",
+        "sudo --preserve-env=CI,CHROMIUM,PATH make test-images-${{ matrix.variant }}",
+    ):
+        assert expected in runs, expected
 
 
 def test_steps_run_make_targets_not_logic_of_their_own():
     for name, job in JOBS.items():
         for line in commands(job):
-            assert line.startswith(("make ", ".github/scripts/")), f"{name}: {line}"
+            assert line.startswith(
+                ("make ", "sudo --preserve-env=CI,CHROMIUM,PATH make ", ".github/scripts/")
+            ), f"{name}: {line}"
 
 
 @pytest.mark.parametrize("target", sorted(make_targets()))
@@ -82,8 +100,8 @@ def test_the_workflow_calls_only_make_targets_that_exist(target):
 
 def test_accelerator_jobs_run_only_where_a_runner_is_named():
     for job, variable, target in (
-        ("gpu", "TORCHLAB_GPU_RUNNER", "make test-gpu"),
-        ("tpu", "TORCHLAB_TPU_RUNNER", "make test-tpu"),
+        ("gpu", "TORCHLAB_GPU_RUNNER", "make test-cuda"),
+        ("tpu", "TORCHLAB_TPU_RUNNER", "make test-xla"),
     ):
         [config] = [config for name, config in JOBS.items() if name.endswith(f":{job}")]
         assert f"vars.{variable}" in config["if"]
@@ -95,5 +113,5 @@ def test_disk_is_freed_before_the_large_images_are_built():
     [images] = [job for name, job in JOBS.items() if name.endswith(":images")]
     names = [step.get("run", step.get("uses", "")) for step in images["steps"]]
     free = next(i for i, name in enumerate(names) if "free-disk-space" in name)
-    build = next(i for i, name in enumerate(names) if "matrix.build" in name)
+    build = next(i for i, name in enumerate(names) if "make build-" in name)
     assert free < build

@@ -1,6 +1,7 @@
 """Slow tier: the built images, labs started through compose, and a real browser.
 
-Run with `make test-images` after `make build-cpu` (and build-gpu, build-tpu for their tests).
+`make test-images` runs every variant's tests (the images must be built); `make test-images-cpu`
+only the cpu image's: the shared tests here for it, and those in tests/images/cpu/.
 Containers and labs started here are removed afterwards, whatever the outcome.
 """
 
@@ -11,14 +12,39 @@ import shutil
 from pathlib import Path
 
 import pytest
-from support import HOST_GID, HOST_UID, REPO, TrackedContainer, make_lab, require_image
+from support import HOST_GID, HOST_UID, MANIFEST, REPO, TrackedContainer, make_lab, require_image
+
+HERE = Path(__file__).parent
+
+
+def selected(config: pytest.Config) -> list[str]:
+    """The variants under test: --variant, else every variant of the manifest."""
+    chosen = config.getoption("variant") or MANIFEST.names
+    return [MANIFEST.variant(name).name for name in chosen]
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """tests/images/<variant>/ runs only when that variant is under test."""
+    if collection_path.parent == HERE and collection_path.is_dir():
+        return collection_path.name in MANIFEST.names and (
+            collection_path.name not in selected(config)
+        )
+    return None
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "variant" in metafunc.fixturenames:
+        metafunc.parametrize(
+            "variant",
+            [MANIFEST.variant(name) for name in selected(metafunc.config)],
+            ids=lambda variant: variant.name,
+        )
 
 
 def pytest_collection_modifyitems(items):
     # Hooks in a conftest see every collected test: mark only this folder's.
-    here = Path(__file__).parent
     for item in items:
-        if item.path.is_relative_to(here):
+        if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.slow)
 
 
@@ -30,10 +56,9 @@ def container():
 
 
 @pytest.fixture
-def labs_folder(tmp_path) -> Path:
+def labs_folder(tmp_path, require) -> Path:
     """A copy of the course owned by the test's host user (uid 4242)."""
-    if os.getuid() != 0:
-        pytest.skip("needs root to create files owned by another uid")
+    require(os.getuid() == 0, "root, to create files owned by another uid")
     labs = tmp_path / "labs"
     shutil.copytree(REPO / "labs", labs)
     for path in [labs, *labs.rglob("*")]:

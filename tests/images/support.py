@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from torchlab.variants import by_name
+from torchlab import variants
+from torchlab_host.engine import problem_lines
 
 REPO = Path(__file__).resolve().parents[2]
+MANIFEST = variants.load()
 # A uid that is neither root nor the image's own 1000: files must still land as the host user.
 HOST_UID = 4242
 HOST_GID = 4343
@@ -35,13 +37,14 @@ def docker(
 
 def require_image(image: str) -> None:
     if docker("image", "inspect", image, check=False).returncode != 0:
-        lab = by_name(image.removeprefix("torchlab:")).lab
-        pytest.fail(f"{image} is not built: make build-{lab}", pytrace=False)
+        name = image.removeprefix("torchlab:")
+        pytest.fail(f"{image} is not built: make build-{name}", pytrace=False)
 
 
 @dataclass
 class TrackedContainer:
-    """Runs containers of an image and removes every one of them at teardown."""
+    """Runs containers of an image, fails on warnings and errors in their logs, and removes
+    every one of them at teardown."""
 
     started: list[str] = field(default_factory=list)
 
@@ -52,13 +55,22 @@ class TrackedContainer:
         return self.started[-1]
 
     def run_to_end(
-        self, image: str, *command: str, options: tuple[str, ...] = (), timeout: float = 600
+        self,
+        image: str,
+        *command: str,
+        options: tuple[str, ...] = (),
+        timeout: float = 600,
+        clean_log: bool = True,
     ) -> tuple[int, str]:
-        """(exit code, output) of a container run to its end."""
+        """(exit code, output) of a container run to its end; with clean_log, its output may
+        hold no warning or error line."""
         container = self.run(image, *command, options=options)
         code = int(docker("wait", container, timeout=timeout).stdout.strip())
-        output = docker("logs", container)
-        return code, output.stdout + output.stderr
+        logs = docker("logs", container)
+        output = logs.stdout + logs.stderr
+        if clean_log:
+            assert problem_lines(output) == [], output[-3000:]
+        return code, output
 
     def remove_all(self) -> None:
         if self.started:
@@ -73,16 +85,16 @@ def free_port() -> int:
 
 @dataclass
 class Lab:
-    """A lab started with the same command a person types: python3 -m torchlab.host up."""
+    """A lab started with the command a person types (make lab-<variant> runs the same)."""
 
-    lab: str
+    variant: str
     labs: Path
     port: int
     environment: dict[str, str]
 
     def host(self, *arguments: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "torchlab.host", *arguments],
+            [sys.executable, "-m", "torchlab_host", *arguments],
             cwd=REPO,
             capture_output=True,
             text=True,
@@ -91,7 +103,7 @@ class Lab:
         )
 
     def up(self) -> subprocess.CompletedProcess:
-        return self.host("up", self.lab)
+        return self.host("lab", self.variant)
 
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -110,13 +122,17 @@ class Lab:
                 "--filter",
                 f"label=com.docker.compose.project={COMPOSE_PROJECT}",
                 "--filter",
-                f"label=com.docker.compose.service={by_name(self.lab).service}",
+                f"label=com.docker.compose.service=lab-{MANIFEST.variant(self.variant).name}",
             ],
             capture_output=True,
             text=True,
             check=True,
         )
         return listed.stdout.split()[0]
+
+    def log(self) -> str:
+        logs = docker("logs", self.container)
+        return logs.stdout + logs.stderr
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -147,11 +163,73 @@ def request(
         return error.code, error.read().decode(errors="replace")
 
 
-def make_lab(lab: str, labs: Path) -> Lab:
+def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) -> str:
+    """Start a kernel through a Jupyter server's API, run code in it over the kernel's
+    websocket as JupyterLab does, and return what it printed."""
+    import asyncio
+    import uuid
+
+    from tornado.websocket import websocket_connect
+
+    status, body = request("POST", f"{base_url}/api/kernels", token, {"name": "python3"})
+    assert status == 201, body
+    kernel = json.loads(body)["id"]
+    session = uuid.uuid4().hex
+    ws_url = base_url.replace("http", "ws", 1) + (
+        f"/api/kernels/{kernel}/channels?token={token}&session_id={session}"
+    )
+
+    async def execute() -> str:
+        connection = await websocket_connect(ws_url)
+        msg_id = uuid.uuid4().hex
+        header = {
+            "msg_id": msg_id,
+            "msg_type": "execute_request",
+            "session": session,
+            "username": "test",
+            "version": "5.3",
+            "date": "",
+        }
+        connection.write_message(
+            json.dumps(
+                {
+                    "header": header,
+                    "parent_header": {},
+                    "metadata": {},
+                    "channel": "shell",
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": False,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                    },
+                }
+            )
+        )
+        printed = []
+        while True:
+            message = json.loads(await connection.read_message())
+            if message.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            if message["msg_type"] == "stream":
+                printed.append(message["content"]["text"])
+            elif message["msg_type"] == "error":
+                raise AssertionError(message["content"]["evalue"])
+            elif (
+                message["msg_type"] == "status" and message["content"]["execution_state"] == "idle"
+            ):
+                connection.close()
+                return "".join(printed)
+
+    return asyncio.run(asyncio.wait_for(execute(), timeout))
+
+
+def make_lab(variant: str, labs: Path) -> Lab:
     port = free_port()
     environment = dict(
         os.environ,
-        PYTHONPATH=str(REPO / "src"),
+        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]),
         COMPOSE_PROJECT_NAME=COMPOSE_PROJECT,
         LABS_DIR=str(labs),
         LAB_PORT=str(port),
@@ -159,7 +237,7 @@ def make_lab(lab: str, labs: Path) -> Lab:
         LAB_GID=str(HOST_GID),
         JUPYTER_TOKEN=TOKEN,
     )
-    return Lab(lab, labs, port, environment)
+    return Lab(variant, labs, port, environment)
 
 
 def wait_until(condition, timeout: float = 60, every: float = 0.5) -> bool:
@@ -169,3 +247,11 @@ def wait_until(condition, timeout: float = 60, every: float = 0.5) -> bool:
             return True
         time.sleep(every)
     return False
+
+
+def one_line_failure(result: subprocess.CompletedProcess) -> str:
+    """The one line a host command fails with: what is wrong, and the fix."""
+    assert result.returncode != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("torchlab: ") and ". Fix: " in line
+    return line

@@ -1,8 +1,10 @@
 """Device backends: everything torchlab knows about one kind of device, behind `Backend`.
 
 Every module in this package that defines `BACKEND` is a backend, so adding one (ROCm,
-torch_tpu) is adding one file. Modules import torch lazily: the host-side commands read
-this package without torch installed.
+torch_tpu) is adding one file. A backend recognises its own torch build and claims the devices
+of its `device_type`: a ROCm backend claims the `cuda` devices of a HIP build, which the CUDA
+backend then leaves alone. Modules import torch lazily: the host tools read this package
+without torch installed.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import pkgutil
 import re
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib import metadata
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
@@ -57,15 +60,51 @@ class KnownFailure:
     hint: Callable[[re.Match[str]], Hint | None]
 
 
+def installed_version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def release(version: str) -> str:
+    """A version without its local label: 2.9.0+cpu is release 2.9.0."""
+    return version.split("+")[0]
+
+
+def same_release(distributions: list[str]) -> list[str]:
+    """What keeps these distributions from being one release (torch == torch_xla)."""
+    versions = {name: installed_version(name) for name in distributions}
+    missing = [name for name, version in versions.items() if version is None]
+    if missing:
+        return [f"{', '.join(missing)} not installed"]
+    if len({release(version) for version in versions.values()}) > 1:
+        return [
+            " and ".join(f"{name} {version}" for name, version in versions.items())
+            + " do not match"
+        ]
+    return []
+
+
+BuildCheck = Callable[[Any], list[str]]
+
+
 class Backend(ABC):
-    name: ClassVar[str]  # "cuda": the backend, its image variant and `--expect` value
-    device_type: ClassVar[str]  # torch.device(...).type that this backend drives
+    name: ClassVar[str]  # "cuda": the device kind, `--expect` value, the manifest's `device`
+    device_type: ClassVar[str]  # torch.device(...).type of the devices it claims
     priority: ClassVar[int]  # best_device() prefers the usable backend with the highest
+    # Whether host_requirements() can tell that the device reaches containers on this host.
+    checks_host: ClassVar[bool] = False
     # Relative error a float32 matmul may show against a float64 CPU reference.
     float32_matmul_tolerance: ClassVar[float] = 1e-5
     # `probe --bench` sizes: large enough to reach the device's steady throughput.
     bench_matmul_size: ClassVar[int] = 2048
     bench_copy_megabytes: ClassVar[int] = 256
+
+    def recognises_build(self) -> bool:
+        """Whether this torch build is this backend's to drive (two backends may share a
+        device_type: CUDA and ROCm builds both call their devices `cuda`)."""
+        return True
 
     @abstractmethod
     def status(self) -> Status:
@@ -98,9 +137,22 @@ class Backend(ABC):
         Runs on the host, without torch."""
         return None
 
-    def check_build(self) -> list[str]:
-        """What is wrong with this torch build for this backend's image (empty when right)."""
-        return []
+    def build_checks(self) -> dict[str, BuildCheck]:
+        """The manifest's `build` keys this backend asserts, each a check that lists problems."""
+        return {"same_release": same_release}
+
+    def check_build(self, expectations: Mapping[str, Any]) -> list[str]:
+        """What keeps this torch build from being what the manifest promises (empty: nothing)."""
+        checks = self.build_checks()
+        problems = [
+            f"the manifest asks for '{key}', which the {self.name} backend does not check"
+            for key in expectations
+            if key not in checks
+        ]
+        for key, expected in expectations.items():
+            if key in checks:
+                problems += checks[key](expected)
+        return problems
 
     def supports_bf16(self, device: torch.device) -> bool:
         return True
@@ -166,7 +218,8 @@ def get(name: str) -> Backend:
 
 
 def for_device(device: torch.device) -> Backend:
+    """The backend that claims a device: of its type, and recognising this torch build."""
     for backend in all_backends():
-        if backend.device_type == device.type:
+        if backend.device_type == device.type and backend.recognises_build():
             return backend
-    raise KeyError(f"no torchlab backend drives devices of type '{device.type}'")
+    raise KeyError(f"no torchlab backend drives devices of type '{device.type}' in this build")

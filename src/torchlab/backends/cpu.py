@@ -5,29 +5,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from pathlib import Path
 from typing import Any
 
 from .. import system
-from ..variants import by_name
-from . import Backend, Hint, KnownFailure, Status
+from . import Backend, BuildCheck, Hint, KnownFailure, Status
 
 # The instruction sets that run bfloat16 natively; without them autocast(bf16) is emulated.
 _BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def _cpu_model_and_flags() -> tuple[str | None, set[str]]:
-    model, flags = None, set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and model is None:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
 
 
 def cxx_compiler() -> str | None:
@@ -40,7 +24,7 @@ def _shm_too_small() -> Hint:
     return Hint(
         f"DataLoader workers ran out of shared memory (/dev/shm is {size})",
         "give the container more: docker run --shm-size=2g "
-        f"(compose.yaml already does: make {by_name('cpu').service})",
+        "(torchlab's compose.yaml gives every lab 2 GB)",
     )
 
 
@@ -67,7 +51,7 @@ class CpuBackend(Backend):
     def describe(self) -> dict[str, Any]:
         import torch
 
-        model, flags = _cpu_model_and_flags()
+        model, flags = system.cpu_model_and_flags()
         return {
             "model": model,
             "capability": torch.backends.cpu.get_cpu_capability(),
@@ -96,15 +80,17 @@ class CpuBackend(Backend):
             KnownFailure(re.compile(r"No working C\+\+ compiler found"), lambda _: _no_compiler()),
         ]
 
-    def check_build(self) -> list[str]:
-        import torch
+    def build_checks(self) -> dict[str, BuildCheck]:
+        return {**super().build_checks(), "cpu_only": _check_cpu_only}
 
-        if torch.version.cuda is not None:
-            return [
-                f"torch {torch.__version__} is a CUDA {torch.version.cuda} build; "
-                "the cpu image must carry the CPU-only build"
-            ]
-        return []
+
+def _check_cpu_only(expected: bool) -> list[str]:
+    import torch
+
+    gpu_runtime = torch.version.cuda or getattr(torch.version, "hip", None)
+    if expected and gpu_runtime:
+        return [f"torch {torch.__version__} is built for a GPU ({gpu_runtime}), not CPU-only"]
+    return []
 
 
 BACKEND = CpuBackend()

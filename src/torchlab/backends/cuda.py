@@ -11,8 +11,8 @@ import warnings
 from typing import Any
 
 from .. import system
-from ..variants import by_name
-from . import Backend, Hint, KnownFailure, Status
+from ..variants import images_for
+from . import Backend, BuildCheck, Hint, KnownFailure, Status
 
 TOOLKIT_URL = (
     "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
@@ -20,12 +20,6 @@ TOOLKIT_URL = (
 DRIVER_URL = "https://www.nvidia.com/Download/index.aspx"
 # Any of these on the host means Docker can hand GPUs to containers (--gpus).
 CONTAINER_TOOLKIT_COMMANDS = ("nvidia-ctk", "nvidia-container-runtime-hook", "nvidia-container-cli")
-LAB = by_name("cuda")
-
-# What the cuda image promises: CUDA 13, and kernels for the GPUs rented VMs carry most,
-# the A100 (sm_80) and the H100 (sm_90).
-IMAGE_CUDA_MAJOR = 13
-IMAGE_ARCHES = ("sm_80", "sm_90")
 
 # Datasheet peaks: dense bf16 tensor-core TFLOP/s (no sparsity) and memory TB/s,
 # matched against torch.cuda.get_device_name() in order.
@@ -120,12 +114,29 @@ def _build_cuda() -> str | None:
     return torch.version.cuda
 
 
+def _hip_version() -> str | None:
+    import torch
+
+    return getattr(torch.version, "hip", None)
+
+
 def _cpu_only_build() -> Hint:
     import torch
 
     return Hint(
         f"torch {torch.__version__} is a CPU-only build, so it cannot use a GPU",
-        f"use the cuda image: make {LAB.service}",
+        f"use a CUDA build of torch: {images_for('cuda')}",
+    )
+
+
+def _rocm_build() -> Hint:
+    import torch
+
+    return Hint(
+        f"torch {torch.__version__} is a ROCm (HIP {_hip_version()}) build: its cuda devices "
+        "are AMD GPUs, which the CUDA backend does not drive",
+        "expect the device kind of the backend that drives ROCm, or use a CUDA build of "
+        f"torch: {images_for('cuda')}",
     )
 
 
@@ -133,8 +144,8 @@ def _no_driver() -> Hint:
     if system.in_container():
         return Hint(
             "no NVIDIA driver is visible in this container: it was started without GPU access",
-            f"start it with make {LAB.service} (or docker run --gpus all), which needs the "
-            f"NVIDIA Container Toolkit on the host: {TOOLKIT_URL}",
+            "start it with GPU access (docker run --gpus all, or compose's GPU reservation), "
+            f"which needs the NVIDIA Container Toolkit on the host: {TOOLKIT_URL}",
         )
     return Hint(
         "no NVIDIA driver found on this machine",
@@ -164,7 +175,7 @@ def _nvml_unknown() -> Hint:
     return Hint(
         "the container has lost access to the GPU (NVML: Unknown Error, typically after "
         "the host ran systemctl daemon-reload)",
-        f"recreate the container: make down && make {LAB.service}",
+        "recreate the container (a restart keeps the lost access): remove it and start it again",
     )
 
 
@@ -172,12 +183,18 @@ class CudaBackend(Backend):
     name = "cuda"
     device_type = "cuda"
     priority = 20
+    checks_host = True
     bench_matmul_size = 8192
     bench_copy_megabytes = 2048
+
+    def recognises_build(self) -> bool:
+        return _hip_version() is None
 
     def status(self) -> Status:
         import torch
 
+        if not self.recognises_build():
+            return Status(False, _rocm_build())
         if torch.version.cuda is None:
             return Status(False, _cpu_only_build())
         _, nvml_error = nvml_driver()
@@ -304,7 +321,7 @@ class CudaBackend(Backend):
         if not shutil.which("nvidia-smi"):
             return Hint(
                 "no NVIDIA driver on this host (nvidia-smi not found)",
-                f"install the NVIDIA driver ({DRIVER_URL}); without a GPU, use make lab-cpu",
+                f"install the NVIDIA driver ({DRIVER_URL}) and check that nvidia-smi lists the GPU",
             )
         listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
         if listing.returncode != 0 or "GPU" not in listing.stdout:
@@ -321,21 +338,13 @@ class CudaBackend(Backend):
             )
         return None
 
-    def check_build(self) -> list[str]:
-        import torch
-
-        problems = []
-        if torch.version.cuda is None:
-            return [f"torch {torch.__version__} is a CPU-only build; the cuda image needs CUDA"]
-        if int(torch.version.cuda.split(".")[0]) != IMAGE_CUDA_MAJOR:
-            problems.append(f"torch is built for CUDA {torch.version.cuda}, not {IMAGE_CUDA_MAJOR}")
-        arches = arch_list()
-        problems += [
-            f"the arch list {arches} lacks {arch}" for arch in IMAGE_ARCHES if arch not in arches
-        ]
-        if not torch.backends.cudnn.is_available():
-            problems.append("cuDNN cannot be loaded")
-        return problems
+    def build_checks(self) -> dict[str, BuildCheck]:
+        return {
+            **super().build_checks(),
+            "cuda_major": _check_cuda_major,
+            "archs": _check_archs,
+            "cudnn": _check_cudnn,
+        }
 
     def supports_bf16(self, device: Any) -> bool:
         import torch
@@ -355,6 +364,29 @@ class CudaBackend(Backend):
         import torch
 
         torch.cuda.synchronize(device)
+
+
+def _check_cuda_major(major: int) -> list[str]:
+    import torch
+
+    if torch.version.cuda is None:
+        return [f"torch {torch.__version__} has no CUDA; CUDA {major} is promised"]
+    if int(torch.version.cuda.split(".")[0]) != major:
+        return [f"torch is built for CUDA {torch.version.cuda}, not {major}"]
+    return []
+
+
+def _check_archs(required: list[str]) -> list[str]:
+    arches = arch_list()
+    return [f"the arch list {arches} lacks {arch}" for arch in required if arch not in arches]
+
+
+def _check_cudnn(expected: bool) -> list[str]:
+    import torch
+
+    return (
+        ["cuDNN cannot be loaded"] if expected and not torch.backends.cudnn.is_available() else []
+    )
 
 
 BACKEND = CudaBackend()

@@ -4,32 +4,15 @@ from __future__ import annotations
 
 import os
 import re
-from importlib import metadata
 from typing import Any
 
-from ..variants import by_name
-from . import Backend, Hint, KnownFailure, Status
-
-LAB = by_name("xla")
-
-
-def installed_version(distribution: str) -> str | None:
-    try:
-        return metadata.version(distribution)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _release(version: str) -> str:
-    return version.split("+")[0]
+from ..variants import images_for
+from . import Backend, Hint, KnownFailure, Status, installed_version, release, same_release
 
 
 def versions_match() -> bool:
     """torch_xla is installed, and it is the release of the installed torch."""
-    xla_version = installed_version("torch_xla")
-    return xla_version is not None and _release(installed_version("torch") or "") == _release(
-        xla_version
-    )
+    return not same_release(["torch", "torch_xla"])
 
 
 def pjrt_device() -> str | None:
@@ -48,17 +31,17 @@ def tpu_chips() -> int:
 
 
 def _not_installed() -> Hint:
-    return Hint("torch_xla is not installed here", f"use the xla image: make {LAB.service}")
+    return Hint("torch_xla is not installed here", f"use {images_for('xla')}")
 
 
 def _version_skew() -> Hint:
     torch_version = installed_version("torch")
     xla_version = installed_version("torch_xla")
-    release = _release(xla_version or "")
+    wanted = release(xla_version or "")
     return Hint(
         f"torch {torch_version} and torch_xla {xla_version} do not match",
-        f"install the same release of both: pip install torch=={release} "
-        f"'torch_xla[tpu]=={release}' (the xla image has them: make {LAB.service})",
+        f"install the same release of both: pip install torch=={wanted} "
+        f"'torch_xla[tpu]=={wanted}' ({images_for('xla')} has them)",
     )
 
 
@@ -79,8 +62,11 @@ class XlaBackend(Backend):
         # TPUs multiply float32 in bfloat16 passes unless told to use full precision.
         return 1e-2 if _wants_tpu() else 1e-5
 
+    def recognises_build(self) -> bool:
+        return installed_version("torch_xla") is not None
+
     def status(self) -> Status:
-        if installed_version("torch_xla") is None:
+        if not self.recognises_build():
             return Status(False, _not_installed())
         if not versions_match():
             return Status(False, _version_skew())
@@ -90,7 +76,7 @@ class XlaBackend(Backend):
                 Hint(
                     "PJRT_DEVICE is not set, so torch_xla would pick a device itself and fall "
                     "back to the CPU when it finds no TPU",
-                    f"set PJRT_DEVICE=TPU on a TPU VM (make {LAB.service} does) "
+                    "set PJRT_DEVICE=TPU on a TPU VM (torchlab's TPU lab does) "
                     "or PJRT_DEVICE=CPU to run XLA on the CPU",
                 ),
             )
@@ -161,15 +147,6 @@ class XlaBackend(Backend):
                 lambda _: _no_tpu(),
             ),
         ]
-
-    def check_build(self) -> list[str]:
-        torch_version = installed_version("torch")
-        xla_version = installed_version("torch_xla")
-        if xla_version is None:
-            return ["torch_xla is not installed"]
-        if not versions_match():
-            return [f"torch {torch_version} and torch_xla {xla_version} do not match"]
-        return []
 
     def synchronize(self, device: Any) -> None:
         import torch_xla

@@ -8,8 +8,18 @@ import re
 import socket
 
 import nbformat
-import pytest
-from support import HOST_GID, HOST_UID, TOKEN, docker, make_lab, request, require_image
+from support import (
+    HOST_GID,
+    HOST_UID,
+    TOKEN,
+    docker,
+    make_lab,
+    one_line_failure,
+    request,
+    run_in_kernel,
+)
+
+from torchlab_host.engine import problem_lines
 
 START_LINE = re.compile(
     r"^torchlab: lab-cpu is ready at (?P<url>http://127\.0\.0\.1:\d+/lab\?token=\S+) "
@@ -98,13 +108,6 @@ def test_saved_work_survives_down_kill_and_a_rebuild(lab_cpu):
     assert status == 200 and "still here" in body
 
 
-def one_line_failure(result) -> str:
-    assert result.returncode != 0
-    [line] = result.stderr.strip().splitlines()
-    assert line.startswith("torchlab: ") and ". Fix: " in line
-    return line
-
-
 def test_a_port_in_use_is_one_line(lab_cpu):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", lab_cpu.port))
@@ -125,25 +128,18 @@ def test_a_labs_folder_the_user_cannot_write_is_one_line(labs_folder):
     assert f"not writable by uid {HOST_UID}" in line
 
 
-def test_a_tpu_lab_without_a_tpu_is_one_line(labs_folder):
-    require_image("torchlab:xla")
-    lab = make_lab("tpu", labs_folder)
-    try:
-        line = one_line_failure(lab.up())
-        assert "expected xla, but no TPU found on this machine (PJRT_DEVICE=TPU)" in line
-    finally:
-        lab.host("down")
+def test_an_address_that_is_not_this_machines_is_one_line(labs_folder):
+    lab = make_lab("cpu", labs_folder)
+    lab.environment["LAB_BIND"] = "192.0.2.55"
+    line = one_line_failure(lab.up())
+    assert "LAB_BIND=192.0.2.55 is not an address of this machine" in line
 
 
-@pytest.mark.parametrize("lab", ["gpu"])
-def test_a_gpu_lab_without_a_gpu_is_one_line(labs_folder, lab):
-    if any(
-        os.access(os.path.join(folder, "nvidia-smi"), os.X_OK)
-        for folder in os.environ["PATH"].split(os.pathsep)
-    ):
-        pytest.skip("this machine has an NVIDIA driver")
-    line = one_line_failure(make_lab(lab, labs_folder).up())
-    assert "no NVIDIA driver on this host" in line
+def test_a_kernel_runs_code_and_leaves_no_warning_or_error_in_the_log(running_lab_cpu):
+    printed = run_in_kernel(running_lab_cpu.url("").rstrip("/"), TOKEN, "print(6 * 7)")
+    assert printed == "42\n"
+    assert "Kernel started" in running_lab_cpu.log()
+    assert problem_lines(running_lab_cpu.log()) == []
 
 
 def test_a_password_replaces_the_token(labs_folder):

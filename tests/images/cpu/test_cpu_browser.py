@@ -1,17 +1,18 @@
 """A real browser against lab-cpu: with the token it works, without it shows only the login page.
 
-Headless Chromium (Debian's /usr/bin/chromium) driven by Playwright. Screenshots go to
-artifacts/ (not committed).
+Headless Chromium (Debian's /usr/bin/chromium, or the build $CHROMIUM names) driven by
+Playwright. Screenshots go to artifacts/ (not committed).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from support import REPO, TOKEN
 
-CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM = Path(os.environ.get("CHROMIUM") or "/usr/bin/chromium")
 # Headless on a machine with no network beyond the lab: no sandbox (root), no background calls.
 CHROMIUM_FLAGS = [
     "--no-sandbox",
@@ -26,9 +27,8 @@ ARTIFACTS = REPO / "artifacts"
 
 
 @pytest.fixture
-def browser():
-    if not CHROMIUM.exists():
-        pytest.fail("Chromium is missing: apt-get install chromium", pytrace=False)
+def browser(require):
+    require(CHROMIUM.exists(), f"Chromium at {CHROMIUM} (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

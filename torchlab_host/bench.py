@@ -1,8 +1,8 @@
 """`make bench`: what each image costs and how fast it is, measured on this machine.
 
 Every timing is repeated (BENCH_REPEATS, at least 3) and reported as its median: the machine
-is noisy. Writes artifacts/bench.json and artifacts/bench.md, and prints the table.
-Standard library only, like torchlab.host, whose commands it times.
+is noisy. Writes artifacts/bench.json and artifacts/bench.md, and prints the table. It times
+the same host commands a person runs, in subprocesses.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -20,14 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import host
-from .bench import median_of_reports
-from .variants import Variant, by_name
+from torchlab import system, variants
+from torchlab.backends import get
+from torchlab.bench import median_of_reports
+from torchlab.variants import Manifest, Variant
 
-# The goals this project set itself (README, "Performance").
+from . import ARTIFACTS, ROOT
+from .engine import compose, quiet, require_compose, require_docker
+from .errors import HostError
+from .images import prune_replaced_images
+from .labs import test_service
+
+# The goals this project set itself (README, "Performance"); image sizes are the manifest's.
 TARGETS = {
-    "cpu_size_gb": 1.6,
-    "cuda_size_gb": 5.6,
     "rebuild_s": 15.0,
     "healthy_s": 5.0,
     "container_ratio": 0.95,
@@ -38,7 +42,7 @@ def timed(command: list[str], environment: dict[str, str] | None = None, **kwarg
     start = time.monotonic()
     result = subprocess.run(command, env=environment, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
-        raise host.HostError(f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}")
+        raise HostError(f"{' '.join(command)} failed: {result.stderr.strip()[-500:]}")
     return time.monotonic() - start
 
 
@@ -47,17 +51,19 @@ def median_of(repeats: int, measure) -> float:
 
 
 def host_command(*arguments: str) -> list[str]:
-    return [sys.executable, "-m", "torchlab.host", *arguments]
+    return [sys.executable, "-m", "torchlab_host", *arguments]
 
 
-def with_pythonpath(root: Path, **extra: str) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=str(root / "src"), **extra)
+def in_checkout(root: Path, **extra: str) -> dict[str, str]:
+    """The environment that runs the host tools of the checkout at root."""
+    return dict(os.environ, PYTHONPATH=f"{root}{os.pathsep}{root / 'src'}", **extra)
 
 
 def image_facts(variant: Variant) -> dict[str, Any]:
-    inspected = json.loads(host.quiet(["docker", "image", "inspect", variant.image]).stdout)[0]
+    inspected = json.loads(quiet(["docker", "image", "inspect", variant.image]).stdout)[0]
     return {
         "size_gb": round(inspected["Size"] / 1e9, 3),
+        "size_ceiling_gb": variant.size_ceiling_gb,
         "layers": len(inspected["RootFS"]["Layers"]),
     }
 
@@ -66,21 +72,21 @@ def one_line_rebuild(variant: Variant) -> float:
     """Rebuild after appending one line to the toolkit, in a copy of the tracked tree.
 
     The line is new every time, so no earlier build's layers can answer for it."""
-    files = host.quiet(["git", "-C", str(host.ROOT), "ls-files"]).stdout.split()
+    files = quiet(["git", "-C", str(ROOT), "ls-files"]).stdout.split()
     with tempfile.TemporaryDirectory() as copy:
         for name in files:
             target = Path(copy, name)
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(host.ROOT / name, target)
-        with open(Path(copy, "src/torchlab/variants.py"), "a") as edited:
+            shutil.copy2(ROOT / name, target)
+        with open(Path(copy, "src/torchlab/devices.py"), "a") as edited:
             edited.write(f"# one-line edit {time.time_ns()}\n")
-        return timed(host_command("build", variant.lab), with_pythonpath(Path(copy)))
+        return timed(host_command("build", variant.name), in_checkout(Path(copy)), cwd=copy)
 
 
 def rebuild_from_checkout(variant: Variant) -> None:
     """Put the checkout's own toolkit back into the image, and drop the images it replaces."""
-    timed(host_command("build", variant.lab), with_pythonpath(host.ROOT))
-    host.prune_replaced_images()
+    timed(host_command("build", variant.name), in_checkout(ROOT), cwd=ROOT)
+    prune_replaced_images()
 
 
 def rebuild_check(variant: Variant, ceiling_s: float) -> int:
@@ -99,48 +105,67 @@ def rebuild_check(variant: Variant, ceiling_s: float) -> int:
 
 
 def start_to_healthy(variant: Variant) -> float:
-    environment = with_pythonpath(host.ROOT)
+    environment = in_checkout(ROOT)
     try:
-        return timed(host_command("up", variant.lab), environment)
+        return timed(host_command("lab", variant.name), environment, cwd=ROOT)
     finally:
-        subprocess.run(host_command("down"), env=environment, capture_output=True)
+        subprocess.run(host_command("down"), env=environment, cwd=ROOT, capture_output=True)
 
 
 def suite(variant: Variant) -> float:
-    on_cpu = [] if variant.name == "cpu" else ["--on-cpu"]
-    return timed(host_command("test", variant.lab, *on_cpu), with_pythonpath(host.ROOT))
+    return timed(host_command("test", variant.name, "--on-cpu"), in_checkout(ROOT), cwd=ROOT)
 
 
 def probe(variant: Variant) -> float:
-    cpu_mode = {"cpu": [], "cuda": ["-e", "TORCHLAB_EXPECT=cpu"], "xla": ["-e", "PJRT_DEVICE=CPU"]}
-    return timed(
-        ["docker", "run", "--rm", *cpu_mode[variant.name], variant.image, "torchlab", "probe"]
-    )
+    """The probe in the image, in the mode this machine allows (its suite's service)."""
+    service = test_service(variant, on_cpu=True)
+    start = time.monotonic()
+    result = compose("--profile", "test", "run", "--rm", service, "torchlab", "probe", capture=True)
+    if result.returncode != 0:
+        raise HostError(f"the probe in {service} failed: {result.stderr.strip()[-500:]}")
+    return time.monotonic() - start
 
 
-def lab_runs_here(variant: Variant) -> bool:
-    """Only a lab whose device is on this machine can turn healthy (lab-tpu needs a TPU)."""
-    from .backends import get
+def lab_runs_here(variant: Variant) -> str | None:
+    """Why a variant's lab cannot turn healthy here (its device is elsewhere), or None."""
+    backend = get(variant.device)
+    if variant.device == "cpu":
+        return None
+    if not backend.checks_host:
+        return f"the host cannot tell whether a {variant.device} device is here"
+    hint = backend.host_requirements()
+    return hint.problem if hint else None
 
-    return variant.name == "cpu" or (
-        variant.name == "cuda" and get("cuda").host_requirements() is None
-    )
+
+def plan(manifest: Manifest, names: list[str]) -> list[str]:
+    """What `make bench` measures for each variant, one line each (make bench BENCH_PLAN=1)."""
+    lines = []
+    for name in names:
+        variant = manifest.variant(name)
+        mode = " ".join(f"{k}={v}" for k, v in variant.cpu_mode.items()) or "its own device"
+        absent = lab_runs_here(variant)
+        lab = f"lab start-up not timed ({absent})" if absent else "lab start-up"
+        lines.append(
+            f"{variant.image}: size (ceiling {variant.size_ceiling_gb:g} GB), cold build, "
+            f"one-line rebuild, suite and probe in CPU mode ({mode}), {lab}"
+        )
+    return lines
 
 
 def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
     print(f"bench: {variant.image}", file=sys.stderr, flush=True)
     results = image_facts(variant)
-    no_cache = with_pythonpath(host.ROOT, DOCKER_BUILD_FLAGS="--no-cache")
+    no_cache = in_checkout(ROOT, DOCKER_BUILD_FLAGS="--no-cache")
 
     def cold_build() -> float:
-        seconds = timed(host_command("build", variant.lab), no_cache)
-        host.prune_replaced_images()  # GBs each time
+        seconds = timed(host_command("build", variant.name), no_cache, cwd=ROOT)
+        prune_replaced_images()  # GBs each time
         return seconds
 
     results["build_cold_layers_s"] = median_of(repeats, cold_build)
     results["rebuild_one_line_s"] = median_of(repeats, lambda: one_line_rebuild(variant))
     rebuild_from_checkout(variant)
-    if lab_runs_here(variant):
+    if lab_runs_here(variant) is None:
         results["start_to_healthy_s"] = median_of(repeats, lambda: start_to_healthy(variant))
     results["suite_s"] = median_of(repeats, lambda: suite(variant))
     results["probe_s"] = median_of(repeats, lambda: probe(variant))
@@ -165,7 +190,7 @@ def container_vs_host(venv_python: Path, repeats: int) -> dict[str, Any]:
         # The cpu test service: the labs' shared memory and user, as a lab runs it.
         in_container.append(
             json.loads(
-                host.compose(
+                compose(
                     "--profile",
                     "test",
                     "run",
@@ -194,42 +219,36 @@ def compare(on_host: dict[str, Any], in_container: dict[str, Any]) -> dict[str, 
     return {"host": on_host, "container": in_container, "ratio": ratios}
 
 
-def gpu_benchmarks() -> list[dict[str, Any]] | str:
-    from .backends import get
+def gpu_benchmarks(manifest: Manifest) -> list[dict[str, Any]] | str:
+    """`torchlab probe --bench` in each variant whose accelerator reaches containers here."""
+    measured = []
+    for variant in manifest.variants:
+        if variant.device == "cpu" or lab_runs_here(variant) is not None:
+            continue
+        report = compose(
+            "--profile",
+            "test",
+            "run",
+            "--rm",
+            test_service(variant),
+            "torchlab",
+            "probe",
+            "--json",
+            "--bench",
+            capture=True,
+        )
+        measured += json.loads(report.stdout)["bench"]
+    return measured or "no accelerator reaches containers on this machine"
 
-    if get("cuda").host_requirements() is not None:
-        return "no GPU reaches containers on this machine"
-    report = host.compose(
-        "--profile",
-        "test",
-        "run",
-        "--rm",
-        "test-gpu",
-        "torchlab",
-        "probe",
-        "--json",
-        "--bench",
-        capture=True,
-    )
-    return json.loads(report.stdout)["bench"]
 
-
-def machine() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
-    memory_kb = int(Path("/proc/meminfo").read_text().split()[1])
-    docker = host.quiet(["docker", "version", "--format", "{{.Server.Version}}"]).stdout.strip()
+def this_machine() -> dict[str, Any]:
+    facts = system.machine()
+    docker = quiet(["docker", "version", "--format", "{{.Server.Version}}"]).stdout.strip()
     return {
-        "cpu": model,
-        "cpus": os.cpu_count(),
-        "ram_gb": round(memory_kb / 2**20, 1),
-        "kernel": platform.release(),
+        "cpu": facts["cpu_model"],
+        "cpus": facts["cpu_count"],
+        "ram_gb": round(facts["ram_bytes"] / 2**30, 1),
+        "kernel": facts["kernel"],
         "docker": docker,
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -285,16 +304,15 @@ def markdown(results: dict[str, Any]) -> str:
         f"{ratio['container']['dataloader_2_workers_mbps']} | "
         f"{ratio['ratio']['dataloader']} |"
     )
-    cpu, cuda = images.get("cpu", {}), images.get("cuda", {})
+    cpu = images.get("cpu", {})
     worst_ratio = min(ratio["ratio"].values())
+    lines += ["", "| goal | measured | met |", "| --- | --- | --- |"]
     lines += [
-        "",
-        "| goal | measured | met |",
-        "| --- | --- | --- |",
-        f"| cpu image <= {TARGETS['cpu_size_gb']} GB | {cpu.get('size_gb', 'n/a')} | "
-        f"{verdict(cpu.get('size_gb'), TARGETS['cpu_size_gb'])} |",
-        f"| cuda image <= {TARGETS['cuda_size_gb']} GB | {cuda.get('size_gb', 'n/a')} | "
-        f"{verdict(cuda.get('size_gb'), TARGETS['cuda_size_gb'])} |",
+        f"| {name} image <= {facts['size_ceiling_gb']:g} GB | {facts['size_gb']} | "
+        f"{verdict(facts['size_gb'], facts['size_ceiling_gb'])} |"
+        for name, facts in images.items()
+    ]
+    lines += [
         f"| rebuild after a toolkit change <= {TARGETS['rebuild_s']:g} s (cpu) | "
         f"{cpu.get('rebuild_one_line_s', 'n/a')} | "
         f"{verdict(cpu.get('rebuild_one_line_s'), TARGETS['rebuild_s'])} |",
@@ -329,37 +347,48 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def run_bench(manifest: Manifest, names: list[str], repeats: int) -> dict[str, Any]:
+    require_docker()
+    require_compose()
+    venv_python = ROOT / os.environ.get("VENV", ".venv") / "bin/python"
+    selected = [manifest.variant(name) for name in names]
+    return {
+        "machine": this_machine(),
+        "repeats": repeats,
+        "images": {variant.name: bench_variant(variant, repeats) for variant in selected},
+        "container_vs_host": container_vs_host(venv_python, repeats),
+        "gpu": gpu_benchmarks(manifest),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python3 -m torchlab.host_bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python3 -m torchlab_host.bench", description=__doc__)
     parser.add_argument(
         "--rebuild-check",
-        metavar="LAB",
-        help="only time one rebuild of LAB's image after a one-line toolkit change",
+        metavar="VARIANT",
+        help="only time one rebuild of VARIANT's image after a one-line toolkit change",
     )
     parser.add_argument("--ceiling", type=float, default=30.0, help="for --rebuild-check (s)")
+    parser.add_argument("--plan", action="store_true", help="say what it would measure, and stop")
     args = parser.parse_args(argv)
     repeats = max(3, int(os.environ.get("BENCH_REPEATS") or 3))
-    labs = (os.environ.get("BENCH_LABS") or "cpu gpu tpu").split()
-    venv_python = host.ROOT / os.environ.get("VENV", ".venv") / "bin/python"
     try:
-        host.require_docker()
+        manifest = variants.load()
+        names = (os.environ.get("BENCH_VARIANTS") or " ".join(manifest.names)).split()
+        if args.plan:
+            print("\n".join(plan(manifest, names)))
+            return 0
         if args.rebuild_check:
-            return rebuild_check(by_name(args.rebuild_check), args.ceiling)
-        host.require_compose()
-        results = {
-            "machine": machine(),
-            "repeats": repeats,
-            "images": {by_name(lab).name: bench_variant(by_name(lab), repeats) for lab in labs},
-            "container_vs_host": container_vs_host(venv_python, repeats),
-            "gpu": gpu_benchmarks(),
-        }
-    except (host.HostError, KeyError) as error:
+            require_docker()
+            return rebuild_check(manifest.variant(args.rebuild_check), args.ceiling)
+        results = run_bench(manifest, names, repeats)
+    except (HostError, KeyError, variants.ManifestError) as error:
         print(f"torchlab: {error.args[0]}", file=sys.stderr)
         return 1
-    host.ARTIFACTS.mkdir(exist_ok=True)
-    (host.ARTIFACTS / "bench.json").write_text(json.dumps(results, indent=2))
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "bench.json").write_text(json.dumps(results, indent=2))
     table = markdown(results)
-    (host.ARTIFACTS / "bench.md").write_text(table + "\n")
+    (ARTIFACTS / "bench.md").write_text(table + "\n")
     print(table)
     return 0
 

@@ -1,0 +1,358 @@
+"""The host tools' preflight: every missing piece gives one line that names its fix.
+
+Fake `docker` and `nvidia-smi` executables on PATH put the real checks in each situation.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from torchlab import variants
+from torchlab.backends import cuda, get
+from torchlab_host import engine, images, labs
+from torchlab_host.errors import HostError
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = variants.load()
+CPU, CUDA = MANIFEST.variant("cpu"), MANIFEST.variant("cuda")
+
+
+@pytest.fixture
+def fake_bin(tmp_path, monkeypatch):
+    """An empty PATH folder; add(name, script) puts a fake command in it."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    monkeypatch.setenv("PATH", str(folder))
+
+    def add(name: str, script: str) -> None:
+        path = folder / name
+        path.write_text(f"#!/bin/sh\n{script}\n")
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+    return add
+
+
+def one_line(error: HostError) -> str:
+    message = str(error)
+    assert "\n" not in message and ". Fix: " in message
+    return message
+
+
+def test_missing_docker(fake_bin):
+    with pytest.raises(HostError) as raised:
+        engine.require_docker()
+    assert "docker is not installed" in one_line(raised.value)
+
+
+def test_docker_daemon_not_reachable(fake_bin):
+    fake_bin("docker", "exit 1")
+    with pytest.raises(HostError) as raised:
+        engine.require_docker()
+    assert "daemon is not reachable" in one_line(raised.value)
+
+
+def test_missing_compose_plugin(fake_bin):
+    fake_bin("docker", '[ "$1" = compose ] && exit 1; exit 0')
+    engine.require_docker()
+    with pytest.raises(HostError) as raised:
+        engine.require_compose()
+    assert "Compose plugin is missing" in one_line(raised.value)
+
+
+def test_gpu_lab_without_a_driver_names_the_driver(fake_bin):
+    hint = get("cuda").host_requirements()
+    assert "no NVIDIA driver on this host" in hint.problem and cuda.DRIVER_URL in hint.fix
+
+
+def test_gpu_lab_with_a_broken_driver_relays_nvml(fake_bin):
+    fake_bin("nvidia-smi", 'echo "Failed to initialize NVML: Unknown Error"; exit 255')
+    hint = get("cuda").host_requirements()
+    assert "lost access to the GPU" in hint.problem
+
+
+def test_gpu_lab_without_the_container_toolkit_names_it(fake_bin):
+    fake_bin("nvidia-smi", 'echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)"')
+    hint = get("cuda").host_requirements()
+    assert "NVIDIA Container Toolkit is not installed" in hint.problem
+    assert cuda.TOOLKIT_URL in hint.fix and "nvidia-ctk runtime configure" in hint.fix
+    assert labs.auto_variant(MANIFEST).name == "cpu"
+
+
+def test_make_lab_picks_cuda_when_driver_and_toolkit_are_there(fake_bin):
+    fake_bin("nvidia-smi", 'echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)"')
+    fake_bin("nvidia-ctk", "exit 0")
+    assert get("cuda").host_requirements() is None
+    assert labs.auto_variant(MANIFEST).name == "cuda"
+
+
+def test_a_gpu_lab_without_a_driver_also_names_the_cpu_lab(fake_bin):
+    with pytest.raises(HostError) as raised:
+        labs.require_host_device(CUDA)
+    line = one_line(raised.value)
+    assert "no NVIDIA driver on this host" in line and "(without one: make lab-cpu)" in line
+
+
+def test_aliases_name_the_same_variant():
+    assert MANIFEST.variant("gpu") == MANIFEST.variant("cuda") == CUDA
+    assert MANIFEST.variant("tpu").name == "xla"
+
+
+def test_unknown_variant():
+    with pytest.raises(KeyError, match="unknown image variant 'foo': choose one of cpu, cuda, xla"):
+        MANIFEST.variant("foo")
+
+
+def test_missing_labs_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABS_DIR", str(tmp_path / "gone"))
+    with pytest.raises(HostError) as raised:
+        labs.settings()
+    assert "is missing" in one_line(raised.value) and "git checkout -- labs" in str(raised.value)
+
+
+def test_labs_folder_not_writable_by_the_lab_user(tmp_path, monkeypatch):
+    folder = tmp_path / "labs"
+    folder.mkdir(mode=0o755)
+    monkeypatch.setenv("LABS_DIR", str(folder))
+    monkeypatch.setenv("LAB_UID", "4242")
+    monkeypatch.setenv("LAB_GID", "4242")
+    with pytest.raises(HostError) as raised:
+        labs.settings()
+    assert "not writable by uid 4242" in one_line(raised.value)
+    assert f"chown -R 4242:4242 {folder}" in str(raised.value)
+
+
+def test_the_lab_runs_as_the_owner_of_labs_when_started_by_root(tmp_path, monkeypatch, require):
+    require(os.getuid() == 0, "root, to give a folder away")
+    folder = tmp_path / "labs"
+    folder.mkdir()
+    os.chown(folder, 4242, 4343)
+    monkeypatch.delenv("LAB_UID", raising=False)
+    monkeypatch.delenv("SUDO_UID", raising=False)
+    assert labs.lab_user(folder) == (4242, 4343)
+    monkeypatch.setenv("SUDO_UID", "1234")
+    monkeypatch.setenv("SUDO_GID", "1235")
+    assert labs.lab_user(folder) == (1234, 1235)
+    monkeypatch.delenv("SUDO_UID")
+    os.chown(folder, 0, 0)
+    with pytest.raises(HostError, match="never runs as root"):
+        labs.lab_user(folder)
+
+
+def test_port_in_use():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(HostError) as raised:
+            labs.require_free_port(CPU, "127.0.0.1", port)
+    assert f"port {port} on 127.0.0.1 is already in use" in one_line(raised.value)
+    assert f"make lab-cpu LAB_PORT={port + 1}" in str(raised.value)
+
+
+def test_an_address_that_is_not_this_machines_is_named_as_such():
+    with pytest.raises(HostError) as raised:
+        labs.require_free_port(CPU, "192.0.2.55", 8888)  # TEST-NET-1: never a local address
+    line = one_line(raised.value)
+    assert line.startswith("LAB_BIND=192.0.2.55 is not an address of this machine. Fix: ")
+    assert "already in use" not in line and "ip -brief address" in line
+
+
+def test_a_bind_that_is_no_address_at_all():
+    with pytest.raises(HostError, match="LAB_BIND=localhost:8888 is not an IP address"):
+        labs.require_free_port(CPU, "localhost:8888", 8888)
+
+
+@pytest.fixture
+def env_file(tmp_path, monkeypatch):
+    monkeypatch.setattr(labs, "ENV_FILE", tmp_path / ".env")
+    monkeypatch.setattr(engine, "ROOT", tmp_path)
+    monkeypatch.delenv("JUPYTER_TOKEN", raising=False)
+    return tmp_path / ".env"
+
+
+def test_token_is_generated_once_kept_private_and_reused(env_file, monkeypatch):
+    first = labs.token()
+    assert len(first) == 48 and int(first, 16)
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert labs.token() == first
+    monkeypatch.setenv("JUPYTER_TOKEN", "from-the-environment")
+    assert labs.token() == "from-the-environment"
+
+
+@pytest.mark.parametrize("command", [["down"], ["logs"], ["ps"]])
+def test_commands_that_start_no_lab_create_no_token(env_file, fake_bin, command):
+    fake_bin("docker", 'echo "$JUPYTER_TOKEN"')
+    said = engine.compose(*command, capture=True).stdout.strip()
+    assert said == engine.NO_LAB_TOKEN and not env_file.exists()
+
+
+def test_wheelhouse_is_served_to_the_build(tmp_path, monkeypatch):
+    for lock in ("lab", "cpu"):
+        (tmp_path / lock).mkdir()
+        (tmp_path / lock / f"{lock}_pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    monkeypatch.setenv("WHEELHOUSE_PORT", "0")
+    with images.served_wheelhouse(tmp_path, ["lab", "cpu"]) as url:
+        assert url.startswith("http://127.0.0.1:")
+        listing = urllib.request.urlopen(f"{url}/cpu/").read()
+        assert b"cpu_pkg-1.0-py3-none-any.whl" in listing
+
+
+def test_a_wheelhouse_without_the_variant_is_refused(tmp_path):
+    (tmp_path / "lab").mkdir()
+    (tmp_path / "lab" / "lab_pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
+    with (
+        pytest.raises(HostError, match=r"has no cuda wheels\. Fix: fill it first: make wheels"),
+        images.served_wheelhouse(tmp_path, ["lab", "cuda"]),
+    ):
+        pass
+
+
+def test_make_reports_an_unknown_variant_in_one_line():
+    result = subprocess.run(["make", "-s", "lab-foo"], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert result.stderr.splitlines()[0] == (
+        "torchlab: unknown image variant 'foo': choose one of cpu, cuda, xla"
+    )
+
+
+def build_args(command: list[str]) -> dict[str, str]:
+    pairs = [command[i + 1] for i, word in enumerate(command) if word == "--build-arg"]
+    return dict(pair.split("=", 1) for pair in pairs)
+
+
+@pytest.fixture
+def clean_build_environment(monkeypatch):
+    for name in ("WHEELHOUSE", "DOCKER_BUILD_FLAGS", "TORCH_CPU_WHEELS"):
+        monkeypatch.delenv(name, raising=False)
+    for name in (*images.PASSED_BUILD_ARGS, *images.ONLINE_BUILD_ARGS):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_online_and_offline_builds_differ_only_in_where_pip_looks(clean_build_environment):
+    online = images.build_command(CPU, MANIFEST)
+    offline = images.build_command(CPU, MANIFEST, "http://127.0.0.1:8799")
+    differing = {
+        name: value
+        for name, value in build_args(offline).items()
+        if build_args(online)[name] != value
+    }
+    assert differing == {
+        "PIP_SOURCES_SHARED": "--no-index --find-links http://127.0.0.1:8799/lab/",
+        "PIP_SOURCES_VARIANT": "--no-index --find-links http://127.0.0.1:8799/cpu/",
+    }
+    assert [w for w in offline if w not in online] == [
+        "--network",
+        "host",
+        *(f"{name}={value}" for name, value in differing.items()),
+    ]
+    assert build_args(online)["PIP_SOURCES_VARIANT"] == (
+        "--find-links https://download.pytorch.org/whl/cpu/torch/"
+    )
+    assert build_args(online)["TORCH_VERSION"] == "2.13.0+cpu"
+
+
+def test_the_manifest_names_the_device_and_the_locks_of_the_build(clean_build_environment):
+    args = build_args(images.build_command(MANIFEST.variant("xla"), MANIFEST))
+    assert (args["VARIANT"], args["DEVICE"], args["SHARED_LOCK"], args["LOCK"]) == (
+        "xla",
+        "xla",
+        "lab",
+        "xla",
+    )
+    assert args["PIP_SOURCES_VARIANT"] == ""  # PyPI's torch: pip's own configuration
+
+
+def test_the_lab_user_is_chosen_at_start_and_the_image_user_at_build(
+    clean_build_environment, monkeypatch
+):
+    monkeypatch.setenv("LAB_UID", "4242")
+    assert "LAB_UID" not in build_args(images.build_command(CPU, MANIFEST))
+    monkeypatch.setenv("IMAGE_UID", "1234")
+    assert build_args(images.build_command(CPU, MANIFEST))["LAB_UID"] == "1234"
+
+
+def test_online_settings_do_not_touch_the_offline_build(clean_build_environment, monkeypatch):
+    monkeypatch.setenv("TORCH_CPU_WHEELS", "/some/folder")
+    monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
+    online = build_args(images.build_command(CPU, MANIFEST))
+    offline = build_args(images.build_command(CPU, MANIFEST, "http://127.0.0.1:8799"))
+    assert online["PIP_SOURCES_VARIANT"] == "--find-links /some/folder"
+    assert online["PIP_INDEX_URL"] == "https://mirror.example/simple"
+    assert "/some/folder" not in offline["PIP_SOURCES_VARIANT"] and "PIP_INDEX_URL" not in offline
+
+
+# What `docker build` printed in the two failures a new user meets first (engine 20.10, the
+# classic builder): no registry, and no package index.
+NO_REGISTRY = [
+    "Sending build context to Docker daemon  1.2MB",
+    "Step 1/40 : ARG BASE_IMAGE=debian:bookworm-slim@sha256:4b50eb66f977b4062683ff434ef18ac1",
+    "Step 2/40 : FROM ${BASE_IMAGE}",
+    'Get "https://registry-1.docker.io/v2/": dial tcp: lookup registry-1.docker.io on '
+    "10.0.0.2:53: no such host",
+]
+NO_INDEX = [
+    "Step 9/40 : RUN /opt/torchlab/scripts/install-lock /opt/venv /opt/torchlab/requirements/lab",
+    "install-lock: installing /opt/torchlab/requirements/lab.txt into /opt/venv",
+    "WARNING: Retrying (Retry(total=4, connect=None, read=None, redirect=None, status=None)) after "
+    "connection broken by 'NewConnectionError': Failed to establish a new connection: [Errno -3] "
+    "Temporary failure in name resolution",
+    "ERROR: Could not find a version that satisfies the requirement anyio==4.16.0",
+    "ERROR: No matching distribution found for anyio==4.16.0",
+]
+
+
+def test_a_build_without_a_registry_names_the_base_image_and_make_base_image(
+    clean_build_environment,
+):
+    line = one_line(images.explain_build_failure(CPU, NO_REGISTRY))
+    assert line.startswith("the base image debian:bookworm-slim cannot be pulled: no container")
+    assert "make base-image" in line and "BASE_IMAGE=torchlab/debian:bookworm" in line
+
+
+def test_a_build_without_the_index_names_the_wheelhouse(clean_build_environment):
+    line = one_line(images.explain_build_failure(CPU, NO_INDEX))
+    assert "could not get its packages from the index" in line
+    assert "make wheels" in line and "WHEELHOUSE=wheelhouse" in line
+
+
+def test_other_build_failures_point_at_the_output(clean_build_environment):
+    output = ["Step 30/40 : RUN torchlab check-build cpu", "torchlab: the cpu image is wrong"]
+    assert "the build's output is above" in one_line(images.explain_build_failure(CPU, output))
+
+
+@pytest.mark.parametrize("target", ["test-cuda", "lab-cuda", "shell-cuda", "lab-gpu"])
+def test_gpu_targets_without_a_gpu_name_what_to_install(fake_bin, target):
+    environment = dict(os.environ, PATH=f"{os.environ['PATH']}:/usr/bin:/bin")
+    if any(Path(folder, "nvidia-smi").exists() for folder in ("/usr/bin", "/bin")):
+        pytest.skip("this machine has an NVIDIA driver")
+    result = subprocess.run(
+        ["make", "-s", target], cwd=REPO, capture_output=True, text=True, env=environment
+    )
+    assert result.returncode != 0
+    [line] = result.stderr.splitlines()[:1]
+    assert line.startswith("torchlab: no NVIDIA driver on this host") and cuda.DRIVER_URL in line
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        ("[IPKernelApp] WARNING | Kernel is running over TCP without encryption.", True),
+        ("[W 2026-11-24 08:32:25.090 ServerApp] No session ID specified", True),
+        ("[E 2026-11-24 08:32:25.090 ServerApp] Uncaught exception", True),
+        ("W1124 08:32:25.090000 123 torch/distributed/run.py:792] Setting OMP_NUM_THREADS", True),
+        ("ERROR: No matching distribution found for anyio==4.16.0", True),
+        ("[I 2026-11-24 08:26:44.077 ServerApp] Jupyter Server 2.21.1 is running at:", False),
+        ("======================= 84 passed, 43 skipped in 44.83s ========================", False),
+        ("Warnings", False),
+        ("test_errors_are_reported PASSED", False),
+    ],
+)
+def test_warning_and_error_lines_are_recognised_in_every_form(line, problem):
+    assert bool(engine.problem_lines([line])) == problem

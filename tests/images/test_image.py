@@ -1,0 +1,85 @@
+"""Every image on its own, checked on the built image: labels, size, user, what runs first,
+layer order, and that the host tools are not in it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+from support import REPO, docker, require_image
+
+
+def inspect(image: str) -> dict:
+    require_image(image)
+    return json.loads(docker("image", "inspect", image).stdout)[0]
+
+
+def test_labels_name_the_variant_torch_and_lock(variant):
+    labels = inspect(variant.image)["Config"]["Labels"]
+    lock_text = "".join(
+        (REPO / "requirements" / f"{name}.txt").read_text() for name in ("lab", variant.lock)
+    )
+    torch_pin = re.search(r"^torch==(\S+)", lock_text, re.M)[1]
+    assert labels["org.torchlab.variant"] == variant.name
+    assert labels["org.torchlab.torch"] == torch_pin
+    assert labels["org.torchlab.lock.sha256"] == hashlib.sha256(lock_text.encode()).hexdigest()
+    assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
+    for lock in labels["org.torchlab.lock"].split():
+        assert docker("run", "--rm", variant.image, "test", "-s", lock, check=False).returncode == 0
+
+
+def test_image_size_is_within_the_manifests_ceiling(variant):
+    size_gb = inspect(variant.image)["Size"] / 1e9
+    assert size_gb <= variant.size_ceiling_gb, f"{variant.image} is {size_gb:.2f} GB"
+
+
+def test_runs_jupyter_as_a_non_root_user_under_an_init_with_a_healthcheck(variant):
+    config = inspect(variant.image)["Config"]
+    assert config["User"] == "1000:1000"
+    assert config["Entrypoint"] == ["tini", "--"]
+    assert config["Cmd"] == ["torchlab", "serve"]
+    assert config["Healthcheck"]["Test"] == ["CMD", "torchlab", "healthcheck"]
+    assert config["Env"].count(f"TORCHLAB_EXPECT={variant.device}") == 1
+    assert docker("run", "--rm", variant.image, "id", "-u").stdout.strip() == "1000"
+
+
+def test_the_toolkit_comes_after_the_packages_so_its_changes_rebuild_in_seconds(variant):
+    require_image(variant.image)
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", variant.image)
+    steps = list(reversed(history.stdout.splitlines()))  # oldest first
+
+    def first(pattern: str) -> int:
+        return next(i for i, step in enumerate(steps) if re.search(pattern, step))
+
+    order = [
+        first(r"install-lock /opt/venv /opt/torchlab/requirements/\$\{SHARED_LOCK\}|lab\.txt"),
+        first(rf"install-lock /opt/venv /opt/torchlab/requirements/(\$\{{LOCK\}}|{variant.lock})"),
+        first(r"COPY \S*dir:\S+ in /opt/torchlab/src/src"),
+        first(r"torchlab check-build"),
+        first(r"COPY \S*dir:\S+ in /opt/torchlab/tests"),
+        first(r"COPY \S*dir:\S+ in /home/lab/labs"),
+    ]
+    assert order == sorted(order), steps
+
+
+def test_the_host_tools_are_not_in_the_image_and_the_toolkit_works(variant, container):
+    for module in ("torchlab_host", "torchlab.host", "torchlab.host_bench"):
+        code, output = container.run_to_end(
+            variant.image, "python", "-c", f"import {module}", clean_log=False
+        )
+        assert code == 1 and "ModuleNotFoundError" in output, module
+    code, output = container.run_to_end(
+        variant.image,
+        "python",
+        "-c",
+        "import torchlab; print(torchlab.best_device('cpu'), torchlab.__version__)",
+    )
+    assert code == 0 and output.startswith("cpu "), output
+
+
+def test_the_probe_in_cpu_mode_passes_with_a_clean_log(variant, container):
+    options = tuple(f"--env={key}={value}" for key, value in variant.cpu_mode.items())
+    code, output = container.run_to_end(variant.image, "torchlab", "probe", options=options)
+    assert code == 0, output
+    assert "Devices" in output

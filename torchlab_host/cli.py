@@ -1,0 +1,117 @@
+"""The host tools' commands: what the Makefile, .ci/run and the GitHub workflow call."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from torchlab import variants
+
+from . import ROOT, check, images, labs, locks
+from .engine import compose_services, require_docker
+from .errors import HostError
+
+
+def _venv(args: argparse.Namespace, manifest: variants.Manifest) -> int:
+    path = Path(args.path)
+    if locks.venv(path, args.locks or list(manifest.host_locks), manifest):
+        print(f"torchlab: {path} is built from its locks")
+    return 0
+
+
+def _test_host(args: argparse.Namespace, manifest: variants.Manifest) -> int:
+    """The device suite in a host venv from one variant's locks (on the CPU unless there)."""
+    variant = manifest.variant(args.variant)
+    own = [manifest.shared_lock, variant.lock]
+    path = ROOT / f".venv-{variant.name}"
+    locks.venv(path, own, manifest)
+    environment = {**variant.cpu_mode, **os.environ}
+    environment.update(
+        TORCHLAB_EXPECT=variant.device,
+        TORCHLAB_VARIANT=variant.name,
+        TORCHLAB_LOCKS=" ".join(str(locks.lock_file(name)) for name in own),
+    )
+    return subprocess.run(
+        [str(path / "bin/python"), "-m", "pytest", "-p", "no:cacheprovider", "tests/device"],
+        cwd=ROOT,
+        env=environment,
+    ).returncode
+
+
+def _check(_: argparse.Namespace, manifest: variants.Manifest) -> int:
+    found = check.problems(manifest, compose_services())
+    for problem in found:
+        print(f"torchlab: {problem}", file=sys.stderr)
+    if not found:
+        print(f"torchlab: compose.yaml and the locks agree with {manifest.path.name}")
+    return 1 if found else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python3 -m torchlab_host", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("build", "build a variant's image"),
+        ("shell", "a bash shell in a variant's lab"),
+        ("test-host", "the device suite in a host venv from a variant's locks"),
+    ):
+        commands.add_parser(name, help=text).add_argument("variant")
+    commands.add_parser("lab", help="start a variant's lab (auto: the best one here)").add_argument(
+        "variant"
+    )
+    command = commands.add_parser("test", help="the probe and the suite in a variant's image")
+    command.add_argument("variant")
+    command.add_argument(
+        "--on-cpu", action="store_true", help="in CPU mode, for machines without the device"
+    )
+    for name, text in (
+        ("down", "stop and remove the lab containers"),
+        ("logs", "the labs' recent log lines"),
+        ("clean", "remove the lab containers, the images and their dangling layers"),
+        ("check", "check compose.yaml and the locks against variants.toml"),
+        ("ci-matrix", "the CI workflow's image matrix, from variants.toml"),
+        ("lock", "resolve requirements/*.in into requirements/*.txt"),
+    ):
+        commands.add_parser(name, help=text)
+    command = commands.add_parser("wheels", help="download every lock's wheels into a folder")
+    command.add_argument("folder")
+    command = commands.add_parser("venv", help="a venv from locks, with the toolkit editable")
+    command.add_argument("path")
+    command.add_argument("locks", nargs="*", help="default: the host environment's locks")
+    args = parser.parse_args(argv)
+    try:
+        manifest = variants.load()
+        if args.command == "build":
+            images.build(manifest.variant(args.variant), manifest)
+        elif args.command == "lab":
+            labs.up(args.variant, manifest)
+        elif args.command == "test":
+            return labs.test(args.variant, manifest, args.on_cpu)
+        elif args.command == "shell":
+            return labs.shell(args.variant, manifest)
+        elif args.command == "test-host":
+            return _test_host(args, manifest)
+        elif args.command == "down":
+            return labs.down()
+        elif args.command == "logs":
+            return labs.logs()
+        elif args.command == "clean":
+            require_docker()
+            return labs.clean(manifest)
+        elif args.command == "check":
+            return _check(args, manifest)
+        elif args.command == "ci-matrix":
+            print(check.ci_matrix(manifest))
+        elif args.command == "lock":
+            locks.lock(manifest, os.environ.get("UV") or "uv")
+        elif args.command == "wheels":
+            locks.download(Path(args.folder), locks.all_locks(manifest), manifest)
+        elif args.command == "venv":
+            return _venv(args, manifest)
+    except (HostError, KeyError, variants.ManifestError) as error:
+        print(f"torchlab: {error.args[0]}", file=sys.stderr)
+        return 1
+    return 0
