@@ -25,7 +25,9 @@ _FIELDS = {
     "cpu_mode": dict,
     "build": dict,
     "compose": dict,
+    "omittable": list,
 }
+_OPTIONAL = ("compose", "omittable")
 _NAME = re.compile(r"[a-z][a-z0-9]*")
 
 
@@ -45,6 +47,8 @@ class Variant:
     cpu_mode: dict[str, str]  # the environment of its suite on a machine without its device
     build: dict[str, Any]  # what `torchlab check-build` asserts
     compose: dict[str, Any]  # what its compose services carry to reach the device
+    # Packages a build may leave out when told to (TORCHLAB_WITHOUT), where no index has them.
+    omittable: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
@@ -83,7 +87,7 @@ def manifest_path() -> Path:
 def _variant(name: str, table: dict[str, Any], where: str) -> Variant:
     if not _NAME.fullmatch(name):
         raise ManifestError(f"{where}: variant name '{name}' must be lowercase letters and digits")
-    missing = [key for key in _FIELDS if key not in table and key != "compose"]
+    missing = [key for key in _FIELDS if key not in table and key not in _OPTIONAL]
     unknown = [key for key in table if key not in _FIELDS]
     if missing or unknown:
         said = [f"lacks {', '.join(missing)}"] if missing else []
@@ -107,6 +111,7 @@ def _variant(name: str, table: dict[str, Any], where: str) -> Variant:
         cpu_mode={key: str(value) for key, value in table["cpu_mode"].items()},
         build=dict(table["build"]),
         compose=dict(table.get("compose", {})),
+        omittable=tuple(table.get("omittable", ())),
     )
 
 
