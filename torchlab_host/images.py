@@ -9,7 +9,9 @@ import http.server
 import os
 import re
 import shlex
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -43,6 +45,21 @@ INDEX_UNREACHABLE = re.compile(
 )
 
 
+# What the Dockerfile copies. The build context holds these and nothing else: a small context
+# keeps rebuilds fast, and no other file of the checkout can reach an image.
+CONTEXT = (
+    "docker",
+    "variants.toml",
+    "requirements",
+    "pyproject.toml",
+    "LICENSE",
+    "src",
+    "tests/device",
+    "labs",
+)
+NOT_IN_CONTEXT = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+
+
 def locks_of(variant: Variant, manifest: Manifest) -> list[str]:
     return [manifest.shared_lock, variant.lock]
 
@@ -61,6 +78,41 @@ def revision() -> str:
         return "unknown"
     dirty = quiet(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def source_date_epoch() -> int:
+    """The time every file of the build context carries: $SOURCE_DATE_EPOCH, else the commit's."""
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        return int(os.environ["SOURCE_DATE_EPOCH"])
+    committed = quiet(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"])
+    return int(committed.stdout.strip() or 0)
+
+
+@contextlib.contextmanager
+def staged_context(variant: Variant, manifest: Manifest) -> Iterator[Path]:
+    """The build context: the files the Dockerfile copies, the variant's locks as the image
+    installs them (less what TORCHLAB_WITHOUT leaves out), the constraints a lab's pip obeys,
+    and one mtime for all, so the same commit gives the same layers."""
+    with tempfile.TemporaryDirectory(prefix="torchlab-context-") as folder:
+        context = Path(folder)
+        for name in CONTEXT:
+            source, target = ROOT / name, context / name
+            if source.is_dir():
+                shutil.copytree(source, target, ignore=NOT_IN_CONTEXT)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        for name in locks_of(variant, manifest):
+            (context / "requirements" / f"{name}.txt").write_text(
+                locks.installed_text(name, manifest)
+            )
+        (context / "requirements/constraints.txt").write_text(
+            locks.constraints_text(locks_of(variant, manifest))
+        )
+        epoch = source_date_epoch()
+        for path in [context, *context.rglob("*")]:
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
+        yield context
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -99,15 +151,17 @@ def served_wheelhouse(wheelhouse: Path, needed: list[str]) -> Iterator[str]:
 
 
 def build_command(
-    variant: Variant, manifest: Manifest, wheelhouse_url: str | None = None
+    variant: Variant, manifest: Manifest, context: Path, wheelhouse_url: str | None = None
 ) -> list[str]:
-    """docker build for a variant: online, or from a wheelhouse served at wheelhouse_url."""
+    """docker build of a staged context for a variant: online, or from a wheelhouse served at
+    wheelhouse_url."""
     shared, own = locks_of(variant, manifest)
     build_args = {
         "VARIANT": variant.name,
         "DEVICE": variant.device,
         "SHARED_LOCK": shared,
         "LOCK": own,
+        "WITHOUT": " ".join(sorted(locks.omitted(variant))),
         "PIP_SOURCES_SHARED": " ".join(locks.sources(shared, manifest, wheelhouse_url)),
         "PIP_SOURCES_VARIANT": " ".join(locks.sources(own, manifest, wheelhouse_url)),
         "REVISION": revision(),
@@ -124,7 +178,7 @@ def build_command(
         "docker",
         "build",
         "--file",
-        str(ROOT / "docker/Dockerfile"),
+        str(context / "docker/Dockerfile"),
         "--tag",
         variant.image,
         *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
@@ -134,7 +188,7 @@ def build_command(
         command += ["--network", "host"]
     for name, value in build_args.items():
         command += ["--build-arg", f"{name}={value}"]
-    return [*command, str(ROOT)]
+    return [*command, str(context)]
 
 
 def explain_build_failure(variant: Variant, output: list[str]) -> HostError:
@@ -164,6 +218,7 @@ def explain_build_failure(variant: Variant, output: list[str]) -> HostError:
 
 def build(variant: Variant, manifest: Manifest) -> float:
     locks.require_locks(locks_of(variant, manifest))
+    locks.require_omittable(manifest)
     require_docker()
     wheelhouse = os.environ.get("WHEELHOUSE")
     start = time.monotonic()
@@ -175,12 +230,15 @@ def build(variant: Variant, manifest: Manifest) -> float:
             if wheelhouse
             else None
         )
-        code, output = streamed(build_command(variant, manifest, url))
+        context = stack.enter_context(staged_context(variant, manifest))
+        code, output = streamed(build_command(variant, manifest, context, url))
         if code != 0:
             raise explain_build_failure(variant, output)
     elapsed = time.monotonic() - start
     source = f"wheelhouse {wheelhouse}" if wheelhouse else "the package indexes"
-    print(f"torchlab: built {variant.image} from {source} in {elapsed:.1f} s", flush=True)
+    left_out = locks.omitted(variant)
+    without = f", without {', '.join(sorted(left_out))} (TORCHLAB_WITHOUT)" if left_out else ""
+    print(f"torchlab: built {variant.image} from {source}{without} in {elapsed:.1f} s", flush=True)
     return elapsed
 
 

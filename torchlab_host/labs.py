@@ -6,6 +6,7 @@ import errno
 import ipaddress
 import os
 import secrets
+import shutil
 import socket
 import sys
 import time
@@ -69,6 +70,7 @@ class LabSettings:
     port: int
     bind: str
     labs: Path
+    data: Path
 
     def environment(self) -> dict[str, str]:
         """What compose.yaml interpolates for a lab."""
@@ -78,7 +80,26 @@ class LabSettings:
             "LAB_PORT": str(self.port),
             "LAB_BIND": self.bind,
             "LABS_DIR": str(self.labs),
+            "LAB_DATA_DIR": str(self.data),
         }
+
+
+def data_dir() -> Path:
+    """The lab's data folder on the host: the packages you add and the caches (LAB_DATA_DIR)."""
+    return Path(os.environ.get("LAB_DATA_DIR") or ROOT / "lab-data").resolve()
+
+
+def prepare_data_dir(folder: Path, uid: int, gid: int) -> None:
+    """Create the data folder for the lab user; refuse one they could not write to."""
+    if not folder.exists():
+        folder.mkdir(parents=True)
+        if os.getuid() == 0:
+            os.chown(folder, uid, gid)
+    if not writable_by(folder, uid, gid):
+        raise fail(
+            f"the lab's data folder {folder} is not writable by uid {uid}",
+            f"sudo chown -R {uid}:{gid} {folder}, or point LAB_DATA_DIR at a folder of yours",
+        )
 
 
 def lab_user(labs: Path) -> tuple[int, int]:
@@ -123,7 +144,10 @@ def settings() -> LabSettings:
     port = os.environ.get("LAB_PORT") or "8888"
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise fail(f"LAB_PORT={port} is not a port number", "make lab-cpu LAB_PORT=8888")
-    return LabSettings(uid, gid, int(port), os.environ.get("LAB_BIND") or "127.0.0.1", labs)
+    data = data_dir()
+    prepare_data_dir(data, uid, gid)
+    bind = os.environ.get("LAB_BIND") or "127.0.0.1"
+    return LabSettings(uid, gid, int(port), bind, labs, data)
 
 
 def require_free_port(variant: Variant, bind: str, port: int) -> None:
@@ -275,6 +299,23 @@ def down() -> int:
 def logs() -> int:
     require_engine()
     return compose("logs", "--tail", "200").returncode
+
+
+def clean_data(part: str) -> int:
+    """Remove one part of the lab's data folder: the caches, or the packages you added."""
+    parts = {"cache": ("cache", "datasets"), "packages": ("packages",)}
+    for name in parts[part]:
+        folder = data_dir() / name
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise fail(
+                f"{folder} holds files you may not remove", f"sudo rm -rf {folder}"
+            ) from None
+        print(f"torchlab: removed {folder}")
+    return 0
 
 
 def clean(manifest: Manifest) -> int:

@@ -22,6 +22,9 @@ _EXPORTS = {
     "synchronize": "devices",
     "timed": "devices",
     "backend_for": "devices",
+    "data_dir": "devices",
+    "require": "packages",
+    "MissingPackage": "packages",
     "DeviceUnavailable": "backends",
     "Hint": "backends",
 }

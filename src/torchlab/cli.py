@@ -88,7 +88,7 @@ def selftest(args: argparse.Namespace) -> int:
 
 def serve(args: argparse.Namespace) -> int:
     """Check what a lab needs, then replace this process with JupyterLab."""
-    from . import system
+    from . import packages, system
 
     labs_problem = system.labs_problem(system.container())
     if labs_problem:
@@ -99,6 +99,7 @@ def serve(args: argparse.Namespace) -> int:
         status = get(args.expect).status()
         if not status.usable:
             return _fail(f"expected {args.expect}, but {status.hint}")
+    packages.prepare_user_site()
     os.execvp("jupyter", ["jupyter", "lab", *args.passed_on])
     raise AssertionError("unreachable: execvp does not return")
 
@@ -107,6 +108,17 @@ def bench(args: argparse.Namespace) -> int:
     from . import bench as measurements
 
     print(json.dumps(measurements.cpu_benchmarks(args.repeats), indent=2))
+    return 0
+
+
+def packages(args: argparse.Namespace) -> int:
+    """The packages a lab user added, as requirement lines for requirements/*.in."""
+    from . import packages as added_packages
+
+    if args.remove is not None:
+        return added_packages.remove_added(args.remove)
+    for name, version in sorted(added_packages.added().items()):
+        print(f"{name}=={version}")
     return 0
 
 
@@ -157,6 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     command.add_argument("--repeats", type=int, default=3)
     command.set_defaults(run=bench)
+
+    command = commands.add_parser(
+        "packages",
+        help="the packages you added with pip, as requirement lines for requirements/*.in",
+    )
+    command.add_argument(
+        "--remove",
+        nargs="*",
+        metavar="NAME",
+        help="uninstall these, or all you added (the locks' packages stay)",
+    )
+    command.set_defaults(run=packages)
 
     command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
     command.set_defaults(run=healthcheck)

@@ -7,6 +7,7 @@ import random
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .backends import Backend, DeviceUnavailable, all_backends, for_device, get
@@ -38,6 +39,15 @@ def best_device(expect: str | None = None) -> torch.device:
         if backend.status().usable:
             return backend.devices()[0]
     raise RuntimeError("no usable device, not even the CPU")
+
+
+def data_dir(name: str = "") -> Path:
+    """Where labs keep datasets: the lab's data folder, which survives the container
+    ($TORCHLAB_DATA/datasets), else ~/.cache/torchlab/datasets. Created when missing."""
+    base = os.environ.get("TORCHLAB_DATA")
+    folder = (Path(base) if base else Path.home() / ".cache/torchlab") / "datasets" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def _device(device: torch.device | str) -> torch.device:
@@ -105,6 +115,7 @@ __all__ = [
     "DeviceUnavailable",
     "backend_for",
     "best_device",
+    "data_dir",
     "expected",
     "mark_step",
     "seed_everything",

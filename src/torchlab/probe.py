@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from . import __version__, system
+from . import __version__, packages, system
 from .backends import Backend, all_backends, get
 
 
@@ -71,6 +71,11 @@ def collect(smoke: bool = True) -> dict[str, Any]:
         },
         "container": container,
         "backends": {backend.name: _backend_entry(backend, smoke) for backend in all_backends()},
+        "packages": {
+            "added": packages.added(),
+            "added_in": str(packages.user_site()),
+            "left_out": packages.left_out(),
+        },
         "warnings": _warnings(container),
     }
 
@@ -108,6 +113,13 @@ def _fields(facts: dict[str, Any]) -> str:
     return ", ".join(f"{key} {_value(key, value)}" for key, value in facts.items())
 
 
+def _added(found: dict[str, Any]) -> str:
+    if not found["added"]:
+        return f"nothing beyond the locks (pip install puts packages in {found['added_in']})"
+    listed = ", ".join(f"{name} {version}" for name, version in sorted(found["added"].items()))
+    return f"{listed} (in {found['added_in']}; torchlab packages prints them as requirements)"
+
+
 def render_table(report: dict[str, Any]) -> str:
     machine, container = report["machine"], report["container"]
     environment = " ".join(f"{k}={v or '-'}" for k, v in container["environment"].items())
@@ -141,7 +153,16 @@ def render_table(report: dict[str, Any]) -> str:
         ("/dev/shm", system.human_bytes(container["shm_bytes"])),
         ("labs", f"{container['labs_dir']} ({labs_state})"),
         ("environment", environment),
+        ("added", _added(report["packages"])),
     ]
+    if report["packages"]["left_out"]:
+        rows.append(
+            (
+                "left out",
+                f"{', '.join(report['packages']['left_out'])}: this image was built without it "
+                "(TORCHLAB_WITHOUT); the labs that need it say so",
+            )
+        )
     lines = [f"torchlab {report['torchlab']} probe, {report['time']}", ""]
     lines += [f"  {key:<12} {value}" for key, value in rows]
     lines += ["", "Devices"]
