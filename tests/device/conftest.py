@@ -63,3 +63,17 @@ def _restore_determinism():
     """seed_everything(deterministic=True) is global state; no test leaks it to the next."""
     yield
     torch.use_deterministic_algorithms(False)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Say which labs did not run here, and why (a skip's reason is easy to miss)."""
+    skipped = [
+        report
+        for report in terminalreporter.stats.get("skipped", [])
+        if "test_notebook_runs_and_checks_itself" in report.nodeid
+    ]
+    if skipped:
+        terminalreporter.section("labs not run in this environment")
+        for report in skipped:
+            notebook = report.nodeid.rsplit("[", 1)[-1].rstrip("]")
+            terminalreporter.line(f"{notebook}: {report.longrepr[2].removeprefix('Skipped: ')}")

@@ -5,35 +5,31 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from importlib import metadata
-from pathlib import Path
 
 import pytest
 
-from torchlab import probe, variants
+from torchlab import packages, probe, variants
 from torchlab.backends import get
 from torchlab.devices import expected
-from torchlab.locks import canonical, read_pins
+from torchlab.locks import read_pins
 
 
-def locked_environment() -> dict[str, str]:
-    """Every pin of the locks this environment was built from ($TORCHLAB_LOCKS)."""
+def test_the_locks_agree_on_every_package_they_share():
     pins: dict[str, str] = {}
-    for path in os.environ["TORCHLAB_LOCKS"].split():
-        for name, version in read_pins(Path(path)).items():
-            assert pins.setdefault(name, version) == version, f"{name} pinned twice"
-    return pins
+    for path in packages.lock_files():
+        for name, version in read_pins(path).items():
+            assert pins.setdefault(name, version) == version, f"{name} pinned twice in {path}"
 
 
-@pytest.mark.skipif("TORCHLAB_LOCKS" not in os.environ, reason="not built from locks")
+@pytest.mark.skipif(not packages.lock_files(), reason="not built from locks")
 def test_installed_packages_equal_the_locks_exactly():
-    locked = locked_environment()
+    """The environment's own packages; what a lab user added lives apart (torchlab packages),
+    and what a build was told to leave out (TORCHLAB_WITHOUT) may be missing."""
+    locked = packages.locked()
     installed = {
-        canonical(dist.metadata["Name"]): dist.version
-        for dist in metadata.distributions()
-        if canonical(dist.metadata["Name"]) != "torchlab"
+        name: version for name, version in packages.locked_installed().items() if name != "torchlab"
     }
-    missing = sorted(set(locked) - set(installed))
+    missing = sorted(set(locked) - set(installed) - set(packages.left_out()))
     unlocked = sorted(set(installed) - set(locked))
     different = sorted(
         f"{name} {installed[name]} (lock: {locked[name]})"

@@ -22,6 +22,7 @@ from torchlab_host.errors import HostError
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()
 CPU, CUDA = MANIFEST.variant("cpu"), MANIFEST.variant("cuda")
+CONTEXT = Path("/tmp/staged-context")
 
 
 @pytest.fixture
@@ -236,8 +237,8 @@ def clean_build_environment(monkeypatch):
 
 
 def test_online_and_offline_builds_differ_only_in_where_pip_looks(clean_build_environment):
-    online = images.build_command(CPU, MANIFEST)
-    offline = images.build_command(CPU, MANIFEST, "http://127.0.0.1:8799")
+    online = images.build_command(CPU, MANIFEST, CONTEXT)
+    offline = images.build_command(CPU, MANIFEST, CONTEXT, "http://127.0.0.1:8799")
     differing = {
         name: value
         for name, value in build_args(offline).items()
@@ -253,13 +254,14 @@ def test_online_and_offline_builds_differ_only_in_where_pip_looks(clean_build_en
         *(f"{name}={value}" for name, value in differing.items()),
     ]
     assert build_args(online)["PIP_SOURCES_VARIANT"] == (
-        "--find-links https://download.pytorch.org/whl/cpu/torch/"
+        "--find-links https://download.pytorch.org/whl/cpu/torch/ "
+        "--find-links https://download.pytorch.org/whl/cpu/torchvision/"
     )
     assert build_args(online)["TORCH_VERSION"] == "2.13.0+cpu"
 
 
 def test_the_manifest_names_the_device_and_the_locks_of_the_build(clean_build_environment):
-    args = build_args(images.build_command(MANIFEST.variant("xla"), MANIFEST))
+    args = build_args(images.build_command(MANIFEST.variant("xla"), MANIFEST, CONTEXT))
     assert (args["VARIANT"], args["DEVICE"], args["SHARED_LOCK"], args["LOCK"]) == (
         "xla",
         "xla",
@@ -273,16 +275,16 @@ def test_the_lab_user_is_chosen_at_start_and_the_image_user_at_build(
     clean_build_environment, monkeypatch
 ):
     monkeypatch.setenv("LAB_UID", "4242")
-    assert "LAB_UID" not in build_args(images.build_command(CPU, MANIFEST))
+    assert "LAB_UID" not in build_args(images.build_command(CPU, MANIFEST, CONTEXT))
     monkeypatch.setenv("IMAGE_UID", "1234")
-    assert build_args(images.build_command(CPU, MANIFEST))["LAB_UID"] == "1234"
+    assert build_args(images.build_command(CPU, MANIFEST, CONTEXT))["LAB_UID"] == "1234"
 
 
 def test_online_settings_do_not_touch_the_offline_build(clean_build_environment, monkeypatch):
     monkeypatch.setenv("TORCH_CPU_WHEELS", "/some/folder")
     monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
-    online = build_args(images.build_command(CPU, MANIFEST))
-    offline = build_args(images.build_command(CPU, MANIFEST, "http://127.0.0.1:8799"))
+    online = build_args(images.build_command(CPU, MANIFEST, CONTEXT))
+    offline = build_args(images.build_command(CPU, MANIFEST, CONTEXT, "http://127.0.0.1:8799"))
     assert online["PIP_SOURCES_VARIANT"] == "--find-links /some/folder"
     assert online["PIP_INDEX_URL"] == "https://mirror.example/simple"
     assert "/some/folder" not in offline["PIP_SOURCES_VARIANT"] and "PIP_INDEX_URL" not in offline
@@ -356,3 +358,57 @@ def test_gpu_targets_without_a_gpu_name_what_to_install(fake_bin, target):
 )
 def test_warning_and_error_lines_are_recognised_in_every_form(line, problem):
     assert bool(engine.problem_lines([line])) == problem
+
+
+def test_the_build_context_holds_what_the_image_copies_with_one_mtime(monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
+    with images.staged_context(CPU, MANIFEST) as context:
+        copied = {path.relative_to(context).parts[0] for path in context.iterdir()}
+        assert copied == {
+            "docker",
+            "variants.toml",
+            "requirements",
+            "pyproject.toml",
+            "LICENSE",
+            "src",
+            "tests",
+            "labs",
+        }
+        assert not list(context.rglob("__pycache__"))
+        assert {path.stat().st_mtime for path in context.rglob("*")} == {1700000000}
+        installed = (context / "requirements/cpu.txt").read_text()
+        assert "torch==2.13.0+cpu" in installed and "torchvision==" not in installed
+        constraints = (context / "requirements/constraints.txt").read_text()
+        assert "torchvision==0.28.0+cpu\n" in constraints and "torch==2.13.0+cpu\n" in constraints
+        assert "jupyterlab==" in constraints  # the shared lock too
+
+
+def test_leaving_out_what_no_variant_may_leave_out_is_one_line(monkeypatch):
+    monkeypatch.setenv("TORCHLAB_WITHOUT", "torch")
+    from torchlab_host import locks
+
+    with pytest.raises(HostError) as raised:
+        locks.require_omittable(MANIFEST)
+    assert "TORCHLAB_WITHOUT names torch, which no variant may leave out" in one_line(raised.value)
+
+
+def test_only_the_variants_that_allow_it_leave_a_package_out(monkeypatch):
+    from torchlab_host import locks
+
+    monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
+    assert locks.omitted(CPU) == {"torchvision"} and locks.omitted(CUDA) == set()
+    assert "torchvision==0.28.0 " in locks.installed_text("cuda", MANIFEST)
+
+
+def test_clean_cache_and_clean_packages_remove_their_part_of_the_lab_data_only(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
+    for part in ("cache/torch/hub", "datasets/digits", "packages/cpu/lib"):
+        (tmp_path / part).mkdir(parents=True)
+        (tmp_path / part / "kept").write_text("data")
+    assert labs.clean_data("cache") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["packages"]
+    assert labs.clean_data("packages") == 0
+    assert list(tmp_path.iterdir()) == []

@@ -146,6 +146,7 @@ def request(
     token: str | None,
     body: dict | None = None,
     follow_redirects: bool = True,
+    timeout: float = 30,
 ) -> tuple[int, str]:
     headers = {"Authorization": f"token {token}"} if token else {}
     data = json.dumps(body).encode() if body is not None else None
@@ -156,7 +157,7 @@ def request(
     )
     try:
         with opener.open(
-            urllib.request.Request(url, data, headers, method=method), timeout=30
+            urllib.request.Request(url, data, headers, method=method), timeout=timeout
         ) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
@@ -232,12 +233,45 @@ def make_lab(variant: str, labs: Path) -> Lab:
         PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]),
         COMPOSE_PROJECT_NAME=COMPOSE_PROJECT,
         LABS_DIR=str(labs),
+        LAB_DATA_DIR=str(labs.parent / "lab-data"),
         LAB_PORT=str(port),
         LAB_UID=str(HOST_UID),
         LAB_GID=str(HOST_GID),
         JUPYTER_TOKEN=TOKEN,
     )
     return Lab(variant, labs, port, environment)
+
+
+def build_wheel(folder: Path, name: str, version: str = "1.0") -> Path:
+    """A small pure-Python wheel, built here: what a lab user might pip install (the labs'
+    containers reach no index here, so tests install wheel files)."""
+    source = folder / f"{name}-source"
+    (source / name).mkdir(parents=True)
+    (source / name / "__init__.py").write_text(
+        f'"""A package a lab user adds."""\n\n__version__ = "{version}"\n'
+    )
+    (source / "pyproject.toml").write_text(
+        "[build-system]\nrequires = ['flit_core>=3,<5']\nbuild-backend = 'flit_core.buildapi'\n"
+        f"[project]\nname = '{name}'\nversion = '{version}'\ndescription = 'test'\n"
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            str(folder),
+            str(source),
+        ],
+        check=True,
+    )
+    [wheel] = folder.glob(f"{name}-{version}-*.whl")
+    return wheel
 
 
 def wait_until(condition, timeout: float = 60, every: float = 0.5) -> bool:

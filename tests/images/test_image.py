@@ -53,8 +53,8 @@ def test_the_toolkit_comes_after_the_packages_so_its_changes_rebuild_in_seconds(
         return next(i for i, step in enumerate(steps) if re.search(pattern, step))
 
     order = [
-        first(r"install-lock /opt/venv /opt/torchlab/requirements/\$\{SHARED_LOCK\}|lab\.txt"),
-        first(rf"install-lock /opt/venv /opt/torchlab/requirements/(\$\{{LOCK\}}|{variant.lock})"),
+        first(r"install-lock /opt/venv\s+/opt/torchlab/requirements/\$\{SHARED_LOCK\}"),
+        first(r"install-lock /opt/venv\s+/opt/torchlab/requirements/\$\{LOCK\}"),
         first(r"COPY \S*dir:\S+ in /opt/torchlab/src/src"),
         first(r"torchlab check-build"),
         first(r"COPY \S*dir:\S+ in /opt/torchlab/tests"),
@@ -83,3 +83,27 @@ def test_the_probe_in_cpu_mode_passes_with_a_clean_log(variant, container):
     code, output = container.run_to_end(variant.image, "torchlab", "probe", options=options)
     assert code == 0, output
     assert "Devices" in output
+
+
+def test_the_lab_users_site_is_on_and_the_system_adds_no_packages(variant, container):
+    """The venv reads a user site (what a lab user installs) and, so, the system's
+    site-packages, which must stay empty: the locks decide everything else."""
+    code, output = container.run_to_end(
+        variant.image,
+        "python",
+        "-c",
+        "import glob, site, sys; print(site.ENABLE_USER_SITE, site.getusersitepackages());"
+        "print(sorted(p for d in sys.path if 'dist-packages' in d for p in glob.glob(d + '/*')))",
+    )
+    assert code == 0, output
+    enabled, system_packages = output.splitlines()
+    assert enabled.split() == [
+        "True",
+        f"/home/lab/lab-data/packages/{variant.name}/lib/python3.11/site-packages",
+    ]
+    assert system_packages == "[]"
+
+
+def test_the_label_says_what_the_build_left_out(variant):
+    labels = inspect(variant.image)["Config"]["Labels"]
+    assert set(labels["org.torchlab.without"].split()) <= set(variant.omittable)
