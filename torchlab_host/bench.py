@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -112,8 +113,32 @@ def start_to_healthy(variant: Variant) -> float:
         subprocess.run(host_command("down"), env=environment, cwd=ROOT, capture_output=True)
 
 
-def suite(variant: Variant) -> float:
-    return timed(host_command("test", variant.name, "--on-cpu"), in_checkout(ROOT), cwd=ROOT)
+# pytest's --durations line for one lab notebook of the device suite.
+LAB_DURATION = re.compile(
+    r"^([\d.]+)s call\s+\S*test_notebooks\.py::test_notebook_runs_and_checks_itself\[(\S+)\]",
+    re.M,
+)
+
+
+def suite(variant: Variant) -> tuple[float, dict[str, float]]:
+    """The image's suite in the mode this machine allows: its seconds, and each lab's."""
+    service = test_service(variant, on_cpu=True)
+    start = time.monotonic()
+    result = compose(
+        "--profile",
+        "test",
+        "run",
+        "--rm",
+        service,
+        "torchlab",
+        "selftest",
+        "--durations=0",
+        capture=True,
+    )
+    if result.returncode != 0:
+        raise HostError(f"the suite in {service} failed: {result.stdout.strip()[-500:]}")
+    seconds = time.monotonic() - start
+    return seconds, {name: float(taken) for taken, name in LAB_DURATION.findall(result.stdout)}
 
 
 def probe(variant: Variant) -> float:
@@ -167,7 +192,11 @@ def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
     rebuild_from_checkout(variant)
     if lab_runs_here(variant) is None:
         results["start_to_healthy_s"] = median_of(repeats, lambda: start_to_healthy(variant))
-    results["suite_s"] = median_of(repeats, lambda: suite(variant))
+    runs = [suite(variant) for _ in range(repeats)]
+    results["suite_s"] = round(statistics.median(seconds for seconds, _ in runs), 1)
+    results["labs_s"] = {
+        name: round(statistics.median(labs[name] for _, labs in runs), 1) for name in runs[0][1]
+    }
     results["probe_s"] = median_of(repeats, lambda: probe(variant))
     return results
 
@@ -280,6 +309,13 @@ def markdown(results: dict[str, Any]) -> str:
     for label, key in rows:
         cells = [str(images[name].get(key, "n/a")) for name in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    notebooks = sorted({lab for name in names for lab in images[name].get("labs_s", {})})
+    if notebooks:
+        lines += ["", "| each lab, CPU mode (s) | " + " | ".join(names) + " |"]
+        lines.append("| --- |" + " --- |" * len(names))
+        for lab in notebooks:
+            cells = [str(images[name].get("labs_s", {}).get(lab, "not run")) for name in names]
+            lines.append(f"| {lab} | " + " | ".join(cells) + " |")
     ratio = results["container_vs_host"]
     lines += [
         "",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from torchlab.bench import median_of_reports
-from torchlab_host.bench import compare, markdown
+from torchlab_host.bench import LAB_DURATION, compare, markdown
 
 
 def report(gflops: float, mbps: float) -> dict:
@@ -34,6 +34,7 @@ def results(container_gflops: float, cpu_size_gb: float) -> dict:
                 "rebuild_one_line_s": 4.7,
                 "start_to_healthy_s": 3.5,
                 "suite_s": 50.0,
+                "labs_s": {"01_welcome_and_devices": 2.6, "06_computer_vision": 9.1},
                 "probe_s": 2.3,
             }
         },
@@ -79,3 +80,22 @@ def test_table_flags_a_missed_goal():
     assert goal_row(table, "cpu image <= 1.6 GB").endswith("| 1.9 | NO |")
     assert goal_row(table, "container/host compute >= 0.95").endswith("| 0.6 | NO |")
     assert "cuda image" not in table  # not measured: no goal row
+
+
+def test_each_labs_time_is_read_off_pytests_durations():
+    output = (
+        "9.12s call     ../../../opt/torchlab/tests/test_notebooks.py::"
+        "test_notebook_runs_and_checks_itself[06_computer_vision]\n"
+        "0.52s call     ../../../opt/torchlab/tests/test_stack.py::test_the_stack_imports[pandas]\n"
+        "2.61s call     test_notebooks.py::"
+        "test_notebook_runs_and_checks_itself[01_welcome_and_devices]\n"
+    )
+    assert dict((n, float(t)) for t, n in LAB_DURATION.findall(output)) == {
+        "06_computer_vision": 9.12,
+        "01_welcome_and_devices": 2.61,
+    }
+
+
+def test_the_table_has_a_row_per_lab():
+    table = markdown(results(container_gflops=99.0, cpu_size_gb=1.57))
+    assert "| 06_computer_vision | 9.1 |" in table and "| each lab, CPU mode (s) | cpu |" in table

@@ -75,3 +75,32 @@ def test_shared_packages_have_the_lab_versions(lock):
 
 def test_the_host_environment_is_the_cpu_variant():
     assert "torch" not in pins("dev") and "torch" not in pins("lab")
+
+
+TORCHVISION_CPU_SHA256 = "1dad604dfc0177ecebe0891bd9701fe2c62ec3f7819a247be541b3fb6effee99"
+
+
+def test_the_cpu_lock_keeps_torchvisions_cpu_build_with_its_official_hash():
+    version, rest = entries("cpu")["torchvision"]
+    assert version == "0.28.0+cpu" and f"--hash=sha256:{TORCHVISION_CPU_SHA256}" in rest
+    # Installed without its dependencies (like every lock), it needs these pinned beside it.
+    shared = {**pins("lab"), **pins("cpu")}
+    assert shared["torch"] == "2.13.0+cpu" and {"numpy", "pillow"} <= set(shared)
+
+
+@pytest.mark.parametrize(
+    ("lock", "domain"),
+    [
+        ("cuda", {"torchvision": "0.28.0"}),
+        ("xla", {"torchvision": "0.24.0", "torchaudio": "2.9.0"}),
+    ],
+)
+def test_the_domain_libraries_match_each_torch(lock, domain):
+    assert {name: pins(lock)[name] for name in domain} == domain
+
+
+def test_every_image_carries_the_stack():
+    for name in ("pandas", "scikit-learn", "scipy", "tqdm", "requests", "tensorboard"):
+        assert name in pins("lab"), name
+    for lock in ("cpu", "cuda", "xla"):
+        assert "torchmetrics" in pins(lock), lock
