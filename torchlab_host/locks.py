@@ -10,10 +10,14 @@ Where pip looks is decided here, and only here:
 from __future__ import annotations
 
 import contextlib
+import gzip
+import io
 import json
 import os
 import re
+import shutil
 import sys
+import tarfile
 import tempfile
 import urllib.error
 import urllib.parse
@@ -132,7 +136,7 @@ def require_locks(names: list[str]) -> None:
 def all_locks(manifest: Manifest) -> list[str]:
     """Every lock, in the order they resolve: each is constrained by locks before it."""
     ordered = [manifest.shared_lock, *(variant.lock for variant in manifest.variants)]
-    ordered += [lock for lock in manifest.host_locks if lock not in ordered]
+    ordered += [lock for lock in (*manifest.host_locks, manifest.hub_lock) if lock not in ordered]
     return list(dict.fromkeys(ordered))
 
 
@@ -301,6 +305,7 @@ def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
                     "--no-deps",
                     "--require-hashes",
                     "--only-binary=:all:",
+                    *(f"--no-binary={name}" for name in SOURCE_ONLY),
                     "--implementation",
                     "cp",
                     "--python-version",
@@ -320,6 +325,66 @@ def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
                 f"downloading the wheels of requirements/{name}.txt failed (pip's output is above)",
                 "check that this machine reaches the package index, then make wheels",
             )
+
+
+# Pinned packages PyPI publishes only as source archives: downloaded as such, built by pip
+# inside the image (their build requirements are in the same lock: requirements/hub.in).
+SOURCE_ONLY = ("onetimepass",)
+PROXY = ROOT / "hub/proxy"
+PROXY_TARBALL = "proxy.tar.gz"
+
+
+def packed_proxy() -> bytes:
+    """configurable-http-proxy and its dependencies as npm ci installs them from hub/proxy's
+    lock (integrity hashes checked), packed for the hub image: from the wheelhouse (make wheels
+    packs it there), else packed here, where npm reaches its registry."""
+    wheelhouse = os.environ.get("WHEELHOUSE")
+    if wheelhouse:
+        packed = Path(wheelhouse) / "hub" / PROXY_TARBALL
+        if not packed.exists():
+            raise fail(
+                f"the wheelhouse {wheelhouse} has no packed proxy (hub/{PROXY_TARBALL})",
+                f"fill it first: make wheels WHEELHOUSE_DIR={wheelhouse}",
+            )
+        return packed.read_bytes()
+    return pack_proxy()
+
+
+def pack_proxy() -> bytes:
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("package.json", "package-lock.json"):
+            shutil.copy(PROXY / name, folder)
+        installed = run(
+            ["npm", "ci", "--omit=dev", "--ignore-scripts", "--no-audit", "--no-fund", "--silent"],
+            cwd=folder,
+        )
+        if installed.returncode != 0:
+            raise fail(
+                "npm could not install configurable-http-proxy from hub/proxy's lock",
+                "check that this machine reaches the npm registry (npm ping), then try again",
+            )
+        return packed(Path(folder), "node_modules")
+
+
+def packed(root: Path, name: str) -> bytes:
+    """root/name as a gzipped tar that depends on nothing but the files: sorted, owned by
+    root, dated 0."""
+    buffer = io.BytesIO()
+    with (
+        gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w") as archive,
+    ):
+        for path in sorted([root / name, *(root / name).rglob("*")]):
+            info = archive.gettarinfo(str(path), arcname=str(path.relative_to(root)))
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            info.mtime = 0
+            if path.is_file():
+                with open(path, "rb") as file:
+                    archive.addfile(info, file)
+            else:
+                archive.addfile(info)
+    return buffer.getvalue()
 
 
 def require_python(python: str) -> None:

@@ -104,6 +104,23 @@ def serve(args: argparse.Namespace) -> int:
     raise AssertionError("unreachable: execvp does not return")
 
 
+def singleuser(args: argparse.Namespace) -> int:
+    """A user's server in a hub: the course on its first start, then jupyterhub-singleuser."""
+    from . import course, packages, system
+
+    labs = system.labs_dir()
+    marker = Path(os.environ.get("TORCHLAB_DATA", Path.home())) / ".course-copied"
+    copied = course.seed(course.course_dir(), labs, marker)
+    if copied:
+        print(f"torchlab: copied the course into {labs}: {len(copied)} files", flush=True)
+    labs_problem = system.labs_problem(system.container())
+    if labs_problem:
+        return _fail(labs_problem)
+    packages.prepare_user_site()
+    os.execvp("jupyterhub-singleuser", ["jupyterhub-singleuser", *args.passed_on])
+    raise AssertionError("unreachable: execvp does not return")
+
+
 def bench(args: argparse.Namespace) -> int:
     from . import bench as measurements
 
@@ -165,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     command.set_defaults(run=serve)
 
     command = commands.add_parser(
+        "singleuser",
+        help="a user's server in a hub: the course on first start, then jupyterhub-singleuser "
+        "(other arguments go to it)",
+    )
+    command.set_defaults(run=singleuser)
+
+    command = commands.add_parser(
         "bench", help="CPU matmul GFLOP/s and DataLoader MB/s, as JSON (medians)"
     )
     command.add_argument("--repeats", type=int, default=3)
@@ -185,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
     command.set_defaults(run=healthcheck)
 
-    # selftest and serve pass the arguments they do not know on to pytest and jupyter lab.
+    # selftest, serve and singleuser pass the arguments they do not know on to pytest,
+    # jupyter lab and jupyterhub-singleuser.
     args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command not in ("selftest", "serve"):
+    if unknown and args.command not in ("selftest", "serve", "singleuser"):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.passed_on = [argument for argument in unknown if argument != "--"]
     return args.run(args)

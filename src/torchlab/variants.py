@@ -61,6 +61,7 @@ class Manifest:
     variants: tuple[Variant, ...]
     shared_lock: str
     host_locks: tuple[str, ...]
+    hub_lock: str
 
     @property
     def names(self) -> list[str]:
@@ -130,7 +131,13 @@ def parse(text: str, path: Path) -> Manifest:
     if repeated:
         raise ManifestError(f"{path}: {', '.join(repeated)} names more than one variant")
     locks = data.get("locks", {})
-    return Manifest(path, variants, locks.get("shared", "lab"), tuple(locks.get("host", ())))
+    return Manifest(
+        path,
+        variants,
+        locks.get("shared", "lab"),
+        tuple(locks.get("host", ())),
+        locks.get("hub", "hub"),
+    )
 
 
 @functools.cache

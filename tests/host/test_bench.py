@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from torchlab.bench import median_of_reports
-from torchlab_host.bench import LAB_DURATION, compare, markdown
+from torchlab_host.bench import LAB_DURATION, compare, hub_table, markdown
 
 
 def report(gflops: float, mbps: float) -> dict:
@@ -99,3 +99,21 @@ def test_each_labs_time_is_read_off_pytests_durations():
 def test_the_table_has_a_row_per_lab():
     table = markdown(results(container_gflops=99.0, cpu_size_gb=1.57))
     assert "| 06_computer_vision | 9.1 |" in table and "| each lab, CPU mode (s) | cpu |" in table
+
+
+def test_the_hub_table_says_what_stopped_the_count():
+    table = "\n".join(
+        hub_table(
+            {
+                "start_to_ready_s": {"first": 2.4, "median": 2.3, "slowest": 3.1},
+                "idle_server_mib": 108.4,
+                "idle_users_started": 40,
+                "stopped_by": "the user cap",
+                "idle_users_by_memory": 215,
+            }
+        )
+    )
+    assert (
+        '| "start my server" to a ready lab (s): first, median, slowest | 2.4, 2.3, 3.1 |' in table
+    )
+    assert "| idle users started one after another | 40 (stopped by the user cap) |" in table

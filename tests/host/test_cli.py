@@ -188,3 +188,21 @@ def test_selftest_passes_pytest_options_through():
 def test_other_commands_refuse_unknown_arguments():
     result = torchlab("probe", "--no-smoke", "--bogus")
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
+
+
+def test_the_course_is_copied_once_and_never_over_a_users_file(tmp_path):
+    from torchlab import course
+
+    source, labs, marker = tmp_path / "course", tmp_path / "labs", tmp_path / "data/.copied"
+    (source / "data").mkdir(parents=True)
+    (source / "01.ipynb").write_text("course 1")
+    (source / "02.ipynb").write_text("course 2")
+    (source / "data" / "x.csv").write_text("1,2")
+    labs.mkdir()
+    (labs / "02.ipynb").write_text("mine")
+    assert course.seed(source, labs, marker) == ["01.ipynb", "data/x.csv"]
+    assert (labs / "02.ipynb").read_text() == "mine" and (
+        labs / "01.ipynb"
+    ).read_text() == "course 1"
+    (labs / "01.ipynb").unlink()  # deleted on purpose after the first start
+    assert course.seed(source, labs, marker) == [] and not (labs / "01.ipynb").exists()

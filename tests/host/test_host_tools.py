@@ -152,14 +152,16 @@ def test_port_in_use():
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(HostError) as raised:
-            labs.require_free_port(CPU, "127.0.0.1", port)
+            labs.require_free_port("127.0.0.1", port, "make lab-cpu")
     assert f"port {port} on 127.0.0.1 is already in use" in one_line(raised.value)
     assert f"make lab-cpu LAB_PORT={port + 1}" in str(raised.value)
 
 
 def test_an_address_that_is_not_this_machines_is_named_as_such():
     with pytest.raises(HostError) as raised:
-        labs.require_free_port(CPU, "192.0.2.55", 8888)  # TEST-NET-1: never a local address
+        labs.require_free_port(
+            "192.0.2.55", 8888, "make lab-cpu"
+        )  # TEST-NET-1: never a local address
     line = one_line(raised.value)
     assert line.startswith("LAB_BIND=192.0.2.55 is not an address of this machine. Fix: ")
     assert "already in use" not in line and "ip -brief address" in line
@@ -167,7 +169,7 @@ def test_an_address_that_is_not_this_machines_is_named_as_such():
 
 def test_a_bind_that_is_no_address_at_all():
     with pytest.raises(HostError, match="LAB_BIND=localhost:8888 is not an IP address"):
-        labs.require_free_port(CPU, "localhost:8888", 8888)
+        labs.require_free_port("localhost:8888", 8888, "make lab-cpu")
 
 
 @pytest.fixture

@@ -25,6 +25,17 @@ HOST_UID = 4242
 HOST_GID = 4343
 TOKEN = "test-token-0123456789abcdef"
 COMPOSE_PROJECT = "torchlab-tests"
+CHROMIUM = Path(os.environ.get("CHROMIUM") or "/usr/bin/chromium")
+# Headless on a machine with no network beyond the lab: no sandbox (root), no background calls.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def docker(

@@ -6,23 +6,9 @@ Playwright. Screenshots go to artifacts/ (not committed).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-from support import REPO, TOKEN
+from support import CHROMIUM, CHROMIUM_FLAGS, REPO, TOKEN
 
-CHROMIUM = Path(os.environ.get("CHROMIUM") or "/usr/bin/chromium")
-# Headless on a machine with no network beyond the lab: no sandbox (root), no background calls.
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = REPO / "artifacts"
 
 

@@ -1,0 +1,140 @@
+"""JupyterHub for make hub: each user signs in and gets their own torchlab lab in a container.
+
+Everything it reads comes from the environment the host tools give it (hub/compose.yaml, after
+torchlab_host.hub has checked every value): HUB_ADMIN, HUB_AUTHENTICATOR and OAUTH_*,
+HUB_PROFILES, HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_API_TOKEN, and HUB_NAME,
+which names this hub's container (its host name on its network, of the same name) and every
+user's container and volumes.
+"""
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+c = get_config()  # noqa: F821 (JupyterHub provides get_config to its config file)
+NAME = os.environ["HUB_NAME"]
+
+# The hub's state volume (kept by make hub-down): its database, cookie secret and proxy token.
+STATE = Path("/srv/jupyterhub")
+
+
+def secret(name: str) -> str:
+    """A secret made once, readable by the hub alone (mode 600), never printed."""
+    path = STATE / name
+    if not path.exists():
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+    return path.read_text().strip()
+
+
+# The proxy listens on the container's port 8000, which compose publishes on HUB_BIND
+# (127.0.0.1 unless told otherwise); the hub's API, on 8081, only on the hub's own network.
+c.JupyterHub.bind_url = "http://0.0.0.0:8000"
+c.JupyterHub.hub_bind_url = "http://0.0.0.0:8081"
+c.JupyterHub.hub_connect_url = f"http://{NAME}:8081"
+c.JupyterHub.db_url = f"sqlite:///{STATE}/jupyterhub.sqlite"
+c.JupyterHub.cookie_secret_file = str(STATE / "jupyterhub_cookie_secret")  # made 600, once
+c.ConfigurableHTTPProxy.auth_token = secret("proxy_auth_token")
+# A stopped hub stops every user's server; their volumes stay.
+c.JupyterHub.cleanup_servers = True
+
+# Who may sign in. NativeAuthenticator: people sign up, an admin approves them (at
+# /hub/authorize); the first admin is HUB_ADMIN, approved as soon as they sign up.
+c.Authenticator.admin_users = {os.environ["HUB_ADMIN"]}
+authenticator = os.environ.get("HUB_AUTHENTICATOR", "native")
+if authenticator == "native":
+    import nativeauthenticator
+
+    c.JupyterHub.authenticator_class = "native"
+    c.JupyterHub.template_paths = [f"{os.path.dirname(nativeauthenticator.__file__)}/templates/"]
+    c.NativeAuthenticator.open_signup = False
+    c.NativeAuthenticator.minimum_password_length = 8
+    c.NativeAuthenticator.check_common_password = True
+    # NativeAuthenticator decides who is approved; JupyterHub 5 lets in no one unless told.
+    c.Authenticator.allow_all = True
+else:
+    # OAuth (oauthenticator): GitHub, or any OAuth2 provider (generic).
+    c.JupyterHub.authenticator_class = authenticator
+    c.OAuthenticator.client_id = os.environ["OAUTH_CLIENT_ID"]
+    c.OAuthenticator.client_secret = os.environ["OAUTH_CLIENT_SECRET"]
+    c.OAuthenticator.oauth_callback_url = os.environ["OAUTH_CALLBACK_URL"]
+    c.Authenticator.allowed_users = set(os.environ.get("OAUTH_ALLOWED_USERS", "").split())
+    if authenticator == "github":
+        c.GitHubOAuthenticator.allowed_organizations = set(
+            os.environ.get("OAUTH_ALLOWED_ORGS", "").split()
+        )
+    else:
+        c.GenericOAuthenticator.authorize_url = os.environ["OAUTH_AUTHORIZE_URL"]
+        c.GenericOAuthenticator.token_url = os.environ["OAUTH_TOKEN_URL"]
+        c.GenericOAuthenticator.userdata_url = os.environ["OAUTH_USERDATA_URL"]
+        c.GenericOAuthenticator.username_claim = os.environ.get("OAUTH_USERNAME_CLAIM", "email")
+
+# Each user's server: a container of the profile they pick, their own volumes where a single
+# lab mounts labs/ and lab-data/, memory and CPU limits, no capabilities.
+profiles = json.loads(os.environ["HUB_PROFILES"])
+by_image = {profile["image"]: profile for profile in profiles}
+c.JupyterHub.spawner_class = "docker"
+c.DockerSpawner.allowed_images = {profile["name"]: profile["image"] for profile in profiles}
+c.DockerSpawner.image = profiles[0]["image"]
+c.DockerSpawner.cmd = ["torchlab", "singleuser"]
+c.DockerSpawner.network_name = NAME
+c.DockerSpawner.name_template = f"{NAME}-user-{{username}}"
+c.DockerSpawner.remove = True
+c.DockerSpawner.volumes = {
+    f"{NAME}-{{username}}-labs": "/home/lab/labs",
+    f"{NAME}-{{username}}-data": "/home/lab/lab-data",
+}
+c.DockerSpawner.mem_limit = os.environ["HUB_MEM_LIMIT"]
+c.DockerSpawner.cpu_limit = float(os.environ["HUB_CPU_LIMIT"])
+c.Spawner.start_timeout = 180
+c.Spawner.http_timeout = 120
+
+
+def host_config(spawner) -> dict:
+    """Confined like make lab-cpu, plus what the chosen profile's device needs (GPUs)."""
+    return {
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "shm_size": "2g",  # DataLoader workers hand batches over through /dev/shm
+        **by_image[spawner.image]["host_config"],
+    }
+
+
+c.DockerSpawner.extra_host_config = host_config
+
+# Idle servers stop after HUB_IDLE_TIMEOUT seconds; their files stay in the volumes.
+timeout = int(os.environ["HUB_IDLE_TIMEOUT"])
+c.JupyterHub.load_roles = [
+    {
+        "name": "idle-culler",
+        "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"],
+        "services": ["idle-culler"],
+    }
+]
+c.JupyterHub.services = [
+    {
+        "name": "idle-culler",
+        "command": [
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
+            f"--timeout={timeout}",
+            f"--cull-every={max(5, min(60, timeout // 2))}",
+        ],
+    }
+]
+
+# HUB_API_TOKEN (optional): a token for scripts that run the class, with the scopes to add
+# users and to start and stop their servers (make bench uses one).
+if os.environ.get("HUB_API_TOKEN"):
+    c.JupyterHub.load_roles.append(
+        {
+            "name": "class-admin",
+            "scopes": ["admin:users", "admin:servers", "list:users", "read:users"],
+            "services": ["class-admin"],
+        }
+    )
+    c.JupyterHub.services.append({"name": "class-admin", "api_token": os.environ["HUB_API_TOKEN"]})

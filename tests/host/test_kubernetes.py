@@ -1,0 +1,93 @@
+"""The Kubernetes manifests validate against the schemas of what they are written for.
+
+Zero to JupyterHub 4.4.0's chart values and schema, and Kubeflow's PyTorchJob CRD, are read
+from ../shared/reference (or $TORCHLAB_REFERENCE): they are not copied into the project.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = Path(os.environ.get("TORCHLAB_REFERENCE") or REPO.parent / "shared/reference")
+Z2JH = REFERENCE / "z2jh-4.4.0"
+OURS = REPO / "deploy/kubernetes/jupyterhub/values.yaml"
+
+
+def helm_merge(defaults, overrides):
+    """Values as Helm merges them: maps merge key by key, anything else is replaced, and a
+    null removes the key."""
+    if not (isinstance(defaults, dict) and isinstance(overrides, dict)):
+        return copy.deepcopy(overrides)
+    merged = copy.deepcopy(defaults)
+    for key, value in overrides.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = helm_merge(merged.get(key), value)
+    return merged
+
+
+@pytest.fixture(scope="module")
+def chart() -> tuple[dict, dict]:
+    if not Z2JH.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the chart's reference files at {Z2JH}", pytrace=False)
+        pytest.skip(f"needs the chart's reference files at {Z2JH}")
+    defaults = yaml.safe_load((Z2JH / "values.yaml").read_text())
+    schema = yaml.safe_load((Z2JH / "values.schema.yaml").read_text())
+    return defaults, schema
+
+
+def test_helm_merge_merges_maps_replaces_lists_and_drops_nulls():
+    merged = helm_merge({"a": {"b": 1, "c": [1, 2]}, "d": 3}, {"a": {"c": [9]}, "d": None})
+    assert merged == {"a": {"b": 1, "c": [9]}}
+
+
+def test_the_values_validate_against_the_charts_schema(chart):
+    defaults, schema = chart
+    values = helm_merge(defaults, yaml.safe_load(OURS.read_text()))
+    jsonschema.validate(values, schema, cls=jsonschema.Draft7Validator)
+
+
+def test_the_schema_would_catch_a_mistake(chart):
+    defaults, schema = chart
+    ours = yaml.safe_load(OURS.read_text())
+    ours["singleuser"]["storag"] = ours["singleuser"].pop("storage")
+    with pytest.raises(jsonschema.ValidationError, match="storag"):
+        jsonschema.validate(helm_merge(defaults, ours), schema, cls=jsonschema.Draft7Validator)
+
+
+def test_each_user_gets_the_images_user_start_command_shm_and_volume():
+    singleuser = yaml.safe_load(OURS.read_text())["singleuser"]
+    assert (singleuser["uid"], singleuser["fsGid"]) == (1000, 1000)  # the images' USER
+    assert singleuser["cmd"] == ["torchlab", "singleuser"]
+    [shm] = [v for v in singleuser["storage"]["extraVolumes"] if v["name"] == "shm"]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    mounts = {m["mountPath"]: m for m in singleuser["storage"]["extraVolumeMounts"]}
+    assert mounts["/dev/shm"]["name"] == "shm"
+    assert mounts["/home/lab/lab-data"]["name"] == "volume-{user_server}"
+    assert singleuser["storage"]["homeMountPath"] == "/home/lab/labs"
+
+
+def test_the_profiles_reach_their_devices():
+    profiles = {p["slug"]: p for p in yaml.safe_load(OURS.read_text())["singleuser"]["profileList"]}
+    assert list(profiles) == ["cpu", "cuda", "xla"]
+    cuda = profiles["cuda"]["kubespawner_override"]
+    assert cuda["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
+    assert cuda["image"].endswith(":cuda")
+    xla = profiles["xla"]["kubespawner_override"]
+    assert xla["extra_resource_limits"] == {"google.com/tpu": "1"}
+    assert "cloud.google.com/gke-tpu-accelerator" in xla["node_selector"]
+    assert xla["environment"] == {"PJRT_DEVICE": "TPU"}
+
+
+def test_idle_servers_are_culled():
+    cull = yaml.safe_load(OURS.read_text())["cull"]
+    assert cull["enabled"] is True and cull["timeout"] > 0
