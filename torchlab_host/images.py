@@ -297,6 +297,7 @@ def build_image(build: Build, manifest: Manifest) -> float:
 
 
 def build(variant: Variant, manifest: Manifest) -> float:
+    locks.require_locks([manifest.shared_lock, variant.lock])
     return build_image(variant_build(variant, manifest), manifest)
 
 

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()
 CPU, CUDA = MANIFEST.variant("cpu"), MANIFEST.variant("cuda")
 CONTEXT = Path("/tmp/staged-context")
+CPU_BUILD = images.variant_build(CPU, MANIFEST)
 
 
 @pytest.fixture
@@ -239,8 +240,10 @@ def clean_build_environment(monkeypatch):
 
 
 def test_online_and_offline_builds_differ_only_in_where_pip_looks(clean_build_environment):
-    online = images.build_command(CPU, MANIFEST, CONTEXT)
-    offline = images.build_command(CPU, MANIFEST, CONTEXT, "http://127.0.0.1:8799")
+    online = images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
+    offline = images.build_command(
+        images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT, "http://127.0.0.1:8799"
+    )
     differing = {
         name: value
         for name, value in build_args(offline).items()
@@ -263,7 +266,11 @@ def test_online_and_offline_builds_differ_only_in_where_pip_looks(clean_build_en
 
 
 def test_the_manifest_names_the_device_and_the_locks_of_the_build(clean_build_environment):
-    args = build_args(images.build_command(MANIFEST.variant("xla"), MANIFEST, CONTEXT))
+    args = build_args(
+        images.build_command(
+            images.variant_build(MANIFEST.variant("xla"), MANIFEST), MANIFEST, CONTEXT
+        )
+    )
     assert (args["VARIANT"], args["DEVICE"], args["SHARED_LOCK"], args["LOCK"]) == (
         "xla",
         "xla",
@@ -277,16 +284,29 @@ def test_the_lab_user_is_chosen_at_start_and_the_image_user_at_build(
     clean_build_environment, monkeypatch
 ):
     monkeypatch.setenv("LAB_UID", "4242")
-    assert "LAB_UID" not in build_args(images.build_command(CPU, MANIFEST, CONTEXT))
+    assert "LAB_UID" not in build_args(
+        images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
+    )
     monkeypatch.setenv("IMAGE_UID", "1234")
-    assert build_args(images.build_command(CPU, MANIFEST, CONTEXT))["LAB_UID"] == "1234"
+    assert (
+        build_args(images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT))[
+            "LAB_UID"
+        ]
+        == "1234"
+    )
 
 
 def test_online_settings_do_not_touch_the_offline_build(clean_build_environment, monkeypatch):
     monkeypatch.setenv("TORCH_CPU_WHEELS", "/some/folder")
     monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
-    online = build_args(images.build_command(CPU, MANIFEST, CONTEXT))
-    offline = build_args(images.build_command(CPU, MANIFEST, CONTEXT, "http://127.0.0.1:8799"))
+    online = build_args(
+        images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
+    )
+    offline = build_args(
+        images.build_command(
+            images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT, "http://127.0.0.1:8799"
+        )
+    )
     assert online["PIP_SOURCES_VARIANT"] == "--find-links /some/folder"
     assert online["PIP_INDEX_URL"] == "https://mirror.example/simple"
     assert "/some/folder" not in offline["PIP_SOURCES_VARIANT"] and "PIP_INDEX_URL" not in offline
@@ -315,20 +335,22 @@ NO_INDEX = [
 def test_a_build_without_a_registry_names_the_base_image_and_make_base_image(
     clean_build_environment,
 ):
-    line = one_line(images.explain_build_failure(CPU, NO_REGISTRY))
+    line = one_line(images.explain_build_failure(CPU_BUILD, NO_REGISTRY))
     assert line.startswith("the base image debian:bookworm-slim cannot be pulled: no container")
     assert "make base-image" in line and "BASE_IMAGE=torchlab/debian:bookworm" in line
 
 
 def test_a_build_without_the_index_names_the_wheelhouse(clean_build_environment):
-    line = one_line(images.explain_build_failure(CPU, NO_INDEX))
+    line = one_line(images.explain_build_failure(CPU_BUILD, NO_INDEX))
     assert "could not get its packages from the index" in line
     assert "make wheels" in line and "WHEELHOUSE=wheelhouse" in line
 
 
 def test_other_build_failures_point_at_the_output(clean_build_environment):
     output = ["Step 30/40 : RUN torchlab check-build cpu", "torchlab: the cpu image is wrong"]
-    assert "the build's output is above" in one_line(images.explain_build_failure(CPU, output))
+    assert "the build's output is above" in one_line(
+        images.explain_build_failure(CPU_BUILD, output)
+    )
 
 
 @pytest.mark.parametrize("target", ["test-cuda", "lab-cuda", "shell-cuda", "lab-gpu"])
@@ -365,7 +387,7 @@ def test_warning_and_error_lines_are_recognised_in_every_form(line, problem):
 def test_the_build_context_holds_what_the_image_copies_with_one_mtime(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
-    with images.staged_context(CPU, MANIFEST) as context:
+    with images.staged_context(images.variant_build(CPU, MANIFEST)) as context:
         copied = {path.relative_to(context).parts[0] for path in context.iterdir()}
         assert copied == {
             "docker",
