@@ -104,6 +104,13 @@ def serve(args: argparse.Namespace) -> int:
     raise AssertionError("unreachable: execvp does not return")
 
 
+def distributed(args: argparse.Namespace) -> int:
+    """The distributed proof, in each process torchrun starts."""
+    from . import distributed as proof
+
+    return proof.main(args)
+
+
 def singleuser(args: argparse.Namespace) -> int:
     """A user's server in a hub: the course on its first start, then jupyterhub-singleuser."""
     from . import course, packages, system
@@ -162,6 +169,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     _add_expect(command)
     command.set_defaults(run=probe)
+
+    command = commands.add_parser(
+        "distributed",
+        help="under torchrun: prove the ranks compute as one (world, software, collectives, "
+        "DDP) and measure all_reduce's bandwidth",
+    )
+    command.add_argument("--json", action="store_true", help="machine-readable output (rank 0)")
+    command.add_argument(
+        "--max-bytes", type=int, default=256 * 2**20, help="largest all_reduce message"
+    )
+    command.add_argument(
+        "--batch-bytes",
+        type=int,
+        default=32 * 2**20,
+        help="each rank's DDP batch, read through DataLoader workers (/dev/shm)",
+    )
+    command.add_argument("--steps", type=int, default=5, help="DDP training steps")
+    command.add_argument(
+        "--timeout", type=int, default=60, help="seconds a rank waits for the others"
+    )
+    _add_expect(command)
+    command.set_defaults(run=distributed)
 
     command = commands.add_parser(
         "check-build", help="assert that torch is the build the manifest promises a variant"

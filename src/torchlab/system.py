@@ -112,6 +112,14 @@ def shm_bytes() -> int | None:
     return stats.f_blocks * stats.f_frsize
 
 
+def shm_free_bytes() -> int | None:
+    try:
+        stats = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 def shm_is_small(size: int | None) -> bool:
     return size is not None and size < SHM_MINIMUM
 

@@ -95,6 +95,9 @@ class Backend(ABC):
     priority: ClassVar[int]  # best_device() prefers the usable backend with the highest
     # Whether host_requirements() can tell that the device reaches containers on this host.
     checks_host: ClassVar[bool] = False
+    # torch.distributed's backend for this kind of device (torchlab distributed); None where
+    # the proof cannot cover it, and distributed_unsupported() says why.
+    distributed_backend: ClassVar[str | None] = "gloo"
     # Relative error a float32 matmul may show against a float64 CPU reference.
     float32_matmul_tolerance: ClassVar[float] = 1e-5
     # `probe --bench` sizes: large enough to reach the device's steady throughput.
@@ -130,6 +133,14 @@ class Backend(ABC):
             if hint:
                 return hint
         return None
+
+    def distributed_unsupported(self) -> Hint:
+        """Why torchlab distributed cannot prove this kind of device, and what to use."""
+        raise NotImplementedError(f"{self.name} has a distributed backend")
+
+    def distributed_failures(self) -> list[KnownFailure]:
+        """Error texts of this device's collective library (NCCL for CUDA), and their hints."""
+        return []
 
     def host_requirements(self) -> Hint | None:
         """What the Docker host lacks before containers can reach this device (None: nothing).

@@ -19,10 +19,10 @@ def cxx_compiler() -> str | None:
     return shutil.which(os.environ.get("CXX", "g++"))
 
 
-def _shm_too_small() -> Hint:
+def shm_too_small(who: str = "DataLoader workers") -> Hint:
     size = system.human_bytes(system.shm_bytes())
     return Hint(
-        f"DataLoader workers ran out of shared memory (/dev/shm is {size})",
+        f"{who} ran out of shared memory (/dev/shm is {size})",
         "give the container more: docker run --shm-size=2g "
         "(torchlab's compose.yaml gives every lab 2 GB)",
     )
@@ -69,13 +69,13 @@ class CpuBackend(Backend):
                     r"insufficient shared memory \(shm\)"
                     r"|unable to (?:write to|allocate shared memory).*No space left on device"
                 ),
-                lambda _: _shm_too_small(),
+                lambda _: shm_too_small(),
             ),
             # Workers that cannot allocate their batch in /dev/shm do not always die: the
             # loader can wait on them forever, so a stalled loader on a small shm is this too.
             KnownFailure(
                 re.compile(r"DataLoader timed out after \d+ seconds"),
-                lambda _: _shm_too_small() if system.shm_is_small(system.shm_bytes()) else None,
+                lambda _: shm_too_small() if system.shm_is_small(system.shm_bytes()) else None,
             ),
             KnownFailure(re.compile(r"No working C\+\+ compiler found"), lambda _: _no_compiler()),
         ]

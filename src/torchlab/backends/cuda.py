@@ -184,6 +184,7 @@ class CudaBackend(Backend):
     device_type = "cuda"
     priority = 20
     checks_host = True
+    distributed_backend = "nccl"
     bench_matmul_size = 8192
     bench_copy_megabytes = 2048
 
@@ -313,6 +314,37 @@ class CudaBackend(Backend):
                 ),
                 lambda match: _arch_missing(
                     match["sm"] or (match["major"] and f"sm_{match['major']}{match['minor']}")
+                ),
+            ),
+        ]
+
+    def distributed_failures(self) -> list[KnownFailure]:
+        from .cpu import shm_too_small
+
+        return [
+            KnownFailure(
+                re.compile(
+                    r"Bootstrap : no socket interface found|NET/Socket : No usable listening"
+                    r"|no usable interface|NCCL_SOCKET_IFNAME"
+                ),
+                lambda _: Hint(
+                    "NCCL found no network interface it could use between the nodes",
+                    "name the one the nodes share: NCCL_SOCKET_IFNAME=eth0 (ip -brief address "
+                    "lists them; exclude docker0 and lo)",
+                ),
+            ),
+            KnownFailure(
+                re.compile(
+                    r"failed to extend /dev/shm|Error while creating shared memory segment"
+                    r"|unable to allocate shared memory"
+                ),
+                lambda _: shm_too_small("NCCL's transport between this node's GPUs"),
+            ),
+            KnownFailure(
+                re.compile(r"NCCL version mismatch|mismatched NCCL"),
+                lambda _: Hint(
+                    "the ranks load different NCCL versions",
+                    "run the same image, of the same revision, on every node",
                 ),
             ),
         ]

@@ -56,6 +56,7 @@ class XlaBackend(Backend):
     name = "xla"
     device_type = "xla"
     priority = 10
+    distributed_backend = None
 
     @property
     def float32_matmul_tolerance(self) -> float:  # type: ignore[override]
@@ -132,6 +133,18 @@ class XlaBackend(Backend):
                 facts["device_type"] = xr.device_type()
                 facts["device_count"] = xr.global_runtime_device_count()
         return facts
+
+    def distributed_unsupported(self) -> Hint:
+        # Measured with torch_xla 2.9 under torchrun, PJRT_DEVICE=CPU: init_process_group("xla")
+        # succeeds, but each process is a world of its own: all_gather brings zeros for the
+        # other ranks' parts and broadcast changes nothing. No TPU here to prove it on.
+        return Hint(
+            "torchlab distributed does not cover XLA: on the CPU, torch_xla's collectives do "
+            "not reach the other processes, and TPUs start theirs with torch_xla.launch, not "
+            "torchrun",
+            "on a TPU VM, train with torch_xla.launch; run the proof in the cpu image (gloo) "
+            "or the cuda image (NCCL)",
+        )
 
     def known_failures(self) -> list[KnownFailure]:
         return [

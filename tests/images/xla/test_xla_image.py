@@ -38,3 +38,26 @@ def test_an_xla_lab_without_a_tpu_is_one_line(labs_folder):
         assert "expected xla, but no TPU found on this machine (PJRT_DEVICE=TPU)" in line
     finally:
         lab.host("down")
+
+
+def test_the_distributed_proof_refuses_xla_with_the_reason_on_every_rank(container):
+    code, output = container.run_to_end(
+        "torchlab:xla",
+        "torchrun",
+        "--nproc-per-node=2",
+        "--rdzv-backend=static",
+        "--master-addr=127.0.0.1",
+        "--master-port=29500",
+        "-m",
+        "torchlab",
+        "distributed",
+        options=("--env", "PJRT_DEVICE=CPU", "--shm-size", "1g"),
+        timeout=300,
+        clean_log=False,
+    )
+    assert code == 1
+    refused = [line for line in output.splitlines() if line.startswith("torchlab: rank ")]
+    assert len(refused) == 2, output[-3000:]
+    for line in refused:
+        assert "torchlab distributed does not cover XLA" in line
+        assert "Fix: on a TPU VM, train with torch_xla.launch" in line
