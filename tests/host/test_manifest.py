@@ -7,6 +7,7 @@ it up or name, in one line, what else has to change.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -54,6 +55,14 @@ NEW_SERVICES = """
     environment:
       TORCHLAB_EXPECT: cpu
 """
+
+
+def add_services(compose: Path, services: str) -> None:
+    """Add services at the end of compose's services block, as a contributor would."""
+    head, rest = compose.read_text().split("\nservices:\n", 1)
+    next_top_level = re.search(r"^\S", rest, re.MULTILINE)
+    end = next_top_level.start() if next_top_level else len(rest)
+    compose.write_text(f"{head}\nservices:\n{rest[:end]}{services}\n{rest[end:]}")
 
 
 def test_the_manifest_lists_the_three_images_with_their_devices():
@@ -186,7 +195,6 @@ def test_a_new_variant_is_picked_up_or_each_place_to_change_is_named(checkout, t
     requirements = checkout / "requirements"
     shutil.copy(requirements / "cuda.in", requirements / "cu12.in")
     shutil.copy(requirements / "cuda.txt", requirements / "cu12.txt")
-    with open(checkout / "compose.yaml", "a") as compose:
-        compose.write(NEW_SERVICES)
+    add_services(checkout / "compose.yaml", NEW_SERVICES)
     checked = make(checkout, "check")
     assert checked.returncode == 0, checked.stderr
