@@ -91,3 +91,66 @@ def test_the_profiles_reach_their_devices():
 def test_idle_servers_are_culled():
     cull = yaml.safe_load(OURS.read_text())["cull"]
     assert cull["enabled"] is True and cull["timeout"] > 0
+
+
+KUBEFLOW = REFERENCE / "kubeflow-training-operator-1.9.0"
+PYTORCHJOB = REPO / "deploy/kubernetes/pytorchjob.yaml"
+
+
+def strict(schema):
+    """A CRD's schema as the API server enforces it with strict field validation: an object
+    with listed properties takes no others (unless it says it keeps unknown fields)."""
+    if isinstance(schema, dict):
+        schema = {key: strict(value) for key, value in schema.items()}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema.setdefault("additionalProperties", False)
+        return schema
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    return schema
+
+
+@pytest.fixture(scope="module")
+def pytorchjob_schema() -> dict:
+    if not KUBEFLOW.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the CRD at {KUBEFLOW}", pytrace=False)
+        pytest.skip(f"needs the training operator's CRD at {KUBEFLOW}")
+    crd = yaml.safe_load((KUBEFLOW / "kubeflow.org_pytorchjobs.yaml").read_text())
+    [version] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return strict(version["schema"]["openAPIV3Schema"])
+
+
+def test_the_pytorchjob_validates_against_the_crds_schema(pytorchjob_schema):
+    job = yaml.safe_load(PYTORCHJOB.read_text())
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "PyTorchJob")
+    jsonschema.validate(job, pytorchjob_schema, cls=jsonschema.Draft7Validator)
+
+
+def test_the_crd_schema_would_catch_a_mistake(pytorchjob_schema):
+    job = yaml.safe_load(PYTORCHJOB.read_text())
+    job["spec"]["pytorchReplicaSpecs"]["Worker"]["replica"] = 2
+    with pytest.raises(jsonschema.ValidationError, match="replica"):
+        jsonschema.validate(job, pytorchjob_schema, cls=jsonschema.Draft7Validator)
+
+
+@pytest.mark.parametrize("role", ["Master", "Worker"])
+def test_each_pod_template_is_a_valid_pod_with_gpus_shm_and_nccl(role):
+    import kubernetes_validate
+
+    template = yaml.safe_load(PYTORCHJOB.read_text())["spec"]["pytorchReplicaSpecs"][role]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": role.lower()},
+        **template["template"],
+    }
+    kubernetes_validate.validate(pod, "1.30", strict=True)
+    [container] = pod["spec"]["containers"]
+    assert container["name"] == "pytorch"  # the operator's container
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert {m["mountPath"] for m in container["volumeMounts"]} == {"/dev/shm"}
+    [shm] = pod["spec"]["volumes"]
+    assert shm["emptyDir"]["medium"] == "Memory"
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["NCCL_SOCKET_IFNAME"] and env["TORCHLAB_EXPECT"] == "cuda"
