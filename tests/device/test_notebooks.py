@@ -64,7 +64,7 @@ def needed(notebook: nbformat.NotebookNode) -> list[str]:
 
 
 def test_the_labs_folder_has_the_course():
-    assert len(NOTEBOOKS) >= 8, f"expected the course notebooks in {LABS}"
+    assert len(NOTEBOOKS) >= 9, f"expected the course notebooks in {LABS}"
     assert BROUGHT, "expected the notebooks people bring, in tests/device/notebooks"
 
 

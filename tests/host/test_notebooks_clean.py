@@ -13,7 +13,7 @@ BROUGHT = sorted((REPO / "tests/device/notebooks").glob("*.ipynb"))
 
 
 def test_the_course_is_there():
-    assert [path.stem[:2] for path in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 9)]
+    assert [path.stem[:2] for path in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 10)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS + BROUGHT, ids=lambda path: path.stem)
