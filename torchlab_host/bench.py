@@ -25,7 +25,7 @@ from torchlab.backends import get
 from torchlab.bench import median_of_reports
 from torchlab.variants import Manifest, Variant
 
-from . import ARTIFACTS, ROOT, bench_hub
+from . import ARTIFACTS, ROOT, bench_ddp, bench_hub
 from .engine import compose, quiet, require_compose, require_docker
 from .errors import HostError
 from .images import prune_replaced_images
@@ -294,6 +294,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = images_table(results) if "images" in results else []
     if "hub" in results:
         lines += ["", *hub_table(results["hub"])]
+    if "ddp" in results:
+        lines += ["", *bench_ddp.table(results["ddp"])]
     m = results["machine"]
     lines += [
         "",
@@ -404,7 +406,7 @@ def images_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-PARTS = ("images", "hub")
+PARTS = ("images", "hub", "ddp")
 
 
 def run_bench(manifest: Manifest, names: list[str], repeats: int, parts: list[str]) -> dict:
@@ -420,6 +422,9 @@ def run_bench(manifest: Manifest, names: list[str], repeats: int, parts: list[st
     if "hub" in parts:
         print("bench: the hub", file=sys.stderr, flush=True)
         results["hub"] = bench_hub.measure()
+    if "ddp" in parts:
+        print("bench: torchrun across containers", file=sys.stderr, flush=True)
+        results["ddp"] = bench_ddp.measure(venv_python, repeats)
     return results
 
 

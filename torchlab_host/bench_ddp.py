@@ -1,0 +1,118 @@
+"""make bench's distributed part: all_reduce's bus bandwidth per message size across containers
+of the cpu image (1 node x 2 processes, 2 x 1, 2 x 2), and the DDP step time of two containers
+against the same two-node torchrun on the host (goal: at least 0.95 of the host's speed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import ROOT
+from .ddp import PROOF, RDZV_PORT, TORCHRUN
+from .errors import HostError
+
+TOPOLOGIES = ((1, 2), (2, 1), (2, 2))
+GOAL = 0.95
+
+
+def report_of(output: str) -> dict[str, Any]:
+    """The proof's JSON report, from output that may start with the host tools' own line."""
+    return json.loads(output[output.index("{") :])
+
+
+def in_containers(nodes: int, nproc: int) -> dict[str, Any]:
+    ran = subprocess.run(
+        [
+            sys.executable, "-m", "torchlab_host", "ddp",
+            "--nodes", str(nodes), "--nproc", str(nproc), "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}"),
+    )  # fmt: skip
+    if ran.returncode != 0:
+        raise HostError(f"the proof on {nodes} x {nproc} failed: {ran.stderr.strip()[-500:]}")
+    return report_of(ran.stdout)
+
+
+def on_host(venv_python: Path, nodes: int, nproc: int) -> dict[str, Any]:
+    """The same torchrun line, one agent per node, all of them on this machine."""
+    environment = dict(
+        os.environ,
+        NNODES=str(nodes),
+        NPROC_PER_NODE=str(nproc),
+        RDZV_HOST="localhost",
+        RDZV_PORT=str(RDZV_PORT),
+        RDZV_ID="torchlab-bench",
+        OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // (nodes * nproc))),
+        PATH=f"{venv_python.parent}{os.pathsep}{os.environ['PATH']}",
+        TORCHLAB_EXPECT="cpu",
+    )
+    command = ["bash", "-c", f'exec {TORCHRUN} "$@"', "torchrun-node", *PROOF, "--json"]
+    agents = [
+        subprocess.Popen(
+            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(nodes)
+    ]
+    outputs = [agent.communicate(timeout=900) for agent in agents]
+    if any(agent.returncode for agent in agents):
+        raise HostError(f"the proof on the host failed: {outputs[0][1].strip()[-500:]}")
+    return report_of(next(stdout for stdout, _ in outputs if "{" in stdout))
+
+
+def measure(venv_python: Path, repeats: int) -> dict[str, Any]:
+    topologies = {f"{nodes}x{nproc}": in_containers(nodes, nproc) for nodes, nproc in TOPOLOGIES}
+    containers, host = [], []
+    for _ in range(repeats):  # alternating, so a slow spell of the machine hits both sides
+        containers.append(in_containers(2, 1)["ddp"]["step_ms"])
+        host.append(on_host(venv_python, 2, 1)["ddp"]["step_ms"])
+    container_ms, host_ms = statistics.median(containers), statistics.median(host)
+    return {
+        "busbw_gbps": {
+            name: {row["bytes"]: row["busbw_gbps"] for row in report["all_reduce"]}
+            for name, report in topologies.items()
+        },
+        "latency_us": {
+            name: report["all_reduce"][0]["time_us"] for name, report in topologies.items()
+        },
+        "ddp_step_ms": {"containers_2x1": container_ms, "host_2x1": host_ms},
+        "ddp_speed_of_host": round(host_ms / container_ms, 3),
+        "global_batch": topologies["2x1"]["ddp"]["global_batch"],
+    }
+
+
+def table(ddp: dict[str, Any]) -> list[str]:
+    names = list(ddp["busbw_gbps"])
+    sizes = list(ddp["busbw_gbps"][names[0]])
+    lines = [
+        "| all_reduce busbw (GB/s), nodes x processes | " + " | ".join(names) + " |",
+        "| --- |" + " --- |" * len(names),
+    ]
+    for size in sizes:
+        label = f"{int(size) // 2**20} MiB" if int(size) >= 2**20 else f"{size} B"
+        lines.append(
+            f"| {label} | " + " | ".join(str(ddp["busbw_gbps"][n][size]) for n in names) + " |"
+        )
+    lines.append(
+        "| latency of 8 B (us) | " + " | ".join(str(ddp["latency_us"][n]) for n in names) + " |"
+    )
+    steps = ddp["ddp_step_ms"]
+    met = "yes" if ddp["ddp_speed_of_host"] >= GOAL else "NO"
+    lines += [
+        "",
+        "| DDP step, 2 nodes x 1 process, global batch "
+        f"{ddp['global_batch']} | ms | of the host's speed | goal >= {GOAL} met |",
+        "| --- | --- | --- | --- |",
+        f"| two containers (make test-ddp) | {steps['containers_2x1']} | "
+        f"{ddp['ddp_speed_of_host']} | {met} |",
+        f"| the same torchrun, two agents on the host | {steps['host_2x1']} | 1.0 | |",
+    ]
+    return lines
