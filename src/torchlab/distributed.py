@@ -485,6 +485,12 @@ def main(args: Any) -> int:
     import torch
     import torch.distributed as dist
 
+    # --json's stdout is the report alone: gloo (torch 2.9) prints its connections to stdout,
+    # so what the process itself writes there goes to stderr instead.
+    report_out = os.fdopen(os.dup(1), "w") if args.json else sys.stdout
+    if args.json:
+        sys.stdout.flush()
+        os.dup2(2, 1)
     step, backend, rank = "start", None, None
     try:
         rank = torchrun_rank()
@@ -519,6 +525,7 @@ def main(args: Any) -> int:
         sys.stderr.flush()
         os._exit(1)  # tearing the process group down would wait for ranks that are gone
     if rank.rank == 0:
-        print(json.dumps(proof.report, indent=2) if args.json else render(proof.report), flush=True)
+        report = json.dumps(proof.report, indent=2) if args.json else render(proof.report)
+        print(report, file=report_out, flush=True)
     dist.destroy_process_group()
     return 0
