@@ -11,6 +11,7 @@ VENV ?= .venv
 # Where `make wheels` puts the wheels. Set WHEELHOUSE to a folder to install and build
 # from it alone (offline): make build-cpu WHEELHOUSE=wheelhouse
 WHEELHOUSE_DIR ?= wheelhouse
+VARIANT ?= cpu
 HOST := PYTHONPATH=src $(PYTHON) -m torchlab_host
 PYTEST := $(VENV)/bin/python -m pytest
 export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA_DIR LAB_UID LAB_GID \
@@ -19,7 +20,7 @@ export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA
 	HUB_AUTHENTICATOR HUB_NAME
 
 .PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock wheels base-image lint bench \
-	check ci-matrix rebuild-check
+	check ci-matrix rebuild-check verify-reproducible image-save image-load
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -73,6 +74,9 @@ test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | t
 
 test-%: ## probe --expect, the device suite and the notebooks in an image: test-cpu | test-cuda
 	@$(HOST) test $*
+
+verify-reproducible: ## build HEAD twice (fresh clones, --no-cache) and compare layers: VARIANT=cpu
+	@$(HOST) verify-reproducible $(VARIANT)
 
 wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for offline builds
 	@WHEELHOUSE= $(HOST) wheels $(WHEELHOUSE_DIR)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torchlab import variants
 
-from . import ROOT, check, ddp, hub, images, labs, locks
+from . import ROOT, check, ddp, hub, images, labs, locks, reproducible
 from .engine import compose_services, require_docker
 from .errors import HostError
 
@@ -54,11 +54,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m torchlab_host", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
-        ("build", "build a variant's image"),
         ("shell", "a bash shell in a variant's lab"),
         ("test-host", "the device suite in a host venv from a variant's locks"),
     ):
         commands.add_parser(name, help=text).add_argument("variant")
+    command = commands.add_parser("build", help="build a variant's image")
+    command.add_argument("variant")
+    command.add_argument("--tag", help="tag it so instead of the variant's image name")
+    command = commands.add_parser(
+        "verify-reproducible",
+        help="build HEAD twice from fresh clones with --no-cache and compare the layers",
+    )
+    command.add_argument("variant")
     commands.add_parser("lab", help="start a variant's lab (auto: the best one here)").add_argument(
         "variant"
     )
@@ -108,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manifest = variants.load()
         if args.command == "build":
-            images.build(manifest.variant(args.variant), manifest)
+            images.build(manifest.variant(args.variant), manifest, args.tag)
+        elif args.command == "verify-reproducible":
+            return reproducible.verify(manifest.variant(args.variant).name)
         elif args.command == "lab":
             labs.up(args.variant, manifest)
         elif args.command == "test":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -47,22 +48,30 @@ INDEX_UNREACHABLE = re.compile(
 
 
 NOT_IN_CONTEXT = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
-# The checkout's files a lab image's Dockerfile copies (its build context holds these and
-# nothing else: a small context keeps rebuilds fast, and nothing else can reach an image).
-LAB_CONTEXT = (
-    "docker",
-    "variants.toml",
-    "requirements",
-    "pyproject.toml",
-    "LICENSE",
-    "src",
-    "tests/device",
-    "labs",
-)
+# A lab image's build context: each checkout file by where it goes in the context. The
+# Dockerfile COPYs each tree (a first folder: scripts/, toolkit/, ...) to /, so what follows
+# the tree's name is the file's path in the image (see docker/Dockerfile, "Every COPY").
+# Nothing else reaches the build: a small context keeps rebuilds fast.
+LAB_CONTEXT = {
+    "Dockerfile": "docker/Dockerfile",
+    "scripts/opt/torchlab/scripts/install-lock": "docker/install-lock",
+    "scripts/opt/torchlab/scripts/slim-venv": "docker/slim-venv",
+    "scripts/opt/torchlab/scripts/reproducible-run": "docker/reproducible-run",
+    "toolkit/etc/jupyter/jupyter_server_config.py": "docker/jupyter_server_config.py",
+    "toolkit/opt/venv/share/jupyter/lab/settings/overrides.json": "docker/overrides.json",
+    "toolkit/opt/torchlab/src/pyproject.toml": "pyproject.toml",
+    "toolkit/opt/torchlab/src/LICENSE": "LICENSE",
+    "toolkit/opt/torchlab/src/src": "src",
+    "toolkit/opt/torchlab/variants.toml": "variants.toml",
+    "course/opt/torchlab/tests": "tests/device",
+    "course/opt/torchlab/labs": "labs",
+}
+REQUIREMENTS_IN_IMAGE = "opt/torchlab/requirements"
 HUB_IMAGE = "torchlab-hub"
 # Every image this project builds carries it (lab images and the hub).
 SOURCE_LABEL = "org.opencontainers.image.source=https://github.com/torchlab/torchlab"
-HUB_CONTEXT = ("docker/install-lock", "requirements", "hub/Dockerfile", "hub/jupyterhub_config.py")
+HUB_FILES = ("docker/install-lock", "requirements", "hub/Dockerfile", "hub/jupyterhub_config.py")
+HUB_CONTEXT = {path: path for path in HUB_FILES}
 
 
 @dataclass(frozen=True)
@@ -73,7 +82,7 @@ class Build:
 
     image: str
     dockerfile: str  # relative to the context
-    context: tuple[str, ...]
+    context: dict[str, str]  # path in the context -> path in the checkout
     locks: dict[str, str]  # PIP_SOURCES_* build argument -> lock
     args: dict[str, str]
     passed: dict[str, str]  # environment variables a user may set -> build arguments
@@ -85,15 +94,18 @@ def variant_build(variant: Variant, manifest: Manifest) -> Build:
     shared, own = manifest.shared_lock, variant.lock
 
     def generated(context: Path) -> None:
-        for name in (shared, own):  # as installed: less what TORCHLAB_WITHOUT leaves out
-            (context / "requirements" / f"{name}.txt").write_text(
-                locks.installed_text(name, manifest)
-            )
-        (context / "requirements/constraints.txt").write_text(locks.constraints_text([shared, own]))
+        # The locks as installed: less what TORCHLAB_WITHOUT leaves out.
+        for tree, name in (("shared-lock", shared), ("variant-lock", own)):
+            written = context / tree / REQUIREMENTS_IN_IMAGE / f"{name}.txt"
+            written.parent.mkdir(parents=True)
+            written.write_text(locks.installed_text(name, manifest))
+        constraints = context / "toolkit" / REQUIREMENTS_IN_IMAGE / "constraints.txt"
+        constraints.parent.mkdir(parents=True)
+        constraints.write_text(locks.constraints_text([shared, own]))
 
     return Build(
         image=variant.image,
-        dockerfile="docker/Dockerfile",
+        dockerfile="Dockerfile",
         context=LAB_CONTEXT,
         locks={"PIP_SOURCES_SHARED": shared, "PIP_SOURCES_VARIANT": own},
         args={
@@ -156,20 +168,24 @@ def source_date_epoch(files: list[Path]) -> int:
 @contextlib.contextmanager
 def staged_context(build: Build) -> Iterator[Path]:
     """The build context: the checkout files the Dockerfile copies and the generated ones (the
-    locks as installed, the constraints, the packed proxy), all with one mtime, so the same
+    locks as installed, the constraints, the packed proxy), with one date and the modes a
+    checkout under any umask would give (0755 for folders and programs, else 0644), so the same
     commit gives the same layers."""
     with tempfile.TemporaryDirectory(prefix="torchlab-context-") as folder:
         context = Path(folder)
-        for name in build.context:
-            source, target = ROOT / name, context / name
+        for name, checkout_path in build.context.items():
+            source, target = ROOT / checkout_path, context / name
+            target.parent.mkdir(parents=True, exist_ok=True)
             if source.is_dir():
                 shutil.copytree(source, target, ignore=NOT_IN_CONTEXT)
             else:
-                target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, target)
         epoch = source_date_epoch([path for path in context.rglob("*") if path.is_file()])
         build.generated(context)
         for path in [context, *context.rglob("*")]:
+            if not path.is_symlink():
+                program = path.is_dir() or path.stat().st_mode & 0o100
+                path.chmod(0o755 if program else 0o644)
             os.utime(path, (epoch, epoch), follow_symlinks=False)
         yield context
 
@@ -296,9 +312,10 @@ def build_image(build: Build, manifest: Manifest) -> float:
     return elapsed
 
 
-def build(variant: Variant, manifest: Manifest) -> float:
+def build(variant: Variant, manifest: Manifest, tag: str | None = None) -> float:
     locks.require_locks([manifest.shared_lock, variant.lock])
-    return build_image(variant_build(variant, manifest), manifest)
+    build = variant_build(variant, manifest)
+    return build_image(dataclasses.replace(build, image=tag) if tag else build, manifest)
 
 
 def ensure_image(build: Build, manifest: Manifest) -> None:

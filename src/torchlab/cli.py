@@ -146,6 +146,15 @@ def packages(args: argparse.Namespace) -> int:
     return 0
 
 
+def sbom(args: argparse.Namespace) -> int:
+    """The image's CycloneDX SBOM: its Python and Debian packages."""
+    from . import sbom as bill
+
+    count = bill.write(args.output, f"torchlab-{os.environ.get('TORCHLAB_VARIANT', 'unknown')}")
+    print(f"torchlab: {args.output} lists {count} packages")
+    return 0
+
+
 def healthcheck(_: argparse.Namespace) -> int:
     from . import healthcheck as health
 
@@ -234,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         help="uninstall these, or all you added (the locks' packages stay)",
     )
     command.set_defaults(run=packages)
+
+    command = commands.add_parser(
+        "sbom", help="write the CycloneDX SBOM of this environment's Python and Debian packages"
+    )
+    command.add_argument("--output", default="/opt/torchlab/sbom.cdx.json")
+    command.set_defaults(run=sbom)
 
     command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
     command.set_defaults(run=healthcheck)

@@ -1,0 +1,154 @@
+"""make verify-reproducible: build one commit twice, from two fresh clones with --no-cache, and
+compare the two images layer by layer. Prints "N of M layers identical" and, for each layer
+that differs, the step that made it and its first differing files with what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import IO
+
+from . import ROOT
+from .engine import quiet, require_docker
+from .errors import HostError
+
+SHOWN_FILES = 5
+VERIFY_IMAGE = "torchlab-verify"
+
+
+def clone_head(into: Path) -> str:
+    """A fresh clone of the checkout's HEAD (its files as git gives them: new dates, modes
+    from this umask); returns the commit."""
+    cloned = quiet(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(into)])
+    if cloned.returncode != 0:
+        raise HostError(f"cloning {ROOT} failed: {cloned.stderr.strip()}")
+    return quiet(["git", "-C", str(into), "rev-parse", "HEAD"]).stdout.strip()
+
+
+def build_in(checkout: Path, variant: str, tag: str) -> None:
+    """The clone's own host tools build the clone, with no layer from any earlier build."""
+    environment = dict(
+        os.environ,
+        PYTHONPATH=f"{checkout}{os.pathsep}{checkout / 'src'}",
+        DOCKER_BUILD_FLAGS=f"{os.environ.get('DOCKER_BUILD_FLAGS', '')} --no-cache".strip(),
+    )
+    built = subprocess.run(
+        [sys.executable, "-m", "torchlab_host", "build", variant, "--tag", tag],
+        cwd=checkout,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    if built.returncode != 0:
+        raise HostError(f"building {tag} from {checkout} failed: {built.stderr.strip()[-400:]}")
+
+
+def diff_ids(image: str) -> list[str]:
+    inspected = quiet(["docker", "image", "inspect", "--format", "{{json .RootFS.Layers}}", image])
+    return json.loads(inspected.stdout)
+
+
+def describe(entry: tarfile.TarInfo, content: IO[bytes] | None) -> dict[str, object]:
+    digest = hashlib.sha256()
+    if content is not None:
+        for block in iter(lambda: content.read(1 << 20), b""):
+            digest.update(block)
+    return {
+        "type": entry.type.decode(),
+        "mode": oct(entry.mode),
+        "owner": f"{entry.uid}:{entry.gid}",
+        "mtime": int(entry.mtime),
+        "link": entry.linkname,
+        "content": digest.hexdigest()[:12] if entry.isfile() else "",
+    }
+
+
+Files = dict[str, dict[str, object]]
+
+
+def layer_files(saved: Path) -> list[tuple[str, Files]]:
+    """Every layer of a `docker save` archive, in order: the step that made it, and each of its
+    files' type, mode, owner, date, link and content digest, by path."""
+    with tarfile.open(saved) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))[0]
+        config = json.load(archive.extractfile(manifest["Config"]))
+        layers = []
+        for member in manifest["Layers"]:
+            files = {}
+            with tarfile.open(fileobj=archive.extractfile(member), mode="r|") as layer:
+                for entry in layer:
+                    content = layer.extractfile(entry) if entry.isfile() else None
+                    files[entry.name] = describe(entry, content)
+            layers.append(files)
+    history = [step for step in config["history"] if not step.get("empty_layer")]
+    steps = [step.get("created_by", "") for step in history]
+    return list(zip(steps, layers, strict=True))
+
+
+def differences(first: Files, second: Files) -> list[str]:
+    """The paths that differ between two layers, with what differs, in path order."""
+    found = []
+    for path in sorted(set(first) | set(second)):
+        if path not in first or path not in second:
+            found.append(f"{path}: only in build {1 if path in first else 2}")
+        elif first[path] != second[path]:
+            fields = [key for key in first[path] if first[path][key] != second[path][key]]
+            said = ", ".join(f"{key} {first[path][key]} / {second[path][key]}" for key in fields)
+            found.append(f"{path}: {said}")
+    return found
+
+
+def step_name(created_by: str) -> str:
+    """The Dockerfile step of a layer, as `docker history` shows it, shortened."""
+    step = created_by.split(" #(nop) ")[-1].replace("/opt/torchlab/scripts/reproducible-run ", "")
+    step = step.split(" -c ", 1)[-1] if step.startswith("bash") else step
+    return " ".join(step.split())[:90]
+
+
+def verify(variant: str) -> int:
+    require_docker()
+    dirty = quiet(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
+    if dirty.stdout.strip():
+        print("torchlab: verifying the commit HEAD; the uncommitted changes are not in it")
+    tags = [f"{VERIFY_IMAGE}:{variant}-1", f"{VERIFY_IMAGE}:{variant}-2"]
+    with tempfile.TemporaryDirectory(prefix="torchlab-reproducible-") as folder:
+        try:
+            commit = ""
+            for number, tag in enumerate(tags, 1):
+                checkout = Path(folder) / f"clone-{number}"
+                commit = clone_head(checkout)
+                print(f"torchlab: build {number} of 2: {tag} from a fresh clone, --no-cache")
+                build_in(checkout, variant, tag)
+            first, second = diff_ids(tags[0]), diff_ids(tags[1])
+            same = sum(a == b for a, b in zip(first, second, strict=False))
+            total = max(len(first), len(second))
+            print(
+                f"torchlab: {same} of {total} layers identical in two --no-cache builds of "
+                f"{variant} at {commit[:12]}"
+            )
+            if same == total:
+                return 0
+            saved = []
+            for tag in tags:
+                archive = Path(folder) / f"{tag.split(':')[1]}.tar"
+                quiet(["docker", "save", "--output", str(archive), tag], check=True)
+                saved.append(layer_files(archive))
+                archive.unlink()
+            for index, ((step, one), (_, two)) in enumerate(zip(*saved, strict=False), 1):
+                if first[index - 1] == second[index - 1]:
+                    continue
+                differing = differences(one, two)
+                print(f"  layer {index} ({step_name(step)}): {len(differing)} files differ")
+                for line in differing[:SHOWN_FILES]:
+                    print(f"    {line}")
+            return 1
+        finally:
+            quiet(["docker", "image", "rm", "--force", *tags])
