@@ -75,6 +75,12 @@ test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | t
 test-%: ## probe --expect, the device suite and the notebooks in an image: test-cpu | test-cuda
 	@$(HOST) test $*
 
+image-save: ## the image as a file for machines without a registry: VARIANT=cpu [FILE=x.tar.gz]
+	@$(HOST) image-save $(VARIANT) $(if $(FILE),--file "$(FILE)")
+
+image-load: ## check an image-save archive against its .sha256 and load it: FILE=x.tar.gz
+	@$(HOST) image-load "$(FILE)"
+
 verify-reproducible: ## build HEAD twice (fresh clones, --no-cache) and compare layers: VARIANT=cpu
 	@$(HOST) verify-reproducible $(VARIANT)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torchlab import variants
 
-from . import ROOT, check, ddp, hub, images, labs, locks, reproducible
+from . import ROOT, archive, check, ddp, hub, images, labs, locks, reproducible
 from .engine import compose_services, require_docker
 from .errors import HostError
 
@@ -66,6 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         help="build HEAD twice from fresh clones with --no-cache and compare the layers",
     )
     command.add_argument("variant")
+    command = commands.add_parser("image-save", help="write a variant's image to a .tar.gz")
+    command.add_argument("variant")
+    command.add_argument("--file", help="where (default: torchlab-<variant>-inputs-<...>.tar.gz)")
+    command = commands.add_parser("image-load", help="check an image-save archive and load it")
+    command.add_argument("file")
     commands.add_parser("lab", help="start a variant's lab (auto: the best one here)").add_argument(
         "variant"
     )
@@ -116,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         manifest = variants.load()
         if args.command == "build":
             images.build(manifest.variant(args.variant), manifest, args.tag)
+        elif args.command == "image-save":
+            archive.save(manifest.variant(args.variant), args.file)
+        elif args.command == "image-load":
+            archive.load(args.file)
         elif args.command == "verify-reproducible":
             return reproducible.verify(manifest.variant(args.variant).name)
         elif args.command == "lab":

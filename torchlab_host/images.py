@@ -7,6 +7,7 @@ import dataclasses
 import functools
 import hashlib
 import http.server
+import json
 import os
 import re
 import shlex
@@ -15,6 +16,8 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +25,7 @@ from pathlib import Path
 from torchlab.variants import Manifest, Variant
 
 from . import ROOT, locks
-from .engine import image_exists, quiet, require_docker, run, streamed
+from .engine import image_exists, problem_lines, quiet, require_docker, run, streamed
 from .errors import HostError, fail
 
 # Build arguments a user may set in the environment, by the name the Dockerfile knows them.
@@ -68,6 +71,9 @@ LAB_CONTEXT = {
 }
 REQUIREMENTS_IN_IMAGE = "opt/torchlab/requirements"
 HUB_IMAGE = "torchlab-hub"
+# Where make lab pulls the published images from, before it builds (TORCHLAB_REGISTRY).
+DEFAULT_REGISTRY = "ghcr.io/torchlab"
+REGISTRY_TIMEOUT_S = 5
 # Every image this project builds carries it (lab images and the hub).
 SOURCE_LABEL = "org.opencontainers.image.source=https://github.com/torchlab/torchlab"
 HUB_FILES = ("docker/install-lock", "requirements", "hub/Dockerfile", "hub/jupyterhub_config.py")
@@ -144,6 +150,27 @@ def lock_digest(names: list[str]) -> str:
     for name in names:
         digest.update(locks.lock_file(name).read_bytes())
     return digest.hexdigest()
+
+
+def inputs_digest(build: Build, context: Path) -> str:
+    """What an image is made of, as 12 hex digits: its staged context (paths, modes, contents),
+    its build arguments and the base image, less what only says how it was made (the commit,
+    where pip found the wheels). The same inputs give the same digest on any machine."""
+    digest = hashlib.sha256()
+    for path in sorted(context.rglob("*")):
+        digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode:o}\0".encode())
+        if path.is_file():
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    passed = {arg: os.environ.get(name, "") for name, arg in build.passed.items()}
+    arguments = {**build.args, **passed}
+    digest.update(json.dumps(arguments, sort_keys=True).encode())
+    return digest.hexdigest()[:12]
+
+
+def inputs_tag(image: str, digest: str) -> str:
+    """torchlab:cpu -> torchlab:cpu-inputs-<digest>; torchlab-hub -> torchlab-hub:inputs-<digest>"""
+    repository, _, tag = image.partition(":")
+    return f"{repository}:{tag + '-' if tag else ''}inputs-{digest}"
 
 
 def revision() -> str:
@@ -228,7 +255,8 @@ def served_wheelhouse(wheelhouse: Path, needed: list[str]) -> Iterator[str]:
 def build_command(
     build: Build, manifest: Manifest, context: Path, wheelhouse_url: str | None = None
 ) -> list[str]:
-    """docker build of a staged context: online, or from a wheelhouse served at wheelhouse_url."""
+    """docker build of a staged context, tagged with its name and its inputs tag: online, or
+    from a wheelhouse served at wheelhouse_url."""
     build_args = {
         **build.args,
         **{
@@ -251,6 +279,8 @@ def build_command(
         str(context / build.dockerfile),
         "--tag",
         build.image,
+        "--tag",
+        inputs_tag(build.image, inputs_digest(build, context)),
         *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
     ]
     if wheelhouse_url:
@@ -319,9 +349,52 @@ def build(variant: Variant, manifest: Manifest, tag: str | None = None) -> float
 
 
 def ensure_image(build: Build, manifest: Manifest) -> None:
-    if not image_exists(build.image):
-        print(f"torchlab: {build.image} is not built yet, building it ({build.target})", flush=True)
-        build_image(build, manifest)
+    """The image of this checkout's inputs: the local one, else the published one, else built."""
+    with staged_context(build) as context:
+        own = inputs_tag(build.image, inputs_digest(build, context))
+    if image_exists(own):
+        quiet(["docker", "tag", own, build.image], check=True)
+        return
+    if pulled(own):
+        quiet(["docker", "tag", own, build.image], check=True)
+        return
+    print(f"torchlab: building {build.image} here ({build.target})", flush=True)
+    build_image(build, manifest)
+
+
+def registry_problem(registry: str) -> str | None:
+    """Why the registry does not answer (a refused, unresolved or silent host), else None. Any
+    HTTP answer counts: an anonymous /v2/ request is answered 401 by a working registry."""
+    host = registry.split("/")[0]
+    try:
+        urllib.request.urlopen(f"https://{host}/v2/", timeout=REGISTRY_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return f"no registry answers at {host} ({reason})"
+    return None
+
+
+def pulled(tag: str) -> bool:
+    """Pull the published image of these inputs from $TORCHLAB_REGISTRY; say in one line why
+    not where it cannot be had. An empty TORCHLAB_REGISTRY means: always build."""
+    registry = os.environ.get("TORCHLAB_REGISTRY", DEFAULT_REGISTRY).rstrip("/")
+    if not registry:
+        return False
+    published = f"{registry}/{tag}"
+    problem = registry_problem(registry)
+    if problem:
+        print(f"torchlab: cannot pull {published}: {problem}", flush=True)
+        return False
+    print(f"torchlab: pulling {published}", flush=True)
+    code, output = streamed(["docker", "pull", published])
+    if code != 0:
+        said = (problem_lines(output) or output or ["docker pull failed"])[-1]
+        print(f"torchlab: cannot pull {published}: {said.strip()}", flush=True)
+        return False
+    quiet(["docker", "tag", published, tag], check=True)
+    return True
 
 
 def prune_replaced_images() -> int:

@@ -1,0 +1,93 @@
+"""An image as a file, for machines without a registry: make image-save writes the image (its
+name and its inputs tag) as a gzip-compressed `docker save` archive with a checksum file beside
+it, in the format `sha256sum -c` reads; make image-load checks the archive against it, then
+loads it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+from pathlib import Path
+
+from torchlab.variants import Variant
+
+from . import ROOT
+from .engine import quiet, require_docker
+from .errors import HostError, fail
+
+CHUNK = 1 << 20
+
+
+def checksum_file(archive: Path) -> Path:
+    return archive.with_name(archive.name + ".sha256")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(CHUNK), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tags_of(image: str) -> list[str]:
+    """The image's name and every other name of the same image (its inputs tag)."""
+    listed = quiet(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image])
+    if listed.returncode != 0:
+        return []
+    return sorted(set(listed.stdout.strip().strip("[]").replace('"', "").split(",")) - {""})
+
+
+def save(variant: Variant, file: str | None) -> Path:
+    require_docker()
+    tags = tags_of(variant.image)
+    if not tags:
+        raise fail(f"{variant.image} is not here to save", f"build it: make build-{variant.name}")
+    inputs = next((tag for tag in tags if "-inputs-" in tag), variant.image)
+    archive = Path(file) if file else ROOT / f"{inputs.replace(':', '-')}.tar.gz"
+    # Level 1: torch's libraries barely compress further, and level 6 takes three times longer.
+    with subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE) as saving:
+        assert saving.stdout is not None
+        with (
+            archive.open("wb") as raw,
+            gzip.GzipFile(
+                filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0
+            ) as compressed,
+        ):
+            for block in iter(lambda: saving.stdout.read(CHUNK), b""):
+                compressed.write(block)
+    if saving.returncode != 0:
+        archive.unlink(missing_ok=True)
+        raise HostError(f"docker save {' '.join(tags)} failed")
+    checksum_file(archive).write_text(f"{sha256_of(archive)}  {archive.name}\n")
+    size = archive.stat().st_size / 1e9
+    print(f"torchlab: wrote {archive} ({size:.2f} GB, {', '.join(tags)}) and its .sha256")
+    return archive
+
+
+def load(file: str) -> list[str]:
+    archive = Path(file)
+    if not archive.is_file():
+        raise fail(f"{archive} is not a file", "make image-load FILE=torchlab-cpu-....tar.gz")
+    expected_file = checksum_file(archive)
+    if not expected_file.is_file():
+        raise fail(
+            f"{expected_file.name} is missing beside {archive.name}",
+            "copy it along with the archive (make image-save writes both)",
+        )
+    expected = expected_file.read_text().split()[0]
+    if sha256_of(archive) != expected:
+        raise fail(
+            f"{archive.name} does not match its checksum in {expected_file.name}: "
+            "the copy is damaged or altered",
+            "copy it again from where make image-save wrote it",
+        )
+    require_docker()
+    loaded = quiet(["docker", "load", "--input", str(archive)])
+    if loaded.returncode != 0:
+        raise HostError(f"docker load of {archive.name} failed: {loaded.stderr.strip()}")
+    tags = [line.split(": ", 1)[1] for line in loaded.stdout.splitlines() if "Loaded image" in line]
+    print(f"torchlab: loaded {', '.join(tags)} from {archive.name} (checksum verified)")
+    return tags
