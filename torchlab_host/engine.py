@@ -82,6 +82,12 @@ def image_exists(image: str) -> bool:
     return quiet(["docker", "image", "inspect", image]).returncode == 0
 
 
+def image_tags(image: str) -> list[str]:
+    """Every name of the image that image names (its own, its inputs tag), or none."""
+    listed = quiet(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image])
+    return sorted(json.loads(listed.stdout)) if listed.returncode == 0 else []
+
+
 def compose_command(*arguments: str) -> list[str]:
     return [
         "docker",

@@ -398,7 +398,22 @@ def pulled(tag: str) -> bool:
 
 
 def prune_replaced_images() -> int:
-    """Remove the torchlab images that newer builds replaced, and no one else's."""
+    """Remove the torchlab images that newer builds replaced, and no one else's: an inputs tag
+    whose image is no longer the one its variant's name points to, and untagged images."""
+    listed = quiet(
+        ["docker", "image", "ls", "--filter", f"label={SOURCE_LABEL}", "--format",
+         "{{.Repository}}:{{.Tag}} {{.ID}}"]
+    ).stdout  # fmt: skip
+    image_of = dict(line.split() for line in listed.splitlines())
+    replaced = []
+    for tag, image_id in image_of.items():
+        repository, _, name = tag.partition(":")
+        if "inputs-" in name:
+            named = name.split("inputs-")[0].rstrip("-") or "latest"
+            if image_of.get(f"{repository}:{named}") != image_id:
+                replaced.append(tag)
+    if replaced:
+        quiet(["docker", "image", "rm", *replaced])
     return run(
         ["docker", "image", "prune", "--force", "--filter", f"label={SOURCE_LABEL}"],
         stdout=subprocess.DEVNULL,

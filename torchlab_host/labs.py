@@ -212,6 +212,16 @@ def failure_reason(service: str, said: str) -> str:
     return str(fail(f"{service} did not become healthy", "read its log: make logs"))
 
 
+def prepare(name: str, manifest: Manifest) -> None:
+    """What an editor's dev container (.devcontainer/<variant>) needs before it starts: the
+    image of this checkout, and the labs and data folders, writable by the lab's user."""
+    variant = manifest.variant(name)
+    require_engine()
+    lab = settings()
+    ensure_image(variant_build(variant, manifest), manifest)
+    print(f"torchlab: {variant.image} and {lab.labs}, {lab.data} are ready for the editor")
+
+
 def up(name: str, manifest: Manifest) -> float:
     variant = auto_variant(manifest) if name == "auto" else manifest.variant(name)
     require_host_device(variant)

@@ -247,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser(
         "sbom", help="write the CycloneDX SBOM of this environment's Python and Debian packages"
     )
-    command.add_argument("--output", default="/opt/torchlab/sbom.cdx.json")
+    command.add_argument(
+        "--output",
+        default=os.environ.get("TORCHLAB_SBOM"),
+        required=not os.environ.get("TORCHLAB_SBOM"),
+        help="where to write it (in an image: $TORCHLAB_SBOM, the path its label names)",
+    )
     command.set_defaults(run=sbom)
 
     command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")

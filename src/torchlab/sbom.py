@@ -1,6 +1,6 @@
 """The image's software bill of materials: one CycloneDX 1.6 document listing every Python
 package of the image's environment and every Debian package installed, made at build time
-(`torchlab sbom`) and kept at the path the label org.torchlab.sbom names.
+(`torchlab sbom`) and kept at $TORCHLAB_SBOM, the path the label org.torchlab.sbom names.
 
 Standard library only. The document depends on nothing but what is installed and the build's
 SOURCE_DATE_EPOCH, so the same inputs give the same bytes.
@@ -21,7 +21,6 @@ from . import __version__
 from .locks import canonical
 from .packages import locked_site
 
-PATH = "/opt/torchlab/sbom.cdx.json"
 DEBIAN = "debian-12"
 
 

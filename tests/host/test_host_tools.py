@@ -384,26 +384,40 @@ def test_warning_and_error_lines_are_recognised_in_every_form(line, problem):
     assert bool(engine.problem_lines([line])) == problem
 
 
-def test_the_build_context_holds_what_the_image_copies_with_one_mtime(monkeypatch):
+def test_the_build_context_holds_what_the_image_copies_with_one_date_and_fixed_modes(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
     with images.staged_context(images.variant_build(CPU, MANIFEST)) as context:
-        copied = {path.relative_to(context).parts[0] for path in context.iterdir()}
-        assert copied == {
-            "docker",
-            "variants.toml",
-            "requirements",
-            "pyproject.toml",
-            "LICENSE",
-            "src",
-            "tests",
-            "labs",
+        # The Dockerfile, and one tree per COPY, rooted at / in the image.
+        trees = {path.name for path in context.iterdir()}
+        assert trees == {
+            "Dockerfile",
+            "scripts",
+            "shared-lock",
+            "variant-lock",
+            "toolkit",
+            "course",
         }
+        dockerfile = (context / "Dockerfile").read_text()
+        copied = {
+            line.split()[1].rstrip("/")
+            for line in dockerfile.splitlines()
+            if line.startswith("COPY")
+        }
+        assert copied == trees - {"Dockerfile"}
+        assert (context / "toolkit/opt/torchlab/src/src/torchlab/cli.py").is_file()
         assert not list(context.rglob("__pycache__"))
         assert {path.stat().st_mtime for path in context.rglob("*")} == {1700000000}
-        installed = (context / "requirements/cpu.txt").read_text()
+        modes = {
+            path.relative_to(context).as_posix(): path.stat().st_mode & 0o7777
+            for path in context.rglob("*")
+        }
+        assert modes["scripts/opt/torchlab/scripts/reproducible-run"] == 0o755
+        assert modes["scripts/opt"] == 0o755 and modes["toolkit/etc/jupyter"] == 0o755
+        assert modes["toolkit/opt/torchlab/variants.toml"] == 0o644
+        installed = (context / "variant-lock/opt/torchlab/requirements/cpu.txt").read_text()
         assert "torch==2.13.0+cpu" in installed and "torchvision==" not in installed
-        constraints = (context / "requirements/constraints.txt").read_text()
+        constraints = (context / "toolkit/opt/torchlab/requirements/constraints.txt").read_text()
         assert "torchvision==0.28.0+cpu\n" in constraints and "torch==2.13.0+cpu\n" in constraints
         assert "jupyterlab==" in constraints  # the shared lock too
 

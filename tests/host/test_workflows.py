@@ -63,9 +63,13 @@ def make_targets() -> set[str]:
     return targets
 
 
-def test_the_image_matrix_is_the_manifests_list_of_variants():
-    [variants] = [job for name, job in JOBS.items() if name.endswith(":variants")]
+@pytest.mark.parametrize("workflow", [path.name for path in WORKFLOWS])
+def test_the_image_matrix_is_the_manifests_list_of_variants(workflow):
+    [variants] = [job for name, job in JOBS.items() if name == f"{workflow}:variants"]
     assert 'make ci-matrix >> "$GITHUB_OUTPUT"' in commands(variants)
+
+
+def test_ci_builds_every_variant():
     [images] = [job for name, job in JOBS.items() if name.endswith(":images")]
     assert images["needs"] == "variants"
     assert images["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
@@ -115,3 +119,30 @@ def test_disk_is_freed_before_the_large_images_are_built():
     free = next(i for i, name in enumerate(names) if "free-disk-space" in name)
     build = next(i for i, name in enumerate(names) if "make build-" in name)
     assert free < build
+
+
+def test_published_images_are_tested_first_then_pushed_signed_and_attested():
+    [publish] = [job for name, job in JOBS.items() if name == "publish.yml:publish"]
+    assert publish["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
+    assert publish["permissions"]["id-token"] == "write"  # cosign keyless, attestations
+    assert publish["permissions"]["packages"] == "write"
+    steps = [step.get("run", step.get("uses", "")) for step in publish["steps"]]
+    order = [
+        next(i for i, step in enumerate(steps) if step == expected)
+        for expected in (
+            "make build-${{ matrix.variant }}",
+            "make test-${{ matrix.variant }}-on-cpu",
+            "make publish VARIANT=${{ matrix.variant }}",
+        )
+    ]
+    assert order == sorted(order)
+    attestations = [s for s in publish["steps"] if s.get("uses", "").startswith("actions/attest")]
+    assert {s["uses"].split("@")[0] for s in attestations} == {
+        "actions/attest-sbom",
+        "actions/attest-build-provenance",
+    }
+    for step in attestations:
+        assert step["with"]["subject-digest"] == "${{ steps.publish.outputs.digest }}"
+    assert any(step.startswith("sigstore/cosign-installer") for step in steps)
+    triggers = yaml.safe_load((REPO / ".github/workflows/publish.yml").read_text())[True]
+    assert triggers["push"] == {"branches": ["main"], "tags": ["v*"]}

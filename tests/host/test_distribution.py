@@ -1,0 +1,158 @@
+"""How images travel: tagged by their inputs, pulled before they are built, saved as a checked
+file, published under their names, compared layer by layer, and opened in an editor."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import torchlab
+from torchlab import variants
+from torchlab.backends import get
+from torchlab_host import archive, images, publish, reproducible
+from torchlab_host.errors import HostError
+
+REPO = Path(__file__).resolve().parents[2]
+MANIFEST = variants.load()
+CPU = MANIFEST.variant("cpu")
+
+
+def digest_of(monkeypatch, edit=None) -> str:
+    monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
+    monkeypatch.delenv("BASE_IMAGE", raising=False)
+    build = images.variant_build(CPU, MANIFEST)
+    with images.staged_context(build) as context:
+        if edit:
+            edit(context)
+        return images.inputs_digest(build, context)
+
+
+def test_the_same_inputs_give_the_same_tag_and_any_change_another(monkeypatch):
+    first = digest_of(monkeypatch)
+    assert re.fullmatch(r"[0-9a-f]{12}", first)
+    assert digest_of(monkeypatch) == first
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")  # a date is no input: the layer cache ignores it
+    assert digest_of(monkeypatch) == first
+
+    def edit_the_toolkit(context: Path) -> None:
+        with open(context / "toolkit/opt/torchlab/src/src/torchlab/devices.py", "a") as file:
+            file.write("# an edit\n")
+
+    assert digest_of(monkeypatch, edit_the_toolkit) != first
+    monkeypatch.setenv("IMAGE_UID", "1234")  # another image user: another image
+    assert digest_of(monkeypatch) != first
+
+
+def test_inputs_tags_name_the_variant():
+    assert images.inputs_tag("torchlab:cpu", "0123456789ab") == "torchlab:cpu-inputs-0123456789ab"
+    assert images.inputs_tag("torchlab-hub", "0123456789ab") == "torchlab-hub:inputs-0123456789ab"
+
+
+def test_a_registry_that_does_not_answer_is_one_line_within_seconds(monkeypatch, capsys):
+    monkeypatch.setenv("TORCHLAB_REGISTRY", "127.0.0.1:9/torchlab")  # nothing listens on port 9
+    start = time.monotonic()
+    assert images.pulled("torchlab:cpu-inputs-0123456789ab") is False
+    assert time.monotonic() - start < images.REGISTRY_TIMEOUT_S + 1
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(
+        "torchlab: cannot pull 127.0.0.1:9/torchlab/torchlab:cpu-inputs-0123456789ab: "
+        "no registry answers at 127.0.0.1:9 ("
+    )
+
+
+def test_an_empty_registry_means_build_without_asking(monkeypatch, capsys):
+    monkeypatch.setenv("TORCHLAB_REGISTRY", "")
+    assert images.pulled("torchlab:cpu-inputs-0123456789ab") is False
+    assert capsys.readouterr().out == ""
+
+
+@pytest.fixture
+def saved(tmp_path) -> Path:
+    """An archive and its checksum file, as make image-save writes them."""
+    file = tmp_path / "torchlab-cpu-inputs-0123456789ab.tar.gz"
+    file.write_bytes(gzip.compress(b"not really an image", mtime=0))
+    archive.checksum_file(file).write_text(f"{archive.sha256_of(file)}  {file.name}\n")
+    return file
+
+
+def test_a_damaged_archive_is_refused_before_docker_sees_it(saved):
+    saved.write_bytes(saved.read_bytes()[:-1])
+    with pytest.raises(HostError) as raised:
+        archive.load(str(saved))
+    message = str(raised.value)
+    assert "\n" not in message
+    assert message.startswith(f"{saved.name} does not match its checksum in {saved.name}.sha256")
+    assert "Fix: copy it again" in message
+
+
+def test_an_archive_without_its_checksum_is_refused(saved):
+    archive.checksum_file(saved).unlink()
+    with pytest.raises(HostError, match=r"\.sha256 is missing beside .*Fix: copy it along"):
+        archive.load(str(saved))
+
+
+def test_the_checksum_file_is_what_sha256sum_checks(saved):
+    checked = subprocess.run(
+        ["sha256sum", "--check", archive.checksum_file(saved).name],
+        cwd=saved.parent, capture_output=True, text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0 and checked.stdout.strip().endswith(": OK")
+
+
+def test_published_names_are_the_variant_its_version_its_commit_and_its_inputs():
+    names = publish.published_names(
+        CPU, "ghcr.io/torchlab", "1a2b3c4d5e6f", "torchlab:cpu-inputs-0123456789ab"
+    )
+    assert names == [
+        "ghcr.io/torchlab/torchlab:cpu",
+        f"ghcr.io/torchlab/torchlab:cpu-{torchlab.__version__}",
+        "ghcr.io/torchlab/torchlab:cpu-1a2b3c4",
+        "ghcr.io/torchlab/torchlab:cpu-inputs-0123456789ab",
+    ]
+
+
+def test_differing_layers_name_their_first_files_and_what_differs():
+    entry = {"type": "0", "mode": "0o644", "owner": "0:0", "mtime": 1, "link": "", "content": "a"}
+    first = {"opt/a.pyc": entry, "opt/b": entry, "opt/same": entry}
+    second = {"opt/a.pyc": dict(entry, content="b", mtime=2), "opt/c": entry, "opt/same": entry}
+    assert reproducible.differences(first, second) == [
+        "opt/a.pyc: mtime 1 / 2, content a / b",
+        "opt/b: only in build 1",
+        "opt/c: only in build 2",
+    ]
+    step = "/opt/torchlab/scripts/reproducible-run bash -o pipefail -c apt-get update  && x"
+    assert reproducible.step_name(step) == "apt-get update && x"
+    assert reproducible.step_name("/bin/sh -c #(nop) COPY dir:abc in / ") == "COPY dir:abc in /"
+
+
+@pytest.mark.parametrize("config", sorted(REPO.glob(".devcontainer/*/devcontainer.json")))
+def test_each_dev_container_is_a_variants_lab(config):
+    variant = MANIFEST.variant(config.parent.name)
+    settings = json.loads(
+        "\n".join(
+            line for line in config.read_text().splitlines() if not line.strip().startswith("//")
+        )
+    )
+    assert settings["image"] == variant.image
+    assert settings["initializeCommand"] == ["make", f"prepare-{variant.name}"]
+    assert settings["workspaceFolder"] == "/home/lab/labs"
+    assert "target=/home/lab/labs" in settings["workspaceMount"]
+    assert settings["remoteUser"] == "lab" and settings["updateRemoteUserUID"] is True
+    assert {"ms-python.python", "ms-toolsai.jupyter"} <= set(
+        settings["customizations"]["vscode"]["extensions"]
+    )
+    needs_gpu = get(variant.device).device_type == "cuda"
+    assert settings.get("hostRequirements", {}).get("gpu", False) is needs_gpu
+
+
+def test_there_are_dev_containers_for_cpu_and_cuda():
+    assert {path.parent.name for path in REPO.glob(".devcontainer/*/devcontainer.json")} == {
+        "cpu",
+        "cuda",
+    }

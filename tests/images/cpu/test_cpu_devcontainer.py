@@ -1,0 +1,77 @@
+"""The lab in an editor: the Dev Containers CLI, as VS Code runs it, opens .devcontainer/cpu on
+a copy of the checkout, the device is proven inside as the lab's user, and it is removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from support import HOST_GID, HOST_UID, REPO, docker, require_image
+
+CLI_FOLDER = REPO / "tools/devcontainer"
+CLI = CLI_FOLDER / "node_modules/.bin/devcontainer"
+CONFIG = ".devcontainer/cpu/devcontainer.json"
+
+
+@pytest.fixture(scope="module")
+def cli() -> Path:
+    if not CLI.exists():
+        installed = subprocess.run(
+            ["npm", "ci", "--silent", "--no-audit", "--no-fund", "--prefix", str(CLI_FOLDER)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert installed.returncode == 0, f"npm ci in {CLI_FOLDER}: {installed.stderr[-1000:]}"
+    return CLI
+
+
+@pytest.fixture
+def workspace(tmp_path, require) -> Path:
+    """A copy of the checkout whose labs/ belong to a user, as a person's checkout does."""
+    require(os.getuid() == 0, "root, to create files owned by another uid")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    for name in listed:
+        if (REPO / name).is_file():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, tmp_path / name)
+    for path in [tmp_path / "labs", *(tmp_path / "labs").rglob("*")]:
+        os.chown(path, HOST_UID, HOST_GID)
+    return tmp_path
+
+
+def test_the_cpu_dev_container_starts_proves_its_device_and_is_removed(cli, workspace):
+    require_image("torchlab:cpu")
+    label = f"torchlab-test-devcontainer={os.getpid()}"
+    environment = dict(os.environ, LAB_UID=str(HOST_UID), LAB_GID=str(HOST_GID))
+    common = ["--workspace-folder", str(workspace), "--config", str(workspace / CONFIG),
+              "--id-label", label]  # fmt: skip
+    try:
+        up = subprocess.run(
+            [str(cli), "up", *common], capture_output=True, text=True, env=environment,
+            timeout=600,
+        )  # fmt: skip
+        assert up.returncode == 0, (up.stdout + up.stderr)[-3000:]
+        result = json.loads(up.stdout.strip().splitlines()[-1])
+        assert result["outcome"] == "success" and result["remoteUser"] == "lab", result
+        proven = subprocess.run(
+            [str(cli), "exec", *common, "torchlab", "probe", "--expect", "cpu"],
+            capture_output=True, text=True, env=environment, timeout=300,
+        )  # fmt: skip
+        assert proven.returncode == 0, (proven.stdout + proven.stderr)[-3000:]
+        where = subprocess.run(
+            [str(cli), "exec", *common, "bash", "-c", "id -un; pwd; ls"],
+            capture_output=True, text=True, env=environment, timeout=120,
+        ).stdout.split()  # fmt: skip
+        assert where[:2] == ["lab", "/home/lab/labs"]
+        assert sorted(where[2:]) == sorted(p.name for p in (workspace / "labs").iterdir())
+    finally:
+        started = docker("ps", "--all", "--quiet", "--filter", f"label={label}").stdout.split()
+        if started:
+            docker("rm", "--force", "--volumes", *started)
+    assert not docker("ps", "--all", "--quiet", "--filter", f"label={label}").stdout.strip()
