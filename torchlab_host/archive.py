@@ -39,6 +39,7 @@ def save(variant: Variant, file: str | None) -> Path:
         raise fail(f"{variant.image} is not here to save", f"build it: make build-{variant.name}")
     inputs = next((tag for tag in tags if "-inputs-" in tag), variant.image)
     archive = Path(file) if file else ROOT / f"{inputs.replace(':', '-')}.tar.gz"
+    archive.parent.mkdir(parents=True, exist_ok=True)
     # Level 1: torch's libraries barely compress further, and level 6 takes three times longer.
     with subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE) as saving:
         assert saving.stdout is not None

@@ -32,6 +32,14 @@ def quiet(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
     return run(command, capture_output=True, text=True, **kwargs)
 
 
+def docker_must(*arguments: str) -> str:
+    """A docker command that cannot fail unless the engine does: its output, else HostError."""
+    done = quiet(["docker", *arguments])
+    if done.returncode != 0:
+        raise HostError(f"docker {' '.join(arguments)} failed: {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
 def problem_lines(output: str | list[str]) -> list[str]:
     lines = output.splitlines() if isinstance(output, str) else output
     return [line for line in lines if PROBLEM_LINE.search(line)]

@@ -25,7 +25,7 @@ from pathlib import Path
 from torchlab.variants import Manifest, Variant
 
 from . import ROOT, locks
-from .engine import image_exists, problem_lines, quiet, require_docker, run, streamed
+from .engine import docker_must, image_exists, problem_lines, quiet, require_docker, run, streamed
 from .errors import HostError, fail
 
 # Build arguments a user may set in the environment, by the name the Dockerfile knows them.
@@ -353,10 +353,10 @@ def ensure_image(build: Build, manifest: Manifest) -> None:
     with staged_context(build) as context:
         own = inputs_tag(build.image, inputs_digest(build, context))
     if image_exists(own):
-        quiet(["docker", "tag", own, build.image], check=True)
+        docker_must("tag", own, build.image)
         return
     if pulled(own):
-        quiet(["docker", "tag", own, build.image], check=True)
+        docker_must("tag", own, build.image)
         return
     print(f"torchlab: building {build.image} here ({build.target})", flush=True)
     build_image(build, manifest)
@@ -393,7 +393,7 @@ def pulled(tag: str) -> bool:
         said = (problem_lines(output) or output or ["docker pull failed"])[-1]
         print(f"torchlab: cannot pull {published}: {said.strip()}", flush=True)
         return False
-    quiet(["docker", "tag", published, tag], check=True)
+    docker_must("tag", published, tag)
     return True
 
 

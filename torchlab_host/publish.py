@@ -17,7 +17,7 @@ import torchlab
 from torchlab.variants import Variant
 
 from . import ROOT
-from .engine import image_tags, quiet, require_docker, streamed
+from .engine import docker_must, image_tags, quiet, require_docker, streamed
 from .errors import HostError, fail
 from .images import DEFAULT_REGISTRY
 
@@ -55,7 +55,7 @@ def publish(variant: Variant, sbom_file: str) -> None:
     commit = quiet(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).stdout.strip()
     names = published_names(variant, registry, commit, inputs)
     for name in names:
-        quiet(["docker", "tag", variant.image, name], check=True)
+        docker_must("tag", variant.image, name)
         code, _ = streamed(["docker", "push", name])
         if code != 0:
             host = registry.split("/")[0]

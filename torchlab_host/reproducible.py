@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from . import ROOT
-from .engine import quiet, require_docker
+from .engine import docker_must, quiet, require_docker
 from .errors import HostError
 
 SHOWN_FILES = 5
@@ -139,7 +139,7 @@ def verify(variant: str) -> int:
             saved = []
             for tag in tags:
                 archive = Path(folder) / f"{tag.split(':')[1]}.tar"
-                quiet(["docker", "save", "--output", str(archive), tag], check=True)
+                docker_must("save", "--output", str(archive), tag)
                 saved.append(layer_files(archive))
                 archive.unlink()
             for index, ((step, one), (_, two)) in enumerate(zip(*saved, strict=False), 1):
@@ -150,5 +150,9 @@ def verify(variant: str) -> int:
                 for line in differing[:SHOWN_FILES]:
                     print(f"    {line}")
             return 1
-        finally:
-            quiet(["docker", "image", "rm", "--force", *tags])
+        finally:  # by ID: each build also tagged its image with its inputs tag
+            inspect = ["docker", "image", "inspect", "--format", "{{.Id}}"]
+            built = [quiet([*inspect, tag]) for tag in tags]
+            ids = [found.stdout.strip() for found in built if found.returncode == 0]
+            if ids:
+                quiet(["docker", "image", "rm", "--force", *ids])
