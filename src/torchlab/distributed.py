@@ -15,6 +15,7 @@ failure is one line from the rank that saw it, naming the rank, the step and the
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import os
 import re
@@ -513,6 +514,9 @@ def main(args: Any) -> int:
         proof.check_ddp()
         step = "the all_reduce sweep"
         proof.sweep()
+        # DDP is gone by now, but gloo (torch 2.13) can abort at exit while a collected-later
+        # DDP still holds its buckets: collect it before the process group ends.
+        gc.collect()
         dist.barrier()
     except (ProofFailure, Exception) as error:
         where = f"rank {rank.rank} (node {rank.node}, {rank.host})" if rank else "torchlab"
