@@ -16,6 +16,7 @@ from torchlab.variants import Variant
 from . import ROOT
 from .engine import image_tags, quiet, require_docker
 from .errors import HostError, fail
+from .images import inputs_tag_among
 
 CHUNK = 1 << 20
 
@@ -37,7 +38,7 @@ def save(variant: Variant, file: str | None) -> Path:
     tags = image_tags(variant.image)
     if not tags:
         raise fail(f"{variant.image} is not here to save", f"build it: make build-{variant.name}")
-    inputs = next((tag for tag in tags if "-inputs-" in tag), variant.image)
+    inputs = inputs_tag_among(tags) or variant.image
     archive = Path(file) if file else ROOT / f"{inputs.replace(':', '-')}.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)
     # Level 1: torch's libraries barely compress further, and level 6 takes three times longer.

@@ -173,6 +173,14 @@ def inputs_tag(image: str, digest: str) -> str:
     return f"{repository}:{tag + '-' if tag else ''}inputs-{digest}"
 
 
+INPUTS_TAG = re.compile(r"[:-]inputs-[0-9a-f]{12}$")
+
+
+def inputs_tag_among(tags: list[str]) -> str | None:
+    """Which of an image's names is its inputs tag (see inputs_tag), if any is."""
+    return next((tag for tag in tags if INPUTS_TAG.search(tag)), None)
+
+
 def revision() -> str:
     head = quiet(["git", "-C", str(ROOT), "rev-parse", "HEAD"])
     if head.returncode != 0:
@@ -352,10 +360,7 @@ def ensure_image(build: Build, manifest: Manifest) -> None:
     """The image of this checkout's inputs: the local one, else the published one, else built."""
     with staged_context(build) as context:
         own = inputs_tag(build.image, inputs_digest(build, context))
-    if image_exists(own):
-        docker_must("tag", own, build.image)
-        return
-    if pulled(own):
+    if image_exists(own) or pulled(own):
         docker_must("tag", own, build.image)
         return
     print(f"torchlab: building {build.image} here ({build.target})", flush=True)

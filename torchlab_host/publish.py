@@ -19,7 +19,7 @@ from torchlab.variants import Variant
 from . import ROOT
 from .engine import docker_must, image_tags, quiet, require_docker, streamed
 from .errors import HostError, fail
-from .images import DEFAULT_REGISTRY
+from .images import DEFAULT_REGISTRY, inputs_tag_among
 
 
 def published_names(variant: Variant, registry: str, commit: str, inputs: str) -> list[str]:
@@ -49,7 +49,7 @@ def publish(variant: Variant, sbom_file: str) -> None:
     # Registries want lowercase paths; GitHub owners may have capitals.
     registry = os.environ.get("TORCHLAB_REGISTRY", DEFAULT_REGISTRY).rstrip("/").lower()
     tags = image_tags(variant.image)
-    inputs = next((tag for tag in tags if "-inputs-" in tag), None)
+    inputs = inputs_tag_among(tags)
     if inputs is None:
         raise fail(f"{variant.image} is not built here", f"make build-{variant.name}")
     commit = quiet(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).stdout.strip()

@@ -52,6 +52,10 @@ def test_the_same_inputs_give_the_same_tag_and_any_change_another(monkeypatch):
 def test_inputs_tags_name_the_variant():
     assert images.inputs_tag("torchlab:cpu", "0123456789ab") == "torchlab:cpu-inputs-0123456789ab"
     assert images.inputs_tag("torchlab-hub", "0123456789ab") == "torchlab-hub:inputs-0123456789ab"
+    names = ["torchlab:cpu", "torchlab:cpu-inputs-0123456789ab"]
+    assert images.inputs_tag_among(names) == "torchlab:cpu-inputs-0123456789ab"
+    assert images.inputs_tag_among(["torchlab-hub:inputs-0123456789ab"]) is not None
+    assert images.inputs_tag_among(["torchlab:cpu", "torchlab:cpu-0.1.0"]) is None
 
 
 def test_a_registry_that_does_not_answer_is_one_line_within_seconds(monkeypatch, capsys):

@@ -147,15 +147,18 @@ def test_the_lab_runs_as_the_owner_of_labs_when_started_by_root(tmp_path, monkey
         labs.lab_user(folder)
 
 
-def test_port_in_use():
+@pytest.mark.parametrize(
+    ("command", "prefix"), [("make lab-cpu", "LAB"), ("make hub", "HUB")], ids=["lab", "hub"]
+)
+def test_a_port_in_use_is_one_line(command, prefix):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(HostError) as raised:
-            labs.require_free_port("127.0.0.1", port, "make lab-cpu")
+            labs.require_free_port("127.0.0.1", port, command, prefix=prefix)
     assert f"port {port} on 127.0.0.1 is already in use" in one_line(raised.value)
-    assert f"make lab-cpu LAB_PORT={port + 1}" in str(raised.value)
+    assert f"{command} {prefix}_PORT={port + 1}" in str(raised.value)
 
 
 def test_an_address_that_is_not_this_machines_is_named_as_such():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import stat
 
 import pytest
@@ -109,16 +108,3 @@ def test_a_setting_that_is_no_number_is_one_line(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(HostError, match=f"{name}={value} is not a"):
         hub.settings(MANIFEST)
-
-
-def test_a_port_in_use_is_one_line():
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        from torchlab_host.labs import require_free_port
-
-        with pytest.raises(HostError) as raised:
-            require_free_port("127.0.0.1", port, "make hub", prefix="HUB")
-    assert f"port {port} on 127.0.0.1 is already in use" in one_line(raised)
-    assert f"make hub HUB_PORT={port + 1}" in str(raised.value)

@@ -10,11 +10,11 @@ import time
 from support import REPO, docker
 
 from torchlab_host.engine import image_tags
-from torchlab_host.images import inputs_tag
+from torchlab_host.images import inputs_tag, inputs_tag_among
 
 
 def test_without_the_image_the_lab_reports_the_failed_pull_in_one_line_and_builds(lab_cpu):
-    own = next(tag for tag in image_tags("torchlab:cpu") if "-inputs-" in tag)
+    own = inputs_tag_among(image_tags("torchlab:cpu"))
     # --no-prune keeps the layers beneath: the build that follows takes them from its cache.
     docker("image", "rm", "--no-prune", "torchlab:cpu", own)
     start = time.monotonic()
