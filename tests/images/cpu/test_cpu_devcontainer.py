@@ -74,4 +74,10 @@ def test_the_cpu_dev_container_starts_proves_its_device_and_is_removed(cli, work
         started = docker("ps", "--all", "--quiet", "--filter", f"label={label}").stdout.split()
         if started:
             docker("rm", "--force", "--volumes", *started)
+        # The CLI derives an image (vsc-<workspace>-...-uid) to give the lab user your uid.
+        derived = docker(
+            "image", "ls", "--quiet", "--filter", f"reference=vsc-{workspace.name}-*"
+        ).stdout.split()
+        if derived:
+            docker("image", "rm", "--force", *set(derived))
     assert not docker("ps", "--all", "--quiet", "--filter", f"label={label}").stdout.strip()
