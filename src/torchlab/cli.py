@@ -104,6 +104,18 @@ def serve(args: argparse.Namespace) -> int:
     raise AssertionError("unreachable: execvp does not return")
 
 
+def torchrun(args: argparse.Namespace) -> int:
+    """One node of a distributed run: the torchrun line, then the program (launch.py)."""
+    from .launch import torchrun_command
+
+    try:
+        command = torchrun_command(os.environ, args.passed_on)
+    except ValueError as error:
+        return _fail(str(error))
+    os.execvp(command[0], command)
+    raise AssertionError("unreachable: execvp does not return")
+
+
 def distributed(args: argparse.Namespace) -> int:
     """The distributed proof, in each process torchrun starts."""
     from . import distributed as proof
@@ -202,6 +214,13 @@ def main(argv: list[str] | None = None) -> int:
     command.set_defaults(run=distributed)
 
     command = commands.add_parser(
+        "torchrun",
+        help="one node of a distributed run: torchrun with the settings of the environment "
+        "(NNODES, NPROC_PER_NODE, RDZV_HOST, RDZV_PORT, RDZV_ID), then the program after it",
+    )
+    command.set_defaults(run=torchrun)
+
+    command = commands.add_parser(
         "check-build", help="assert that torch is the build the manifest promises a variant"
     )
     command.add_argument("variant", help="an image variant of variants.toml")
@@ -258,12 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
     command.set_defaults(run=healthcheck)
 
-    # selftest, serve and singleuser pass the arguments they do not know on to pytest,
-    # jupyter lab and jupyterhub-singleuser.
+    # selftest, serve, singleuser and torchrun pass the arguments they do not know on to
+    # pytest, jupyter lab, jupyterhub-singleuser and the program torchrun starts.
     args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command not in ("selftest", "serve", "singleuser"):
+    if unknown and args.command not in ("selftest", "serve", "singleuser", "torchrun"):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    args.passed_on = [argument for argument in unknown if argument != "--"]
+    args.passed_on = unknown[1:] if unknown[:1] == ["--"] else unknown
     return args.run(args)
 
 

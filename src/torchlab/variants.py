@@ -25,9 +25,12 @@ _FIELDS = {
     "cpu_mode": dict,
     "build": dict,
     "compose": dict,
+    "kubernetes": dict,
     "omittable": list,
 }
-_OPTIONAL = ("compose", "omittable")
+_OPTIONAL = ("compose", "kubernetes", "omittable")
+# Every lab container's settings, wherever it starts (compose, the hub, the dev containers).
+_CONTAINER_FIELDS = {"cap_drop": list, "security_opt": list, "shm_size": str}
 _NAME = re.compile(r"[a-z][a-z0-9]*")
 
 
@@ -47,12 +50,21 @@ class Variant:
     cpu_mode: dict[str, str]  # the environment of its suite on a machine without its device
     build: dict[str, Any]  # what `torchlab check-build` asserts
     compose: dict[str, Any]  # what its compose services carry to reach the device
+    # What a Kubernetes pod needs to reach the device, as KubeSpawner's profile overrides.
+    kubernetes: dict[str, Any]
     # Packages a build may leave out when told to (TORCHLAB_WITHOUT), where no index has them.
     omittable: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
         return f"torchlab:{self.name}"
+
+    @property
+    def per_user(self) -> bool:
+        """Whether one machine can give its device to one container per user (a hub's
+        servers, a dev container): not when the device goes only to a privileged container
+        on the host's network (Cloud TPU VMs)."""
+        return self.compose.get("network_mode") != "host"
 
 
 @dataclass(frozen=True)
@@ -62,6 +74,8 @@ class Manifest:
     shared_lock: str
     host_locks: tuple[str, ...]
     hub_lock: str
+    base_image: str  # what every Dockerfile starts FROM, pinned by digest
+    containers: dict[str, Any]  # every lab container's confinement and shared memory
 
     @property
     def names(self) -> list[str]:
@@ -112,6 +126,7 @@ def _variant(name: str, table: dict[str, Any], where: str) -> Variant:
         cpu_mode={key: str(value) for key, value in table["cpu_mode"].items()},
         build=dict(table["build"]),
         compose=dict(table.get("compose", {})),
+        kubernetes=dict(table.get("kubernetes", {})),
         omittable=tuple(table.get("omittable", ())),
     )
 
@@ -131,12 +146,23 @@ def parse(text: str, path: Path) -> Manifest:
     if repeated:
         raise ManifestError(f"{path}: {', '.join(repeated)} names more than one variant")
     locks = data.get("locks", {})
+    base_image = data.get("images", {}).get("base")
+    if not isinstance(base_image, str) or "@sha256:" not in base_image:
+        raise ManifestError(f"{path}: images.base must name the base image by its digest")
+    containers = data.get("containers", {})
+    wrong = [
+        key for key, kind in _CONTAINER_FIELDS.items() if not isinstance(containers.get(key), kind)
+    ]
+    if wrong or set(containers) - set(_CONTAINER_FIELDS):
+        raise ManifestError(f"{path}: containers must give exactly {', '.join(_CONTAINER_FIELDS)}")
     return Manifest(
         path,
         variants,
         locks.get("shared", "lab"),
         tuple(locks.get("host", ())),
         locks.get("hub", "hub"),
+        base_image,
+        dict(containers),
     )
 
 
