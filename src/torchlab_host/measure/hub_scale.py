@@ -9,12 +9,10 @@ cap, the time budget or the memory floor is reached; then it is stopped and its 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import socket
 import statistics
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -22,25 +20,16 @@ from typing import Any
 
 from torchlab import system
 
-from . import ROOT
-from .engine import quiet
-from .errors import HostError
+from ..checkout import run_host_tools
+from ..engine import quiet
+from ..errors import HostError
 
 HUB_NAME = "torchlab-hub-bench"
 ADMIN = "bench-admin"
 
 
 def hub_command(*arguments: str, **settings: str) -> subprocess.CompletedProcess:
-    environment = dict(
-        os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}", HUB_NAME=HUB_NAME, **settings
-    )
-    return subprocess.run(
-        [sys.executable, "-m", "torchlab_host", *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=environment,
-    )
+    return run_host_tools(*arguments, settings={"HUB_NAME": HUB_NAME, **settings})
 
 
 def call(port: int, token: str, method: str, path: str) -> dict[str, Any]:

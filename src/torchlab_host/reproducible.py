@@ -9,13 +9,13 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tarfile
 import tempfile
 from pathlib import Path
 from typing import IO
 
 from . import ROOT
+from .checkout import revision, run_host_tools
 from .engine import docker_must, quiet, require_docker
 from .errors import HostError
 
@@ -29,24 +29,16 @@ def clone_head(into: Path) -> str:
     cloned = quiet(["git", "clone", "--quiet", "--no-hardlinks", str(ROOT), str(into)])
     if cloned.returncode != 0:
         raise HostError(f"cloning {ROOT} failed: {cloned.stderr.strip()}")
-    return quiet(["git", "-C", str(into), "rev-parse", "HEAD"]).stdout.strip()
+    return revision(into)
 
 
 def build_in(checkout: Path, variant: str, tag: str) -> None:
     """The clone's own host tools build the clone, with no layer from any earlier build."""
-    environment = dict(
-        os.environ,
-        PYTHONPATH=f"{checkout}{os.pathsep}{checkout / 'src'}",
-        DOCKER_BUILD_FLAGS=f"{os.environ.get('DOCKER_BUILD_FLAGS', '')} --no-cache".strip(),
-    )
-    built = subprocess.run(
-        [sys.executable, "-m", "torchlab_host", "build", variant, "--tag", tag],
-        cwd=checkout,
-        env=environment,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    flags = f"{os.environ.get('DOCKER_BUILD_FLAGS', '')} --no-cache".strip()
+    built = run_host_tools(
+        "build", variant, "--tag", tag, root=checkout, settings={"DOCKER_BUILD_FLAGS": flags},
+        capture_output=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
     if built.returncode != 0:
         raise HostError(f"building {tag} from {checkout} failed: {built.stderr.strip()[-400:]}")
 
@@ -115,8 +107,7 @@ def step_name(created_by: str) -> str:
 
 def verify(variant: str) -> int:
     require_docker()
-    dirty = quiet(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"])
-    if dirty.stdout.strip():
+    if revision().endswith("-dirty"):
         print("torchlab: verifying the commit HEAD; the uncommitted changes are not in it")
     tags = [f"{VERIFY_IMAGE}:{variant}-1", f"{VERIFY_IMAGE}:{variant}-2"]
     with tempfile.TemporaryDirectory(prefix="torchlab-reproducible-") as folder:

@@ -9,16 +9,14 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from . import ROOT
-from .ddp import PROOF, RDZV_PORT, TORCHRUN
-from .errors import HostError
+from ..checkout import run_host_tools
+from ..ddp import PROOF, node_command, node_settings
+from ..errors import HostError
 
 TOPOLOGIES = ((1, 2), (2, 1), (2, 2))
-GOAL = 0.95
 
 
 def report_of(output: str) -> dict[str, Any]:
@@ -27,38 +25,28 @@ def report_of(output: str) -> dict[str, Any]:
 
 
 def in_containers(nodes: int, nproc: int) -> dict[str, Any]:
-    ran = subprocess.run(
-        [
-            sys.executable, "-m", "torchlab_host", "ddp",
-            "--nodes", str(nodes), "--nproc", str(nproc), "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'src'}"),
-    )  # fmt: skip
+    ran = run_host_tools("ddp", "--nodes", str(nodes), "--nproc", str(nproc), "--json")
     if ran.returncode != 0:
         raise HostError(f"the proof on {nodes} x {nproc} failed: {ran.stderr.strip()[-500:]}")
     return report_of(ran.stdout)
 
 
 def on_host(venv_python: Path, nodes: int, nproc: int) -> dict[str, Any]:
-    """The same torchrun line, one agent per node, all of them on this machine."""
+    """The same `torchlab torchrun`, one agent per node, all of them on this machine."""
+    settings = node_settings(["localhost"] * nodes, nproc, "torchlab-bench")
     environment = dict(
         os.environ,
-        NNODES=str(nodes),
-        NPROC_PER_NODE=str(nproc),
-        RDZV_HOST="localhost",
-        RDZV_PORT=str(RDZV_PORT),
-        RDZV_ID="torchlab-bench",
-        OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 1) // (nodes * nproc))),
+        **{key: str(value) for key, value in settings.items()},
         PATH=f"{venv_python.parent}{os.pathsep}{os.environ['PATH']}",
         TORCHLAB_EXPECT="cpu",
     )
-    command = ["bash", "-c", f'exec {TORCHRUN} "$@"', "torchrun-node", *PROOF, "--json"]
     agents = [
         subprocess.Popen(
-            command, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            node_command([*PROOF, "--json"]),
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(nodes)
     ]
@@ -87,32 +75,3 @@ def measure(venv_python: Path, repeats: int) -> dict[str, Any]:
         "ddp_speed_of_host": round(host_ms / container_ms, 3),
         "global_batch": topologies["2x1"]["ddp"]["global_batch"],
     }
-
-
-def table(ddp: dict[str, Any]) -> list[str]:
-    names = list(ddp["busbw_gbps"])
-    sizes = list(ddp["busbw_gbps"][names[0]])
-    lines = [
-        "| all_reduce busbw (GB/s), nodes x processes | " + " | ".join(names) + " |",
-        "| --- |" + " --- |" * len(names),
-    ]
-    for size in sizes:
-        label = f"{int(size) // 2**20} MiB" if int(size) >= 2**20 else f"{size} B"
-        lines.append(
-            f"| {label} | " + " | ".join(str(ddp["busbw_gbps"][n][size]) for n in names) + " |"
-        )
-    lines.append(
-        "| latency of 8 B (us) | " + " | ".join(str(ddp["latency_us"][n]) for n in names) + " |"
-    )
-    steps = ddp["ddp_step_ms"]
-    met = "yes" if ddp["ddp_speed_of_host"] >= GOAL else "NO"
-    lines += [
-        "",
-        "| DDP step, 2 nodes x 1 process, global batch "
-        f"{ddp['global_batch']} | ms | of the host's speed | goal >= {GOAL} met |",
-        "| --- | --- | --- | --- |",
-        f"| two containers (make test-ddp) | {steps['containers_2x1']} | "
-        f"{ddp['ddp_speed_of_host']} | {met} |",
-        f"| the same torchrun, two agents on the host | {steps['host_2x1']} | 1.0 | |",
-    ]
-    return lines

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import collections
-import json
-import os
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import ROOT
-from .errors import HostError, fail
+from .errors import HostError
 
 DOCKER_URL = "https://docs.docker.com/engine/install/"
 COMPOSE_URL = "https://docs.docker.com/compose/install/linux/"
 # docker-stacks' rule, for container logs and the in-image suites: no warning and no error
 # line, in any form the lab's programs write one (Python logging, Jupyter's [W ...], glog's W1124).
 PROBLEM_LINE = re.compile(r"\b(?:WARNING|ERROR|CRITICAL)\b|^\[[WEC] |^[WEF]\d{4} ")
-# compose.yaml refuses to interpolate without a token, even for commands that start no lab
-# (down, logs, test runs): they get this placeholder, so only starting a lab creates a token.
-NO_LAB_TOKEN = "no-lab-is-started-by-this-command"
 
 
 def run(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess:
@@ -63,9 +59,9 @@ def streamed(
 
 def require_docker() -> None:
     if not shutil.which("docker"):
-        raise fail("docker is not installed", f"install Docker Engine: {DOCKER_URL}")
+        raise HostError("docker is not installed", f"install Docker Engine: {DOCKER_URL}")
     if quiet(["docker", "info"]).returncode != 0:
-        raise fail(
+        raise HostError(
             "the Docker daemon is not reachable",
             "start it (sudo systemctl start docker), or let your user use it: "
             "sudo usermod -aG docker $USER, then log in again",
@@ -74,7 +70,7 @@ def require_docker() -> None:
 
 def require_compose() -> None:
     if quiet(["docker", "compose", "version"]).returncode != 0:
-        raise fail(
+        raise HostError(
             "the Docker Compose plugin is missing",
             f"install it (apt-get install docker-compose-plugin): {COMPOSE_URL}",
         )
@@ -86,61 +82,19 @@ def require_engine() -> None:
     require_compose()
 
 
-def image_exists(image: str) -> bool:
-    return quiet(["docker", "image", "inspect", image]).returncode == 0
+def compose_command(file: Path, *arguments: str) -> list[str]:
+    """docker compose on one of the checkout's compose files (compose.yaml, hub/compose.yaml)."""
+    return ["docker", "compose", "--project-directory", str(ROOT), "--file", str(file), *arguments]
 
 
-def image_tags(image: str) -> list[str]:
-    """Every name of the image that image names (its own, its inputs tag), or none."""
-    listed = quiet(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image])
-    return sorted(json.loads(listed.stdout)) if listed.returncode == 0 else []
+def container_ids(*names: str, stopped: bool = True) -> list[str]:
+    """The containers of exactly these names (the running ones, unless stopped is True)."""
+    filters = [f"--filter=name=^{name}$" for name in names]
+    listed = quiet(["docker", "ps", "--quiet", *(["--all"] if stopped else []), *filters])
+    return listed.stdout.split()
 
 
-def compose_command(*arguments: str) -> list[str]:
-    return [
-        "docker",
-        "compose",
-        "--project-directory",
-        str(ROOT),
-        "--file",
-        str(ROOT / "compose.yaml"),
-        *arguments,
-    ]
-
-
-def compose_environment(environment: dict[str, str] | None = None) -> dict[str, str]:
-    """What compose.yaml interpolates: this process's environment, the given settings and,
-    when no token is configured, the placeholder."""
-    env = dict(os.environ, **(environment or {}))
-    if not env.get("JUPYTER_TOKEN") and not configured("JUPYTER_TOKEN"):
-        env["JUPYTER_TOKEN"] = NO_LAB_TOKEN
-    return env
-
-
-def compose(
-    *arguments: str, environment: dict[str, str] | None = None, capture: bool = False
-) -> subprocess.CompletedProcess:
-    """docker compose on compose.yaml, with the environment it interpolates."""
-    env = compose_environment(environment)
-    command = compose_command(*arguments)
-    return quiet(command, env=env) if capture else run(command, env=env)
-
-
-def configured(name: str) -> str | None:
-    """A setting from the environment, else from .env (where compose also reads it)."""
-    if os.environ.get(name):
-        return os.environ[name]
-    env_file = ROOT / ".env"
-    if env_file.exists():
-        match = re.search(rf"^{name}=(\S+)$", env_file.read_text(), re.MULTILINE)
-        if match:
-            return match[1]
-    return None
-
-
-def compose_services() -> dict[str, dict[str, Any]]:
-    """Every service of compose.yaml (all profiles), as Compose itself resolves them."""
-    result = compose("--profile", "*", "config", "--format", "json", capture=True)
-    if result.returncode != 0:
-        raise HostError(f"compose.yaml does not resolve: {result.stderr.strip()}")
-    return json.loads(result.stdout)["services"]
+def remove_containers(*names: str) -> None:
+    found = container_ids(*names)
+    if found:
+        quiet(["docker", "rm", "--force", *found])

@@ -1,6 +1,7 @@
 """make test-ddp and make ddp: torchrun across containers of the cpu image, one per node, on a
 compose network of their own, with c10d rendezvous at node 0: the distributed proof, or a
-script of yours, run the way a cluster runs it.
+script of yours, run the way a cluster runs it (every node runs `torchlab torchrun`, as the
+Slurm script and the PyTorchJob in deploy/ do).
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ from pathlib import Path
 from torchlab.variants import Manifest
 
 from . import ARTIFACTS, ROOT
-from .engine import compose_command, compose_environment, quiet, require_engine
-from .errors import fail
-from .images import ensure_image, variant_build
-from .labs import settings
+from .building import ensure_image
+from .buildspec import variant_build
+from .engine import compose_command, quiet, remove_containers, require_engine
+from .errors import HostError
+from .lab_settings import settings
+from .services import LAB_COMPOSE, compose_environment
 
-# The line every node runs: here, in deploy/slurm/*.sbatch and in deploy/kubernetes's
-# PyTorchJob, each setting the variables its own way. A test holds the others to this one.
-TORCHRUN = (
-    'torchrun --nnodes="$NNODES" --nproc-per-node="$NPROC_PER_NODE" --rdzv-backend=c10d '
-    '--rdzv-endpoint="$RDZV_HOST:$RDZV_PORT" --rdzv-id="$RDZV_ID" --max-restarts=0'
-)
 PROOF = ("-m", "torchlab", "distributed")
 NODE = "torchlab-ddp-node-{index}"
 RDZV_PORT = 29400
@@ -34,8 +31,20 @@ RANK_TIMEOUT_S = 60
 
 
 def node_command(program: list[str]) -> list[str]:
-    """The container's command: the torchrun line, then the program and its arguments."""
-    return ["bash", "-c", f'exec {TORCHRUN} "$@"', "torchrun-node", *program]
+    """A node's command: torchrun, with the settings of its environment, then the program."""
+    return ["torchlab", "torchrun", *program]
+
+
+def node_settings(names: list[str], nproc: int, run_id: str) -> dict[str, int | str]:
+    """What `torchlab torchrun` reads on every node, and each process's share of the CPUs."""
+    return {
+        "NNODES": len(names),
+        "NPROC_PER_NODE": nproc,
+        "RDZV_HOST": names[0],
+        "RDZV_PORT": RDZV_PORT,
+        "RDZV_ID": run_id,
+        "OMP_NUM_THREADS": max(1, (os.cpu_count() or 1) // (len(names) * nproc)),
+    }
 
 
 def script_program(script: str) -> list[str]:
@@ -45,19 +54,38 @@ def script_program(script: str) -> list[str]:
     labs = settings().labs
     resolved = (ROOT / path).resolve() if not path.is_absolute() else path
     if not resolved.is_file():
-        raise fail(f"SCRIPT={script} is not a file", "make ddp SCRIPT=labs/your_script.py")
+        raise HostError(f"SCRIPT={script} is not a file", "make ddp SCRIPT=labs/your_script.py")
     if not resolved.is_relative_to(labs):
-        raise fail(
+        raise HostError(
             f"SCRIPT={script} is outside the labs folder {labs}, which the nodes mount",
             f"put it into {labs} and make ddp SCRIPT=labs/{path.name}",
         )
     return [f"/home/lab/labs/{resolved.relative_to(labs)}", *arguments]
 
 
-def remove(names: list[str]) -> None:
-    present = quiet(["docker", "ps", "--all", "--quiet", *(f"--filter=name=^{n}$" for n in names)])
-    if present.stdout.split():
-        quiet(["docker", "rm", "--force", *present.stdout.split()])
+def proof_program(as_json: bool, steps: int | None) -> list[str]:
+    return [*PROOF, *(["--json"] if as_json else []), *([f"--steps={steps}"] if steps else [])]
+
+
+def start_node(index: int, names: list[str], image: str, shm_size: str, program: list[str],
+               node_env: dict[str, int | str]) -> None:  # fmt: skip
+    interpolated = dict(
+        settings().environment(),
+        TORCHLAB_DDP_NODE=names[index],
+        TORCHLAB_DDP_IMAGE=image,
+        TORCHLAB_DDP_SHM_SIZE=shm_size,
+    )
+    started = quiet(
+        compose_command(
+            LAB_COMPOSE, "--profile", "ddp", "run", "--detach", "--name", names[index],
+            *(f"--env={key}={value}" for key, value in node_env.items()),
+            "ddp-node", *node_command(program),
+        ),
+        env=compose_environment(interpolated),
+    )  # fmt: skip
+    if started.returncode != 0:
+        remove_containers(*names)
+        raise HostError(f"node {index} did not start: {started.stderr.strip()}", "make logs")
 
 
 def run(
@@ -70,47 +98,19 @@ def run(
 ) -> int:
     """torchrun on `nodes` containers, `nproc` processes each; 0 when every node succeeded."""
     if nodes < 1 or nproc < 1:
-        raise fail(f"NODES={nodes} NPROC={nproc}: both must be 1 or more", "make test-ddp NODES=2")
+        raise HostError(
+            f"NODES={nodes} NPROC={nproc}: both must be 1 or more", "make test-ddp NODES=2"
+        )
     require_engine()
     cpu = manifest.variant("cpu")
     ensure_image(variant_build(cpu, manifest), manifest)
-    lab = settings()
     names = [NODE.format(index=index) for index in range(nodes)]
-    remove(names)
-    run_id = f"torchlab-{secrets.token_hex(4)}"
-    threads = max(1, (os.cpu_count() or 1) // (nodes * nproc))
-    for index, name in enumerate(names):
-        interpolated = dict(
-            lab.environment(),
-            TORCHLAB_DDP_NODE=name,
-            TORCHLAB_DDP_IMAGE=(images or {}).get(index, cpu.image),
-            TORCHLAB_DDP_SHM_SIZE=shm_size or "2gb",
-        )
-        settings_of_node = {
-            "NNODES": nodes,
-            "NPROC_PER_NODE": nproc,
-            "RDZV_HOST": names[0],
-            "RDZV_PORT": RDZV_PORT,
-            "RDZV_ID": run_id,
-            "OMP_NUM_THREADS": threads,
-        }
-        started = quiet(
-            compose_command(
-                "--profile",
-                "ddp",
-                "run",
-                "--detach",
-                "--name",
-                name,
-                *(f"--env={key}={value}" for key, value in settings_of_node.items()),
-                "ddp-node",
-                *node_command(program),
-            ),
-            env=compose_environment(interpolated),
-        )
-        if started.returncode != 0:
-            remove(names)
-            raise fail(f"node {index} did not start: {started.stderr.strip()}", "make logs")
+    remove_containers(*names)
+    node_env = node_settings(names, nproc, f"torchlab-{secrets.token_hex(4)}")
+    for index in range(nodes):
+        image = (images or {}).get(index, cpu.image)
+        start_node(index, names, image, shm_size or manifest.containers["shm_size"], program,
+                   node_env)  # fmt: skip
     print(
         f"torchlab: torchrun on {nodes} node(s) x {nproc} process(es): {shlex.join(program)}",
         flush=True,
@@ -118,10 +118,8 @@ def run(
     return collect(names)
 
 
-def collect(names: list[str]) -> int:
-    """Wait for every node, print node 0's report and every rank's own failure line, keep each
-    node's whole output in artifacts/, and remove the containers."""
-    deadline = time.monotonic() + 20 * RANK_TIMEOUT_S
+def wait_for(names: list[str], deadline: float) -> dict[str, int]:
+    """Each node's exit code, for the nodes that finished before the deadline."""
     codes: dict[str, int] = {}
     while len(codes) < len(names) and time.monotonic() < deadline:
         for name in names:
@@ -133,6 +131,13 @@ def collect(names: list[str]) -> int:
                 if status == "exited":
                     codes[name] = int(code)
         time.sleep(0.5)
+    return codes
+
+
+def collect(names: list[str]) -> int:
+    """Wait for every node, print node 0's report and every rank's own failure line, keep each
+    node's whole output in artifacts/, and remove the containers."""
+    codes = wait_for(names, time.monotonic() + 20 * RANK_TIMEOUT_S)
     ARTIFACTS.mkdir(exist_ok=True)
     failed_lines = []
     for index, name in enumerate(names):
@@ -141,7 +146,7 @@ def collect(names: list[str]) -> int:
         if index == 0 and logs.stdout.strip():
             print(logs.stdout.rstrip(), flush=True)
         failed_lines += [line for line in logs.stderr.splitlines() if line.startswith("torchlab: ")]
-    remove(names)
+    remove_containers(*names)
     if len(codes) < len(names):
         failed_lines.append(
             f"torchlab: {len(names) - len(codes)} node(s) never finished within "

@@ -14,9 +14,9 @@ from pathlib import Path
 from torchlab.variants import Variant
 
 from . import ROOT
-from .engine import image_tags, quiet, require_docker
-from .errors import HostError, fail
-from .images import inputs_tag_among
+from .engine import quiet, require_docker
+from .errors import HostError
+from .images import image_tags, inputs_tag_among
 
 CHUNK = 1 << 20
 
@@ -37,7 +37,9 @@ def save(variant: Variant, file: str | None) -> Path:
     require_docker()
     tags = image_tags(variant.image)
     if not tags:
-        raise fail(f"{variant.image} is not here to save", f"build it: make build-{variant.name}")
+        raise HostError(
+            f"{variant.image} is not here to save", f"build it: make build-{variant.name}"
+        )
     inputs = inputs_tag_among(tags) or variant.image
     archive = Path(file) if file else ROOT / f"{inputs.replace(':', '-')}.tar.gz"
     archive.parent.mkdir(parents=True, exist_ok=True)
@@ -64,16 +66,16 @@ def save(variant: Variant, file: str | None) -> Path:
 def load(file: str) -> list[str]:
     archive = Path(file)
     if not archive.is_file():
-        raise fail(f"{archive} is not a file", "make image-load FILE=torchlab-cpu-....tar.gz")
+        raise HostError(f"{archive} is not a file", "make image-load FILE=torchlab-cpu-....tar.gz")
     expected_file = checksum_file(archive)
     if not expected_file.is_file():
-        raise fail(
+        raise HostError(
             f"{expected_file.name} is missing beside {archive.name}",
             "copy it along with the archive (make image-save writes both)",
         )
     expected = expected_file.read_text().split()[0]
     if sha256_of(archive) != expected:
-        raise fail(
+        raise HostError(
             f"{archive.name} does not match its checksum in {expected_file.name}: "
             "the copy is damaged or altered",
             "copy it again from where make image-save wrote it",

@@ -16,10 +16,11 @@ from pathlib import Path
 import torchlab
 from torchlab.variants import Variant
 
-from . import ROOT
-from .engine import docker_must, image_tags, quiet, require_docker, streamed
-from .errors import HostError, fail
-from .images import DEFAULT_REGISTRY, inputs_tag_among
+from .checkout import revision
+from .engine import docker_must, quiet, require_docker, streamed
+from .errors import HostError
+from .images import image_tags, inputs_tag_among
+from .registry import configured_registry
 
 
 def published_names(variant: Variant, registry: str, commit: str, inputs: str) -> list[str]:
@@ -46,20 +47,19 @@ def sbom_of(image: str, into: Path) -> None:
 
 def publish(variant: Variant, sbom_file: str) -> None:
     require_docker()
-    # Registries want lowercase paths; GitHub owners may have capitals.
-    registry = os.environ.get("TORCHLAB_REGISTRY", DEFAULT_REGISTRY).rstrip("/").lower()
+    registry = configured_registry()
     tags = image_tags(variant.image)
     inputs = inputs_tag_among(tags)
     if inputs is None:
-        raise fail(f"{variant.image} is not built here", f"make build-{variant.name}")
-    commit = quiet(["git", "-C", str(ROOT), "rev-parse", "HEAD"]).stdout.strip()
+        raise HostError(f"{variant.image} is not built here", f"make build-{variant.name}")
+    commit = revision().removesuffix("-dirty")
     names = published_names(variant, registry, commit, inputs)
     for name in names:
         docker_must("tag", variant.image, name)
         code, _ = streamed(["docker", "push", name])
         if code != 0:
             host = registry.split("/")[0]
-            raise fail(f"pushing {name} failed", f"log in first: docker login {host}")
+            raise HostError(f"pushing {name} failed", f"log in first: docker login {host}")
     repository = names[0].partition(":")[0]
     pushed = quiet(
         ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", variant.image]

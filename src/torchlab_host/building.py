@@ -1,0 +1,148 @@
+"""Building an image: stage its context (build/<name>/), run the one `docker build` command
+that `make context` prints, and turn a failure into the line that says why."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import shlex
+import time
+from pathlib import Path
+
+from torchlab.variants import Manifest, Variant
+
+from . import ROOT, registry, wheelhouse
+from .buildspec import Build, build_arguments, variant_build
+from .context import inputs_digest, stage
+from .engine import docker_must, require_docker, streamed
+from .errors import HostError
+from .images import image_exists, inputs_tag
+from .lockfiles.files import require_locks, require_omittable
+
+# What a failed build printed, and what it means: the line the user gets instead of the log.
+REGISTRY_UNREACHABLE = re.compile(
+    r"(?:dial tcp|lookup \S+|TLS handshake timeout|i/o timeout|connection refused"
+    r"|no such host|server misbehaving|network is unreachable)"
+)
+STEP = re.compile(r"^Step \d+/\d+ : (.*)")
+INDEX_UNREACHABLE = re.compile(
+    r"Could not find a version that satisfies|No matching distribution found"
+    r"|Failed to establish a new connection|SSLError|CERTIFICATE_VERIFY_FAILED"
+)
+
+
+def build_command(
+    build: Build, manifest: Manifest, context: Path, wheelhouse_url: str | None = None
+) -> list[str]:
+    """docker build of a staged context, tagged with its name and its inputs tag: online, or
+    from a wheelhouse served at wheelhouse_url."""
+    command = [
+        "docker",
+        "build",
+        "--file",
+        str(context / build.dockerfile),
+        "--tag",
+        build.image,
+        "--tag",
+        inputs_tag(build.image, inputs_digest(build, context)),
+        *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
+    ]
+    if wheelhouse_url:
+        # The build's pip reaches the wheelhouse server on the host's loopback.
+        command += ["--network", "host"]
+    for name, value in build_arguments(build, manifest, wheelhouse_url).items():
+        command += ["--build-arg", f"{name}={value}"]
+    return [*command, str(context)]
+
+
+def explain_build_failure(build: Build, output: list[str]) -> HostError:
+    """The one line for a failed build: its real cause where the output shows it."""
+    text = "\n".join(output)
+    base = os.environ.get("BASE_IMAGE") or build.args["BASE_IMAGE"].split("@")[0]
+    steps = [line for line in output if STEP.match(line)]
+    pulling_base = bool(steps) and STEP.match(steps[-1])[1].startswith("FROM ")
+    if pulling_base and REGISTRY_UNREACHABLE.search(text):
+        return HostError(
+            f"the base image {base} cannot be pulled: no container registry answers here",
+            f"make a local one (make base-image, as root), then "
+            f"{build.target} BASE_IMAGE=torchlab/debian:bookworm",
+        )
+    if INDEX_UNREACHABLE.search(text) and not os.environ.get("WHEELHOUSE"):
+        return HostError(
+            f"pip inside the build of {build.image} could not get its packages from the index",
+            "on a machine that reaches it, make wheels; then build from that wheelhouse: "
+            f"{build.target} WHEELHOUSE=wheelhouse",
+        )
+    return HostError(
+        f"building {build.image} failed (the build's output is above)",
+        f"fix what it names, then {build.target}",
+    )
+
+
+def preflight(build: Build) -> None:
+    """What a build needs before docker sees it: its locks, and a TORCHLAB_WITHOUT that the
+    manifest allows."""
+    require_locks(list(build.locks.values()))
+    require_omittable()
+
+
+def build_image(build: Build, manifest: Manifest, context: Path | None = None) -> float:
+    """Build a staged context (staged here unless given) with the command make context
+    prints; its seconds."""
+    start = time.monotonic()
+    if context is None:
+        preflight(build)
+        context = stage(build)
+    require_docker()
+    wheelhouse_dir = os.environ.get("WHEELHOUSE")
+    with contextlib.ExitStack() as stack:
+        url = None
+        if wheelhouse_dir:
+            needed = list(build.locks.values())
+            url = stack.enter_context(wheelhouse.served(Path(wheelhouse_dir).resolve(), needed))
+        code, output = streamed(build_command(build, manifest, context, url))
+        if code != 0:
+            raise explain_build_failure(build, output)
+    elapsed = time.monotonic() - start
+    source = f"wheelhouse {wheelhouse_dir}" if wheelhouse_dir else "the package indexes"
+    left_out = build.args.get("WITHOUT")
+    without = f", without {left_out} (TORCHLAB_WITHOUT)" if left_out else ""
+    print(f"torchlab: built {build.image} from {source}{without} in {elapsed:.1f} s", flush=True)
+    return elapsed
+
+
+def build_variant(variant: Variant, manifest: Manifest, tag: str | None = None) -> float:
+    """make build-<variant>; tag names it otherwise (make verify-reproducible builds twice)."""
+    build = variant_build(variant, manifest)
+    return build_image(dataclasses.replace(build, image=tag) if tag else build, manifest)
+
+
+def print_context(build: Build, manifest: Manifest) -> Path:
+    """make context: stage the context into build/<name>/ and print the docker build command
+    that builds it (make build-<name> runs exactly that command)."""
+    preflight(build)
+    context = stage(build)
+    wheelhouse_dir = os.environ.get("WHEELHOUSE")
+    url = wheelhouse.url() if wheelhouse_dir else None
+    print(f"torchlab: the build context of {build.image} is in {context.relative_to(ROOT)}/")
+    if wheelhouse_dir:
+        print(
+            f"# serve the wheelhouse while it builds: python3 -m http.server {wheelhouse.port()} "
+            f"--bind 127.0.0.1 --directory {shlex.quote(wheelhouse_dir)} &"
+        )
+    print(shlex.join(build_command(build, manifest, context, url)))
+    return context
+
+
+def ensure_image(build: Build, manifest: Manifest) -> None:
+    """The image of this checkout's inputs: the local one, else the published one, else built."""
+    preflight(build)
+    context = stage(build)
+    own = inputs_tag(build.image, inputs_digest(build, context))
+    if image_exists(own) or registry.pulled(own):
+        docker_must("tag", own, build.image)
+        return
+    print(f"torchlab: building {build.image} here ({build.target})", flush=True)
+    build_image(build, manifest, context)

@@ -1,0 +1,42 @@
+"""`make check`: what the manifest asks of the rest of the checkout is there, and the files
+written from it are up to date; otherwise one line each names what and how to fix it."""
+
+from __future__ import annotations
+
+import json
+
+from torchlab.backends import all_backends
+from torchlab.variants import Manifest
+
+from . import generate
+from .lockfiles.files import REQUIREMENTS, lock_file
+
+
+def problems(manifest: Manifest) -> list[str]:
+    """Everything that disagrees with the manifest, one line each, with its fix."""
+    found = []
+    backends = {backend.name for backend in all_backends()}
+    for variant in manifest.variants:
+        if variant.device not in backends:
+            found.append(
+                f"variants.toml: variant {variant.name} wants device '{variant.device}', which no "
+                f"backend drives. Fix: add src/torchlab/backends/{variant.device}.py with BACKEND"
+            )
+        for lock in (manifest.shared_lock, variant.lock):
+            if not (REQUIREMENTS / f"{lock}.in").exists():
+                found.append(
+                    f"requirements/{lock}.in for variant {variant.name} is missing. Fix: write "
+                    "it (the packages only this image has), then make lock"
+                )
+            elif not lock_file(lock).exists():
+                found.append(f"requirements/{lock}.txt is missing. Fix: make lock")
+    found += [
+        f"{path} is out of date with variants.toml. Fix: make generate"
+        for path in generate.stale(manifest)
+    ]
+    return found
+
+
+def ci_matrix(manifest: Manifest) -> str:
+    """The CI workflow's image matrix (GitHub Actions reads it from this line)."""
+    return "matrix=" + json.dumps({"variant": manifest.names})

@@ -1,0 +1,225 @@
+"""The host tools' commands: what the Makefile, .ci/run and the GitHub workflows call, as one
+table (name, help, arguments, what runs it) and one place where a problem becomes its line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torchlab import variants
+from torchlab.variants import Manifest
+
+from . import (
+    ROOT,
+    archive,
+    building,
+    check,
+    ddp,
+    generate,
+    hub,
+    lab,
+    measure,
+    proxy,
+    publish,
+    reproducible,
+)
+from .buildspec import hub_build, variant_build
+from .engine import require_docker
+from .errors import HostError
+from .lockfiles import download, resolve
+from .lockfiles.files import all_locks, lock_file
+from .lockfiles.venv import venv
+from .measure import image_costs
+
+# A handler's int is the exit status; anything else it returns (a time, the files it wrote)
+# means success.
+Handler = Callable[[argparse.Namespace, Manifest], Any]
+VARIANT = (("variant",), {"help": "a variant of variants.toml (or an alias: gpu, tpu)"})
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Handler
+    arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = field(default=())
+
+
+def variant_of(handler: Callable[..., Any]) -> Handler:
+    """A handler of one variant, by the name or alias the command was given."""
+    return lambda args, manifest: handler(manifest.variant(args.variant), manifest)
+
+
+def test_host(args: argparse.Namespace, manifest: Manifest) -> int:
+    """The device suite in a host venv from one variant's locks (on the CPU unless there)."""
+    variant = manifest.variant(args.variant)
+    own = [manifest.shared_lock, variant.lock]
+    path = ROOT / f".venv-{variant.name}"
+    venv(path, own, manifest)
+    environment = {**variant.cpu_mode, **os.environ}
+    environment.update(
+        TORCHLAB_EXPECT=variant.device,
+        TORCHLAB_VARIANT=variant.name,
+        TORCHLAB_LOCKS=" ".join(str(lock_file(name)) for name in own),
+    )
+    return subprocess.run(
+        [str(path / "bin/python"), "-m", "pytest", "-p", "no:cacheprovider", "tests/device"],
+        cwd=ROOT,
+        env=environment,
+    ).returncode
+
+
+def check_manifest(_: argparse.Namespace, manifest: Manifest) -> int:
+    found = check.problems(manifest)
+    for problem in found:
+        print(f"torchlab: {problem}", file=sys.stderr)
+    if not found:
+        print(f"torchlab: the locks and the generated files agree with {manifest.path.name}")
+    return 1 if found else 0
+
+
+def write_generated(_: argparse.Namespace, manifest: Manifest) -> int:
+    changed = generate.write(manifest)
+    print(f"torchlab: wrote {', '.join(changed)}" if changed else "torchlab: nothing to write")
+    return 0
+
+
+def make_venv(args: argparse.Namespace, manifest: Manifest) -> int:
+    path = Path(args.path)
+    if venv(path, args.locks or list(manifest.host_locks), manifest):
+        print(f"torchlab: {path} is built from its locks")
+    return 0
+
+
+def wheels(args: argparse.Namespace, manifest: Manifest) -> int:
+    folder = Path(args.folder)
+    download.download(folder, all_locks(manifest), manifest)
+    proxy.write_to_wheelhouse(folder)
+    return 0
+
+
+def run_ddp(args: argparse.Namespace, manifest: Manifest) -> int:
+    program = (
+        ddp.script_program(args.script) if args.script else ddp.proof_program(args.json, args.steps)
+    )
+    node_images = {int(node): image for node, _, image in (i.partition("=") for i in args.image_of)}
+    return ddp.run(manifest, program, args.nodes, args.nproc, node_images, args.shm_size)
+
+
+def rebuild_check(args: argparse.Namespace, manifest: Manifest) -> int:
+    require_docker()
+    return image_costs.rebuild_check(manifest.variant(args.variant), args.ceiling)
+
+
+def context(args: argparse.Namespace, manifest: Manifest) -> None:
+    build = (
+        hub_build(manifest)
+        if args.variant == "hub"
+        else variant_build(manifest.variant(args.variant), manifest)
+    )
+    building.print_context(build, manifest)
+
+
+COMMANDS = (
+    Command("lab", "start a variant's lab (auto: the best one here)",
+            lambda args, manifest: lab.up(args.variant, manifest),
+            (VARIANT,)),
+    Command("test", "the probe and the suite in a variant's image",
+            lambda args, manifest: lab.test(args.variant, manifest, args.on_cpu),
+            (VARIANT, (("--on-cpu",), {"action": "store_true",
+                                       "help": "in CPU mode, for machines without the device"}))),
+    Command("shell", "a bash shell in a variant's lab", lambda a, m: lab.shell(a.variant, m),
+            (VARIANT,)),
+    Command("prepare", "a variant's image and the lab's folders, for .devcontainer/<variant>",
+            lambda a, m: lab.prepare(a.variant, m), (VARIANT,)),
+    Command("test-host", "the device suite in a host venv from a variant's locks", test_host,
+            (VARIANT,)),
+    Command("down", "stop and remove the lab containers", lambda a, m: lab.down()),
+    Command("logs", "the labs' recent log lines", lambda a, m: lab.logs()),
+    Command("clean", "remove the lab containers, the images and their dangling layers",
+            lambda a, m: lab.clean(m)),
+    Command("clean-cache", "remove the caches in the lab's data folder (pip, torch hub, datasets)",
+            lambda a, m: lab.clean_data("cache")),
+    Command("clean-packages", "remove the packages you added in the labs",
+            lambda a, m: lab.clean_data("packages")),
+    Command("hub", "start JupyterHub for a class", lambda a, m: hub.up(m)),
+    Command("hub-down", "stop the hub and every user's server; the volumes stay",
+            lambda a, m: hub.down()),
+    Command("hub-build", "build the hub image", lambda a, m: hub.build(m)),
+    Command("ddp", "torchrun across containers: the distributed proof, or --script", run_ddp, (
+        (("--nodes",), {"type": int, "default": 2}),
+        (("--nproc",), {"type": int, "default": 2}),
+        (("--script",), {"help": "a script in the labs folder, with its arguments"}),
+        (("--json",), {"action": "store_true", "help": "the proof's report as JSON"}),
+        (("--steps",), {"type": int, "help": "the proof's DDP training steps (a soak test)"}),
+        (("--shm-size",), {"help": "each node's /dev/shm (default: variants.toml's)"}),
+        (("--image-of",), {"action": "append", "default": [], "metavar": "NODE=IMAGE",
+                           "help": "run node NODE from another image (a mismatch is refused)"}),
+    )),
+    Command("build", "build a variant's image",
+            lambda a, m: building.build_variant(m.variant(a.variant), m, a.tag),
+            (VARIANT, (("--tag",), {"help": "tag it so instead of the variant's image name"}))),
+    Command("context", "stage a build context in build/<variant>/ and print its docker build",
+            context, ((("variant",), {"help": "a variant of variants.toml, or hub"}),)),
+    Command("publish", "push a built image to TORCHLAB_REGISTRY under its names, and sign it",
+            lambda a, m: publish.publish(m.variant(a.variant), a.sbom),
+            (VARIANT, (("--sbom",), {"default": "sbom.cdx.json",
+                                     "help": "where to write its SBOM"}))),
+    Command("image-save", "write a variant's image to a .tar.gz",
+            lambda a, m: archive.save(m.variant(a.variant), a.file),
+            (VARIANT, (("--file",), {"help": "where (default: torchlab-<variant>-inputs-...)"}))),
+    Command("image-load", "check an image-save archive and load it",
+            lambda a, m: archive.load(a.file), ((("file",), {}),)),
+    Command("verify-reproducible",
+            "build HEAD twice from fresh clones with --no-cache and compare the layers",
+            lambda a, m: reproducible.verify(m.variant(a.variant).name), (VARIANT,)),
+    Command("wheels", "download every lock's wheels into a folder", wheels,
+            ((("folder",), {}),)),
+    Command("venv", "a venv from locks, with the checkout's src/ editable", make_venv, (
+        (("path",), {}),
+        (("locks",), {"nargs": "*", "help": "default: the host environment's locks"}),
+    )),
+    Command("lock", "resolve requirements/*.in into requirements/*.txt",
+            lambda a, m: resolve.lock(m, os.environ.get("UV") or "uv")),
+    Command("check", "the locks and the generated files agree with variants.toml",
+            check_manifest),
+    Command("generate", "write compose.yaml, the dev containers and the cluster profiles "
+            "from variants.toml", write_generated),
+    Command("ci-matrix", "the CI workflow's image matrix, from variants.toml",
+            lambda a, m: print(check.ci_matrix(m))),
+    Command("variants", "the variants of variants.toml, one per line (.ci/run's images)",
+            lambda a, m: print("\n".join(m.names))),
+    Command("bench", "measure the images, the hub and torchrun (BENCH_* settings)",
+            lambda a, m: measure.bench(m, a.plan),
+            ((("--plan",), {"action": "store_true",
+                            "help": "say what it would measure, and stop"}),)),
+    Command("rebuild-check", "one rebuild after a one-line toolkit change, within --ceiling s",
+            rebuild_check, (VARIANT, (("--ceiling",), {"type": float, "default": 30.0}))),
+)  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    made = argparse.ArgumentParser(prog="python3 -m torchlab_host", description=__doc__)
+    commands = made.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        sub = commands.add_parser(command.name, help=command.help)
+        for names, options in command.arguments:
+            sub.add_argument(*names, **options)
+        sub.set_defaults(run=command.run)
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        status = args.run(args, variants.load())
+    except (HostError, KeyError, variants.ManifestError) as error:
+        print(f"torchlab: {error.args[0]}", file=sys.stderr)
+        return 1
+    return status if type(status) is int else 0

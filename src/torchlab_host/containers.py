@@ -1,0 +1,66 @@
+"""A lab container started outside compose.yaml, the way compose.yaml starts one: the
+manifest's confinement, shared memory and the variant's device block, as Docker's container
+settings (the hub's servers, through DockerSpawner) and as what a dev container asks for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torchlab.variants import Manifest, Variant
+
+from .errors import HostError
+
+
+def refuse_unless_per_user(variant: Variant, where: str, instead: str) -> None:
+    if not variant.per_user:
+        raise HostError(
+            f"{where} serves no {variant.name} lab: its device goes to one privileged container "
+            "on the host's network, which cannot be given to each user or editor",
+            f"start one lab with make lab-{variant.name}, or {instead}",
+        )
+
+
+def gpu_requests(variant: Variant) -> list[dict[str, Any]]:
+    """The compose block's device reservations, as Docker's device requests."""
+    reservations = variant.compose.get("deploy", {}).get("resources", {}).get("reservations", {})
+    return [
+        {
+            "Driver": device["driver"],
+            "Count": -1 if device.get("count", "all") == "all" else int(device["count"]),
+            "Capabilities": [device["capabilities"]],
+        }
+        for device in reservations.get("devices", [])
+    ]
+
+
+def host_config(variant: Variant, manifest: Manifest) -> dict[str, Any]:
+    """Docker's container settings for a lab of this variant (docker-py's host config)."""
+    understood = {"deploy", "privileged", "environment", "network_mode"}
+    unknown = sorted(set(variant.compose) - understood)
+    if unknown:
+        raise HostError(
+            f"variants.toml: the {variant.name} device block has {unknown}, which a lab outside "
+            "compose cannot be given",
+            "express it as a device reservation, privileged or environment",
+        )
+    config: dict[str, Any] = {**manifest.containers}
+    if gpu_requests(variant):
+        config["device_requests"] = gpu_requests(variant)
+    if variant.compose.get("privileged"):
+        config["privileged"] = True
+        config.pop("cap_drop")
+    return config
+
+
+def wants_gpu(variant: Variant) -> bool:
+    return any(request["Driver"] == "nvidia" for request in gpu_requests(variant))
+
+
+def run_flags(manifest: Manifest) -> list[str]:
+    """The confinement and shared memory as docker run flags (a dev container's runArgs)."""
+    containers = manifest.containers
+    return [
+        *(f"--cap-drop={capability}" for capability in containers["cap_drop"]),
+        *(f"--security-opt={option}" for option in containers["security_opt"]),
+        f"--shm-size={containers['shm_size']}",
+    ]

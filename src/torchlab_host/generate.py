@@ -1,0 +1,255 @@
+"""make generate: what compose.yaml, the dev containers (.devcontainer/<variant>/) and the Zero
+to JupyterHub profiles need from the manifest, written from it; `make check` fails while any of
+them differs from what this writes, so adding a variant to variants.toml cannot leave one behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torchlab.variants import Manifest, Variant
+
+from . import ROOT
+from .containers import run_flags, wants_gpu
+from .services import lab_service, test_service
+from .yamltext import Alias, Anchored, Comment, Spaced, dump
+
+GENERATED = (
+    "Generated from variants.toml by `make generate` (src/torchlab_host/generate.py): edit\n"
+    "those, never this file; `make check` fails while it is out of date."
+)
+NO_TOKEN = "JUPYTER_TOKEN is empty: run make lab-cpu, which writes one to .env"
+LABS = "/home/lab/labs"
+DATA = "/home/lab/lab-data"
+# Where the Zero to JupyterHub profiles pull from: replace it with your registry (README).
+CLUSTER_REGISTRY = "ghcr.io/torchlab.example"
+PROFILES = ROOT / "deploy/kubernetes/jupyterhub/profiles.yaml"
+
+
+def merged(*anchors: str) -> Alias | list[Alias]:
+    """A merge key's value: one alias, or the list of them."""
+    aliases = [Alias(name) for name in anchors]
+    return aliases[0] if len(aliases) == 1 else aliases
+
+
+def device_keys(variant: Variant) -> dict[str, Any]:
+    """The variant's device block less its environment (which merges into the service's)."""
+    return {key: value for key, value in variant.compose.items() if key != "environment"}
+
+
+def lab(variant: Variant) -> dict[str, Any]:
+    device = variant.compose
+    on_host_network = device.get("network_mode") == "host"
+    environment: dict[Any, Any] = {
+        "<<": Alias("token"),
+        "TORCHLAB_EXPECT": variant.device,
+        **device.get("environment", {}),
+    }
+    if on_host_network:
+        environment[Comment("On the host's network Jupyter itself listens on LAB_BIND.")] = None
+        environment["TORCHLAB_LISTEN"] = "${LAB_BIND:-127.0.0.1}"
+        environment["TORCHLAB_PORT"] = "${LAB_PORT:-8888}"
+    service: dict[Any, Any] = {
+        "<<": merged("container", *([] if device.get("privileged") else ["confined"])),
+        "image": variant.image,
+        **device_keys(variant),
+    }
+    if not on_host_network:
+        service["ports"] = ["${LAB_BIND:-127.0.0.1}:${LAB_PORT:-8888}:8888"]
+    service["volumes"] = [Alias("labs-folder"), Alias("lab-data")]
+    service["environment"] = environment
+    return service
+
+
+def test(variant: Variant) -> dict[str, Any]:
+    device = variant.compose
+    anchors = ["test"]
+    anchors += [] if device.get("privileged") else ["confined"]
+    anchors += [] if "network_mode" in device else ["offline"]
+    service: dict[str, Any] = {
+        "<<": merged(*anchors),
+        "image": variant.image,
+        **device_keys(variant),
+    }
+    if device.get("environment"):
+        service["environment"] = dict(device["environment"])
+    return service
+
+
+def test_on_cpu(variant: Variant) -> dict[str, Any]:
+    anchors = merged("test", "confined", "offline")
+    return {"<<": anchors, "image": variant.image, "environment": dict(variant.cpu_mode)}
+
+
+def services(manifest: Manifest) -> dict[Any, Any]:
+    found: dict[Any, Any] = {}
+    for variant in manifest.variants:
+        found[Comment(f"{variant.image}: {variant.summary}.")] = None
+        found[lab_service(variant)] = lab(variant)
+        found[test_service(variant)] = test(variant)
+        if variant.device != "cpu":
+            found[test_service(variant, on_cpu=True)] = test_on_cpu(variant)
+    found[Comment(
+        "One node of a distributed run (make test-ddp, make ddp): the host tools start one\n"
+        "container per node, each named and reachable as TORCHLAB_DDP_NODE on the ddp network,\n"
+        "each running `torchlab torchrun` with its settings (its healthcheck follows torchrun)."
+    )] = None  # fmt: skip
+    found["ddp-node"] = {
+        "<<": merged("container", "confined"),
+        "profiles": ["ddp"],
+        "image": "${TORCHLAB_DDP_IMAGE:-torchlab:cpu}",
+        "hostname": "${TORCHLAB_DDP_NODE:-torchlab-ddp-node-0}",
+        "shm_size": f"${{TORCHLAB_DDP_SHM_SIZE:-{manifest.containers['shm_size']}}}",
+        "networks": ["ddp"],
+        "volumes": [Alias("labs-folder")],
+        "environment": {"TORCHLAB_EXPECT": "cpu"},
+    }
+    return found
+
+
+def bind_mount(source: str, target: str) -> dict[str, Any]:
+    return {"type": "bind", "source": source, "target": target, "bind": {"create_host_path": False}}
+
+
+def compose(manifest: Manifest) -> str:
+    containers = manifest.containers
+    return dump({
+        Comment(
+            f"{GENERATED}\n\n"
+            "The labs (make lab-<variant>) and the in-image test runs (make test-<variant>, and\n"
+            "make test-<variant>-on-cpu for a machine without the variant's device), for each\n"
+            "variant of variants.toml. The host tools pass the host user (LAB_UID, LAB_GID),\n"
+            "LAB_PORT, LAB_BIND, LABS_DIR and LAB_DATA_DIR; JUPYTER_TOKEN comes from .env, which\n"
+            "make lab-* writes with a random token when missing."
+        ): None,
+        "name": "torchlab",
+        "x-container": Anchored("container", {
+            "user": "${LAB_UID:-1000}:${LAB_GID:-1000}",
+            Comment("DataLoader workers pass batches through /dev/shm."): None,
+            "shm_size": f"${{LAB_SHM_SIZE:-{containers['shm_size']}}}",
+        }),
+        "x-confined": Anchored("confined", {
+            "cap_drop": containers["cap_drop"], "security_opt": containers["security_opt"],
+        }),
+        "x-labs-folder": Anchored("labs-folder", bind_mount("${LABS_DIR:-./labs}", LABS)),
+        Comment(
+            "The lab's data folder: the packages you add, and the caches of pip, torch hub,\n"
+            "Hugging Face and the labs' datasets. Kept across make down and rebuilds."
+        ): None,
+        "x-lab-data": Anchored("lab-data", bind_mount("${LAB_DATA_DIR:-./lab-data}", DATA)),
+        "x-token": Anchored("token", {
+            "JUPYTER_TOKEN": f"${{JUPYTER_TOKEN:?{NO_TOKEN}}}",
+            Comment("A password instead of the token (README, \"Security\"): its hash, from .env."):
+                None,
+            "TORCHLAB_PASSWORD_HASH": "${TORCHLAB_PASSWORD_HASH:-}",
+        }),
+        "x-test": Anchored("test", {
+            "<<": Alias("container"), "profiles": ["test"], "command": ["torchlab", "selftest"],
+        }),
+        Comment("The suites prove that the labs run offline, where the device needs no network."):
+            None,
+        "x-offline": Anchored("offline", {"network_mode": "none"}),
+        "services": Spaced(services(manifest)),
+        "networks": {"ddp": {"name": "torchlab-ddp"}},
+    })  # fmt: skip
+
+
+def devcontainer(variant: Variant, manifest: Manifest) -> str:
+    settings: dict[str, Any] = {
+        "name": f"torchlab ({variant.name})",
+        "initializeCommand": ["make", f"prepare-{variant.name}"],
+        "image": variant.image,
+        "workspaceMount": f"source=${{localWorkspaceFolder}}/labs,target={LABS},type=bind",
+        "workspaceFolder": LABS,
+        "mounts": [f"source=${{localWorkspaceFolder}}/lab-data,target={DATA},type=bind"],
+        **({"hostRequirements": {"gpu": True}} if wants_gpu(variant) else {}),
+        "remoteUser": "lab",
+        "containerUser": "lab",
+        "updateRemoteUserUID": True,
+        "runArgs": [*run_flags(manifest), "--no-healthcheck"],
+        "customizations": {
+            "vscode": {
+                "extensions": ["ms-python.python", "ms-toolsai.jupyter"],
+                "settings": {"python.defaultInterpreterPath": "/opt/venv/bin/python"},
+            }
+        },
+    }
+    gpus = " GPUs: the editor passes them all, or refuses to start." if wants_gpu(variant) else ""
+    about = (
+        f'The {variant.name} lab in VS Code (Dev Containers: "Reopen in Container", or the\n'
+        f"devcontainer CLI): the image make lab-{variant.name} runs, labs/ and lab-data/\n"
+        "mounted where the lab has them, the lab user given your uid so your files stay yours,\n"
+        f"confined as every lab is; make prepare-{variant.name} readies the image and the\n"
+        "folders first. The editor runs the kernels itself, so the image's Jupyter server and\n"
+        f"its healthcheck do not start.{gpus}"
+    )
+    comments = "".join(f"// {line}\n" for line in f"{GENERATED}\n\n{about}".splitlines())
+    return comments.replace("// \n", "//\n") + json.dumps(settings, indent=2) + "\n"
+
+
+def cluster_profiles(manifest: Manifest) -> str:
+    profiles = []
+    for index, variant in enumerate(manifest.variants):
+        profile: dict[str, Any] = {
+            "display_name": f"{variant.summary} ({variant.name})",
+            "description": f"{variant.image}",
+            "slug": variant.name,
+        }
+        if index == 0:
+            profile["default"] = True
+        profile["kubespawner_override"] = {
+            "image": f"{CLUSTER_REGISTRY}/{variant.image}",
+            **variant.kubernetes,
+        }
+        profiles.append(profile)
+    return dump({
+        Comment(
+            f"{GENERATED}\n\n"
+            "The profiles each user picks from on Kubernetes, one per variant, with what its\n"
+            "pod needs to reach the device; Helm reads them after values.yaml (README, 'On\n"
+            "Kubernetes').\n"
+            f"Replace {CLUSTER_REGISTRY} with where your images are."
+        ): None,
+        "singleuser": {"profileList": profiles},
+    })  # fmt: skip
+
+
+def outputs(manifest: Manifest) -> dict[Path, str]:
+    """Every generated file, by path, as make generate writes it."""
+    written = {ROOT / "compose.yaml": compose(manifest), PROFILES: cluster_profiles(manifest)}
+    for variant in manifest.variants:
+        if variant.per_user:
+            path = ROOT / ".devcontainer" / variant.name / "devcontainer.json"
+            written[path] = devcontainer(variant, manifest)
+    return written
+
+
+def leftovers(manifest: Manifest) -> list[Path]:
+    """Generated files of variants the manifest no longer has."""
+    wanted = outputs(manifest)
+    return [path for path in ROOT.glob(".devcontainer/*/devcontainer.json") if path not in wanted]
+
+
+def stale(manifest: Manifest) -> list[str]:
+    """The generated files that differ from what make generate writes, relative to the root."""
+    found = [
+        path
+        for path, text in outputs(manifest).items()
+        if not path.exists() or path.read_text() != text
+    ]
+    return [str(path.relative_to(ROOT)) for path in [*found, *leftovers(manifest)]]
+
+
+def write(manifest: Manifest) -> list[str]:
+    """Write every generated file that differs, remove the leftovers; what changed."""
+    changed = stale(manifest)
+    for path in leftovers(manifest):
+        path.unlink()
+        if not any(path.parent.iterdir()):
+            path.parent.rmdir()
+    for path, text in outputs(manifest).items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return changed

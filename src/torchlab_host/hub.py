@@ -1,0 +1,238 @@
+"""make hub: JupyterHub on this machine, DockerSpawner serving the torchlab images to a class.
+
+The hub runs in its own container (hub/compose.yaml, hub/Dockerfile, hub/jupyterhub_config.py);
+this module decides every setting (the defaults are here alone) and checks it first, so each
+mistake is one line that says how to fix it, and hands the result to the hub's container.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from torchlab.backends import get
+from torchlab.variants import Manifest, Variant
+
+from . import ROOT
+from .addresses import LOOPBACK, browser_url, port_number, require_free_port, warn_if_exposed
+from .building import build_image, ensure_image
+from .buildspec import hub_build, variant_build
+from .containers import host_config, refuse_unless_per_user
+from .engine import compose_command, container_ids, quiet, require_engine, run
+from .envfile import configured
+from .errors import HostError
+
+HUB_COMPOSE = ROOT / "hub/compose.yaml"
+HEALTHY_TIMEOUT_S = 120
+# NativeAuthenticator keeps names lower case; Docker names each user's volumes after them.
+USERNAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+OAUTH_SETTINGS = ("OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CALLBACK_URL")
+AUTHENTICATORS = {
+    "native": (),
+    "github": OAUTH_SETTINGS,
+    "generic": (*OAUTH_SETTINGS, "OAUTH_AUTHORIZE_URL", "OAUTH_TOKEN_URL", "OAUTH_USERDATA_URL"),
+}
+LIMIT = re.compile(r"\d+(?:\.\d+)?[KMGkmg]?")
+DEFAULTS = {
+    "HUB_PORT": "8000",
+    "HUB_MEM_LIMIT": "4G",
+    "HUB_CPU_LIMIT": "2",
+    "HUB_IDLE_TIMEOUT": "3600",
+}
+# Passed to the hub's container as they are (hub/compose.yaml lists them).
+PASSED_THROUGH = (
+    "HUB_API_TOKEN", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
+    "OAUTH_ALLOWED_USERS", "OAUTH_ALLOWED_ORGS", "OAUTH_AUTHORIZE_URL", "OAUTH_TOKEN_URL",
+    "OAUTH_USERDATA_URL", "OAUTH_USERNAME_CLAIM",
+)  # fmt: skip
+
+
+def hub_name() -> str:
+    """HUB_NAME: the hub's container, network and volumes, and the prefix of its users'."""
+    return os.environ.get("HUB_NAME") or "torchlab-hub"
+
+
+def setting(name: str) -> str:
+    return configured(name) or DEFAULTS[name]
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    bind: str
+    port: int
+    admin: str
+    authenticator: str
+    profiles: list[dict[str, Any]]
+    limits: dict[str, str]  # HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT
+
+    def environment(self) -> dict[str, str]:
+        """What hub/compose.yaml hands the hub's container."""
+        passed = {name: configured(name) or "" for name in PASSED_THROUGH}
+        return {
+            **passed,
+            "HUB_NAME": hub_name(),
+            "HUB_BIND": self.bind,
+            "HUB_PORT": str(self.port),
+            "HUB_ADMIN": self.admin,
+            "HUB_AUTHENTICATOR": self.authenticator,
+            "HUB_PROFILES": json.dumps(self.profiles),
+            **self.limits,
+        }
+
+
+def profile(variant: Variant, manifest: Manifest) -> dict[str, Any]:
+    """A variant as a profile of the hub: its image, and how its server container runs."""
+    refuse_unless_per_user(
+        variant, "the hub", "serve a class with Zero to JupyterHub (README, 'A lab for a class')"
+    )
+    hint = get(variant.device).host_requirements()
+    if hint:
+        raise HostError(
+            f"the {variant.name} profile needs its device to reach containers, and {hint.problem}",
+            f"{hint.fix}, or leave it out: make hub HUB_PROFILES=cpu",
+        )
+    return {
+        "name": variant.name,
+        "image": variant.image,
+        "summary": variant.summary,
+        "host_config": host_config(variant, manifest),
+    }
+
+
+def default_profiles(manifest: Manifest) -> list[str]:
+    """cpu, and every per-user accelerator whose device the host can tell reaches containers."""
+    return [
+        variant.name
+        for variant in manifest.variants
+        if variant.device == "cpu"
+        or (
+            variant.per_user
+            and get(variant.device).checks_host
+            and get(variant.device).host_requirements() is None
+        )
+    ]
+
+
+def sign_in() -> tuple[str, str]:
+    """The admin and the authenticator, checked."""
+    admin = configured("HUB_ADMIN")
+    if not admin:
+        raise HostError(
+            "the hub has no admin: HUB_ADMIN is not set",
+            "make hub HUB_ADMIN=yourname, or put HUB_ADMIN=yourname into .env; then sign up "
+            "as yourname first",
+        )
+    if not USERNAME.fullmatch(admin):
+        raise HostError(
+            f"HUB_ADMIN={admin} is not a username the hub accepts",
+            "use lower-case letters, digits, '.', '_' or '-': make hub HUB_ADMIN=yourname",
+        )
+    authenticator = configured("HUB_AUTHENTICATOR") or "native"
+    if authenticator not in AUTHENTICATORS:
+        raise HostError(
+            f"HUB_AUTHENTICATOR={authenticator} is not one the hub knows",
+            f"choose one of {', '.join(AUTHENTICATORS)} (README, 'A lab for a class')",
+        )
+    missing = [name for name in AUTHENTICATORS[authenticator] if not configured(name)]
+    if missing:
+        raise HostError(
+            f"the {authenticator} sign-in needs {', '.join(missing)}",
+            "put them into .env (README, 'A lab for a class')",
+        )
+    return admin, authenticator
+
+
+def profiles(manifest: Manifest) -> list[dict[str, Any]]:
+    names = (configured("HUB_PROFILES") or " ".join(default_profiles(manifest))).replace(",", " ")
+    chosen = []
+    for name in names.split():
+        try:
+            variant = manifest.variant(name)
+        except KeyError:
+            raise HostError(
+                f"the hub has no profile '{name}'",
+                f"choose from {', '.join(manifest.names)}: make hub HUB_PROFILES=cpu",
+            ) from None
+        chosen.append(profile(variant, manifest))
+    return chosen
+
+
+def limits() -> dict[str, str]:
+    found = {name: setting(name) for name in ("HUB_MEM_LIMIT", "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT")}
+    for name, value in found.items():
+        if not LIMIT.fullmatch(value) or (name != "HUB_MEM_LIMIT" and not value[-1].isdigit()):
+            raise HostError(f"{name}={value} is not a number", f"make hub {name}=2 (README)")
+    return found
+
+
+def settings(manifest: Manifest) -> HubSettings:
+    admin, authenticator = sign_in()
+    return HubSettings(
+        bind=configured("HUB_BIND") or LOOPBACK,
+        port=port_number(setting("HUB_PORT"), "HUB", "make hub", 8000),
+        admin=admin,
+        authenticator=authenticator,
+        profiles=profiles(manifest),
+        limits=limits(),
+    )
+
+
+def hub_compose(
+    *arguments: str, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """docker compose on hub/compose.yaml. Commands that start no hub (down) interpolate it
+    with placeholders: it refuses to without a port and an address."""
+    env = dict(os.environ, HUB_NAME=hub_name(), HUB_BIND=LOOPBACK, HUB_PORT="0")
+    env.update(environment or {})
+    return quiet(compose_command(HUB_COMPOSE, *arguments), env=env)
+
+
+def up(manifest: Manifest) -> float:
+    hub = settings(manifest)
+    require_engine()
+    if not container_ids(hub_name(), stopped=False):
+        require_free_port(hub.bind, hub.port, "make hub", prefix="HUB")
+    for name in [entry["name"] for entry in hub.profiles]:
+        ensure_image(variant_build(manifest.variant(name), manifest), manifest)
+    ensure_image(hub_build(manifest), manifest)
+    start = time.monotonic()
+    started = hub_compose(
+        "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S),
+        environment=hub.environment(),
+    )  # fmt: skip
+    if started.returncode != 0:
+        raise HostError(
+            f"the hub did not start ({started.stderr.strip().splitlines()[-1:]})",
+            f"read its log: docker logs {hub_name()}",
+        )
+    elapsed = time.monotonic() - start
+    names = ", ".join(entry["name"] for entry in hub.profiles)
+    print(
+        f"torchlab: the hub is ready at {browser_url(hub.bind, hub.port)} (profiles: {names}; "
+        f"{hub.admin} signs up first and approves the others at /hub/authorize; "
+        f"healthy in {elapsed:.1f} s; stop: make hub-down)"
+    )
+    warn_if_exposed(
+        hub.bind, "HUB", "the hub", "put TLS in front of it (README, 'A lab for a class')"
+    )
+    return elapsed
+
+
+def down() -> int:
+    """Stop the hub, which stops every user's server; remove what a crash may have left.
+    The users' volumes and the hub's state volume stay."""
+    require_engine()
+    stopped = hub_compose("down", "--timeout", "60").returncode
+    left = quiet(["docker", "ps", "--all", "--quiet", "--filter", f"name=^{hub_name()}-user-"])
+    if left.stdout.split():
+        run(["docker", "rm", "--force", *left.stdout.split()], capture_output=True)
+    return stopped
+
+
+def build(manifest: Manifest) -> float:
+    return build_image(hub_build(manifest), manifest)

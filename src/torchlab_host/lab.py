@@ -1,0 +1,178 @@
+"""One person's lab: start it (make lab-cpu), run an image's suite (make test-cpu), a shell in
+it, its logs, stop it, and clean up."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+
+from torchlab.backends import get
+from torchlab.variants import Manifest, Variant
+
+from . import ARTIFACTS
+from .addresses import browser_url, require_free_port, warn_if_exposed
+from .building import ensure_image
+from .buildspec import variant_build
+from .engine import problem_lines, require_docker, require_engine, run, streamed
+from .envfile import configured, token
+from .errors import HostError
+from .images import image_exists, prune_replaced_images
+from .lab_settings import data_dir, settings
+from .services import (
+    compose,
+    compose_environment,
+    in_service,
+    lab_service,
+    run_in_service,
+    test_service,
+)
+
+HEALTHY_TIMEOUT_S = 180
+
+
+def require_host_device(variant: Variant) -> None:
+    hint = get(variant.device).host_requirements()
+    if hint:
+        raise HostError(hint.problem, f"{hint.fix} (without one: make lab-cpu)")
+
+
+def auto_variant(manifest: Manifest) -> Variant:
+    """`make lab`: the variant of the best device that reaches containers here, else cpu."""
+    by_priority = sorted(manifest.variants, key=lambda v: -get(v.device).priority)
+    for variant in by_priority:
+        backend = get(variant.device)
+        if backend.checks_host and backend.host_requirements() is None:
+            return variant
+    return next(variant for variant in by_priority if variant.device == "cpu")
+
+
+def running(service: str) -> bool:
+    listed = compose("ps", "--quiet", "--status", "running", service, capture=True)
+    return bool(listed.stdout.strip())
+
+
+def failure_reason(service: str, said: str) -> HostError:
+    """The container's own one-line reason (torchlab serve prints it), else where to look."""
+    if f"no such service: {service}" in said:
+        return HostError(
+            f"compose.yaml has no service {service}", "write it from variants.toml: make generate"
+        )
+    logs = compose("logs", "--no-log-prefix", service, capture=True).stdout.splitlines()
+    reasons = [line for line in logs if line.startswith("torchlab: ")]
+    if reasons:
+        return HostError(reasons[-1].removeprefix("torchlab: "))
+    return HostError(f"{service} did not become healthy", "read its log: make logs")
+
+
+def prepare(name: str, manifest: Manifest) -> None:
+    """What an editor's dev container (.devcontainer/<variant>) needs before it starts: the
+    image of this checkout, and the labs and data folders, writable by the lab's user."""
+    variant = manifest.variant(name)
+    require_engine()
+    lab = settings()
+    ensure_image(variant_build(variant, manifest), manifest)
+    print(f"torchlab: {variant.image} and {lab.labs}, {lab.data} are ready for the editor")
+
+
+def up(name: str, manifest: Manifest) -> float:
+    """Start a variant's lab and print its URL with the token; seconds to healthy."""
+    variant = auto_variant(manifest) if name == "auto" else manifest.variant(name)
+    require_host_device(variant)
+    require_engine()
+    lab = settings()
+    service = lab_service(variant)
+    if not running(service):
+        require_free_port(lab.bind, lab.port, f"make lab-{variant.name}")
+    ensure_image(variant_build(variant, manifest), manifest)
+    environment = dict(lab.environment(), JUPYTER_TOKEN=token())
+    start = time.monotonic()
+    started = compose(
+        "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S), service,
+        environment=environment, capture=True,
+    )  # fmt: skip
+    if started.returncode != 0:
+        raise failure_reason(service, started.stderr)
+    elapsed = time.monotonic() - start
+    url = browser_url(lab.bind, lab.port, "/lab")
+    login = " (log in with your password)" if configured("TORCHLAB_PASSWORD_HASH") else ""
+    if not login:
+        url += f"?token={environment['JUPYTER_TOKEN']}"
+    print(
+        f"torchlab: {service} is ready at {url}{login} "
+        f"(healthy in {elapsed:.1f} s; stop: make down)"
+    )
+    warn_if_exposed(lab.bind, "LAB", "the lab", "the token or password is all that guards it")
+    return elapsed
+
+
+def test(name: str, manifest: Manifest, on_cpu: bool) -> int:
+    """The probe and the device suite in a variant's image; no warning or error line allowed."""
+    variant = manifest.variant(name)
+    if not on_cpu:
+        require_host_device(variant)
+    require_engine()
+    ensure_image(variant_build(variant, manifest), manifest)
+    service = test_service(variant, on_cpu)
+    # Keep this run's probe report (CI uploads it), then run the probe and the suite.
+    report = run_in_service(service, "torchlab", "probe", "--json")
+    if report.stdout.strip().startswith("{"):
+        ARTIFACTS.mkdir(exist_ok=True)
+        (ARTIFACTS / f"probe-{service}.json").write_text(report.stdout)
+    code, output = streamed(in_service(service), compose_environment())
+    problems = problem_lines(output)
+    if code == 0 and problems:
+        print(
+            f"torchlab: {service} passed, but its output has {len(problems)} warning or error "
+            f"line(s), the first: {problems[0]!r}. Fix: remove their cause",
+            file=sys.stderr,
+        )
+        return 1
+    return code
+
+
+def shell(name: str, manifest: Manifest) -> int:
+    variant = manifest.variant(name)
+    require_host_device(variant)
+    require_engine()
+    ensure_image(variant_build(variant, manifest), manifest)
+    return compose(
+        "run", "--rm", lab_service(variant), "bash", environment=settings().environment()
+    ).returncode
+
+
+def down() -> int:
+    require_engine()
+    return compose("--profile", "*", "down", "--remove-orphans").returncode
+
+
+def logs() -> int:
+    require_engine()
+    return compose("logs", "--tail", "200").returncode
+
+
+def clean_data(part: str) -> int:
+    """Remove one part of the lab's data folder: the caches, or the packages you added."""
+    parts = {"cache": ("cache", "datasets"), "packages": ("packages",)}
+    for name in parts[part]:
+        folder = data_dir() / name
+        try:
+            shutil.rmtree(folder)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            raise HostError(
+                f"{folder} holds files you may not remove", f"sudo rm -rf {folder}"
+            ) from None
+        print(f"torchlab: removed {folder}")
+    return 0
+
+
+def clean(manifest: Manifest) -> int:
+    """Remove the containers, the torchlab images and the dangling layers they left."""
+    require_docker()
+    down()
+    present = [v.image for v in manifest.variants if image_exists(v.image)]
+    if present:
+        run(["docker", "image", "rm", *present], capture_output=True)
+    return prune_replaced_images()

@@ -1,0 +1,69 @@
+"""make wheels: every lock's wheels for the images' platform, in <folder>/<lock>/, for builds
+that reach no index (WHEELHOUSE=<folder>)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from torchlab.variants import Manifest
+
+from ..engine import run
+from ..errors import HostError
+from .files import GLIBC_MINOR, PYTHON_VERSION, as_installed
+from .sources import shielded, sources
+
+# Pinned packages PyPI publishes only as source archives: downloaded as such, built by pip
+# inside the image (their build requirements are in the same lock: requirements/hub.in).
+SOURCE_ONLY = ("onetimepass",)
+
+
+def platform_options() -> list[str]:
+    """pip download's options for the images' interpreter and platform."""
+    abi = "cp" + PYTHON_VERSION.replace(".", "")
+    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(17, GLIBC_MINOR + 1)]
+    platforms += ["manylinux2014_x86_64", "linux_x86_64"]
+    return [
+        "--implementation",
+        "cp",
+        "--python-version",
+        PYTHON_VERSION,
+        *(f"--abi={tag}" for tag in (abi, "abi3", "none")),
+        *(f"--platform={platform}" for platform in platforms),
+    ]
+
+
+def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
+    for name in locks:
+        target = folder / name
+        target.mkdir(parents=True, exist_ok=True)
+        print(f"torchlab: downloading requirements/{name}.txt into {target}/", flush=True)
+        with as_installed(name, manifest) as lock_copy:
+            result = run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pip",
+                    "download",
+                    "--quiet",
+                    "--progress-bar",
+                    "off",
+                    "--no-deps",
+                    "--require-hashes",
+                    "--only-binary=:all:",
+                    *(f"--no-binary={package}" for package in SOURCE_ONLY),
+                    *platform_options(),
+                    *sources(name, manifest, os.environ.get("WHEELHOUSE")),
+                    "--dest",
+                    str(target),
+                    "--requirement",
+                    str(lock_copy),
+                ],
+                env=shielded(name, manifest, target),
+            )
+        if result.returncode != 0:
+            raise HostError(
+                f"downloading the wheels of requirements/{name}.txt failed (pip's output is above)",
+                "check that this machine reaches the package index, then make wheels",
+            )

@@ -1,0 +1,141 @@
+"""A lock's text: its entries, what a build installs of it (TORCHLAB_WITHOUT), the constraints
+that keep a lab user's own installs to it, and the order the locks build on each other."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from torchlab import variants
+from torchlab.locks import canonical, pins
+from torchlab.variants import Manifest, Variant
+
+from .. import ROOT
+from ..errors import HostError
+
+REQUIREMENTS = ROOT / "requirements"
+# The images' interpreter: Debian bookworm's CPython 3.11 on glibc 2.36.
+PYTHON_VERSION = "3.11"
+GLIBC_MINOR = 36
+
+
+def lock_file(lock: str) -> Path:
+    return REQUIREMENTS / f"{lock}.txt"
+
+
+def require_locks(names: list[str]) -> None:
+    for name in names:
+        if not lock_file(name).exists():
+            raise HostError(
+                f"the lock requirements/{name}.txt is missing",
+                f"write requirements/{name}.in (what only this image adds), then make lock",
+            )
+
+
+def entries(text: str) -> tuple[str, dict[str, str]]:
+    """A lock's header, and its entries (a pin with its hashes and comments) by package name."""
+    header, blocks, name = [], {}, None
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in ("", " ", "#", "\n"):
+            name = canonical(line.split("==")[0])
+            blocks[name] = line
+        elif name is None:
+            header.append(line)
+        else:
+            blocks[name] += line
+    return "".join(header), blocks
+
+
+def joined(header: str, blocks: dict[str, str]) -> str:
+    return header + "".join(blocks[name] for name in sorted(blocks))
+
+
+def without(text: str, names: set[str]) -> str:
+    """A lock's text less some packages' entries."""
+    header, blocks = entries(text)
+    return joined(header, {name: b for name, b in blocks.items() if name not in names})
+
+
+def asked_to_omit() -> set[str]:
+    """The packages TORCHLAB_WITHOUT names (by canonical name; commas or spaces between)."""
+    said = (os.environ.get("TORCHLAB_WITHOUT") or "").replace(",", " ").split()
+    return {canonical(name) for name in said}
+
+
+def omitted(variant: Variant) -> set[str]:
+    """What TORCHLAB_WITHOUT leaves out of this variant: only what its manifest entry allows."""
+    return asked_to_omit() & {canonical(name) for name in variant.omittable}
+
+
+def require_omittable(manifest: Manifest | None = None) -> None:
+    manifest = manifest or variants.load()
+    allowed = {canonical(name) for v in manifest.variants for name in v.omittable}
+    unknown = sorted(asked_to_omit() - allowed)
+    if unknown:
+        raise HostError(
+            f"TORCHLAB_WITHOUT names {', '.join(unknown)}, which no variant may leave out "
+            f"(variants.toml allows: {', '.join(sorted(allowed)) or 'nothing'})",
+            "name only those, or unset TORCHLAB_WITHOUT",
+        )
+
+
+def left_out_of(locks: list[str], manifest: Manifest) -> set[str]:
+    """What TORCHLAB_WITHOUT leaves out of these locks, by the variants that install them."""
+    return set().union(*(omitted(v) for v in manifest.variants if v.lock in locks))
+
+
+def installed_text(lock: str, manifest: Manifest) -> str:
+    """What a build installs of a lock: the lock, less what TORCHLAB_WITHOUT leaves out."""
+    text = lock_file(lock).read_text()
+    left_out = left_out_of([lock], manifest)
+    return without(text, left_out) if left_out else text
+
+
+@contextlib.contextmanager
+def as_installed(lock: str, manifest: Manifest) -> Iterator[Path]:
+    """A copy of a lock as a build installs it, for pip to read."""
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder, f"{lock}.txt")
+        copy.write_text(installed_text(lock, manifest))
+        yield copy
+
+
+def constraints_text(names: list[str]) -> str:
+    """The constraints a lab's own pip installs obey (PIP_CONSTRAINT): every pin of the locks,
+    so a package someone adds can never replace or break one the lock installed."""
+    pinned: dict[str, str] = {}
+    for name in names:
+        pinned.update(pins(lock_file(name).read_text()))
+    sources = " and ".join(f"requirements/{name}.txt" for name in names)
+    return f"# The pins of {sources}: pip keeps every install in this image to them.\n" + "".join(
+        f"{package}=={version}\n" for package, version in sorted(pinned.items())
+    )
+
+
+def all_locks(manifest: Manifest) -> list[str]:
+    """Every lock, in the order they resolve: each is constrained by locks before it."""
+    ordered = [manifest.shared_lock, *(variant.lock for variant in manifest.variants)]
+    ordered += [lock for lock in (*manifest.host_locks, manifest.hub_lock) if lock not in ordered]
+    return list(dict.fromkeys(ordered))
+
+
+def constraints(lock: str, manifest: Manifest) -> list[str]:
+    """The locks a lock is resolved against, so the packages they share have one version."""
+    if lock == manifest.shared_lock:
+        return []
+    if lock in manifest.host_locks and lock not in {v.lock for v in manifest.variants}:
+        return list(manifest.host_locks[: manifest.host_locks.index(lock)])
+    return [manifest.shared_lock]
+
+
+def torch_version(locks: list[str]) -> str:
+    """The torch a set of locks pins ("unknown" when none does), for the image labels. A lock
+    that is missing pins nothing: the build's preflight names it."""
+    found = "unknown"
+    for name in locks:
+        if lock_file(name).exists():
+            found = pins(lock_file(name).read_text()).get("torch", found)
+    return found

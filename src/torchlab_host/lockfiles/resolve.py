@@ -1,0 +1,95 @@
+"""make lock: requirements/*.in -> requirements/*.txt, exact pins with hashes, resolved by uv
+for the images' Python; a CPU-build pin that cannot be resolved here is kept, never dropped."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from torchlab.locks import canonical
+from torchlab.variants import Manifest
+
+from .. import ROOT
+from ..engine import run
+from ..errors import HostError
+from . import files
+from .files import GLIBC_MINOR, PYTHON_VERSION, all_locks, constraints, entries, joined, lock_file
+from .sources import LOCAL_PIN, torch_cpu_links, torch_source, unreachable_local_pins
+
+
+def lock(manifest: Manifest, uv: str) -> None:
+    for name in all_locks(manifest):
+        lock_one(name, manifest, uv)
+
+
+def kept_entries(name: str, unreachable: dict[str, str]) -> dict[str, str]:
+    """The existing lock's entries for pins that cannot be resolved here: kept, never dropped."""
+    _, existing = entries(lock_file(name).read_text()) if lock_file(name).exists() else ("", {})
+    kept = {}
+    for package, version in unreachable.items():
+        entry = existing.get(canonical(package), "")
+        if not entry.startswith(f"{package}=={version} "):
+            places = ", ".join(torch_cpu_links())
+            raise HostError(
+                f"{package}=={version} cannot be resolved here (none of {places} offers it) "
+                f"and requirements/{name}.txt holds no pin of it to keep",
+                "run make lock where PyTorch's CPU wheel pages are reachable, or point "
+                "TORCH_CPU_WHEELS at a folder holding the wheel",
+            )
+        kept[canonical(package)] = entry
+    return kept
+
+
+def lock_one(name: str, manifest: Manifest, uv: str) -> None:
+    options = [f"--constraint=requirements/{c}.txt" for c in constraints(name, manifest)]
+    kept: dict[str, str] = {}
+    if torch_source(name, manifest) == "pytorch-cpu":
+        options += [f"--find-links={link}" for link in torch_cpu_links()]
+        unreachable = unreachable_local_pins(name)
+        kept = kept_entries(name, unreachable)
+        for package, version in unreachable.items():
+            print(
+                f"torchlab: kept {package}=={version} and its hashes from "
+                f"requirements/{name}.txt: no CPU wheel place answers for it here",
+                flush=True,
+            )
+    print(f"torchlab: resolving requirements/{name}.in", flush=True)
+    wanted = (files.REQUIREMENTS / f"{name}.in").read_text()
+    with tempfile.TemporaryDirectory() as folder:
+        # uv resolves the rest; the kept pins' own dependencies are pinned by the locks.
+        source = Path(folder, f"{name}.in")
+        source.write_text(LOCAL_PIN.sub(lambda m: "" if canonical(m[1]) in kept else m[0], wanted))
+        resolve(uv, name, source, options)
+    text = lock_file(name).read_text().replace(str(source), f"requirements/{name}.in")
+    if kept:
+        header, blocks = entries(text)
+        text = joined(header, {**blocks, **kept})
+    lock_file(name).write_text(text)
+
+
+def resolve(uv: str, name: str, source: Path, options: list[str]) -> None:
+    result = run(
+        [
+            uv,
+            "pip",
+            "compile",
+            "--quiet",
+            "--generate-hashes",
+            "--custom-compile-command",
+            "make lock",
+            "--python-version",
+            PYTHON_VERSION,
+            "--python-platform",
+            f"x86_64-manylinux_2_{GLIBC_MINOR}",
+            *options,
+            "--output-file",
+            f"requirements/{name}.txt",
+            str(source),
+        ],
+        cwd=ROOT,
+    )
+    if result.returncode != 0:
+        raise HostError(
+            f"resolving requirements/{name}.in failed (uv's output is above)",
+            "fix the requirement it names, then make lock",
+        )

@@ -1,0 +1,95 @@
+"""Where pip looks for a lock's wheels, decided here and only here:
+- with a wheelhouse (a folder, or the URL an image build is served it at): <wheelhouse>/<lock>/
+  alone, never an index;
+- otherwise pip's own configuration (PyPI unless configured), plus, for a variant whose torch
+  comes from PyTorch's CPU wheel pages, those pages (or the folders in TORCH_CPU_WHEELS).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from torchlab.locks import canonical
+from torchlab.variants import Manifest
+
+from . import files
+
+TORCH_CPU_PAGES = (
+    "https://download.pytorch.org/whl/cpu/torch/",
+    "https://download.pytorch.org/whl/cpu/torchvision/",
+)
+LOCAL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+\+\S+)\s*$", re.M)
+PAGE_TIMEOUT_S = 10
+
+
+def torch_source(lock: str, manifest: Manifest) -> str | None:
+    for variant in manifest.variants:
+        if variant.lock == lock:
+            return variant.torch_from
+    return None
+
+
+def torch_cpu_links() -> list[str]:
+    return (os.environ.get("TORCH_CPU_WHEELS") or " ".join(TORCH_CPU_PAGES)).split()
+
+
+def sources(lock: str, manifest: Manifest, wheelhouse: str | None = None) -> list[str]:
+    """pip's options saying where the wheels of one lock come from."""
+    if wheelhouse:
+        return ["--no-index", "--find-links", f"{wheelhouse.rstrip('/')}/{lock}/"]
+    if torch_source(lock, manifest) == "pytorch-cpu":
+        return [option for link in torch_cpu_links() for option in ("--find-links", link)]
+    return []
+
+
+def shielded(lock: str, manifest: Manifest, folder: Path) -> dict[str, str]:
+    """pip's environment for a lock on this host, whose pip configuration may name find-links
+    folders (one holding torch 2.13.0+cpu, say), which --find-links adds to rather than
+    replaces. With a wheelhouse, pip must see it alone; without, a folder with torch 2.13.0+cpu
+    would satisfy torch==2.13.0 (local versions sort higher), so the locks that pin PyPI's
+    builds look in their own folder. PIP_FIND_LINKS overrides the configuration's."""
+    environment = dict(os.environ)
+    wheelhouse = os.environ.get("WHEELHOUSE")
+    if wheelhouse:
+        environment["PIP_FIND_LINKS"] = f"{wheelhouse.rstrip('/')}/{lock}/"
+    elif torch_source(lock, manifest) == "pypi":
+        environment["PIP_FIND_LINKS"] = str(folder)
+    return environment
+
+
+def page_listing(link: str) -> str | None:
+    """What a find-links page lists (unquoted), or None when it does not answer."""
+    try:
+        with urllib.request.urlopen(link, timeout=PAGE_TIMEOUT_S) as page:
+            return urllib.parse.unquote(page.read().decode(errors="replace"))
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def wheel_place_has(link: str, name: str, version: str) -> bool:
+    """Whether a find-links place (folder or page) offers this exact wheel; False when the
+    page cannot be reached."""
+    stem = f"{canonical(name).replace('-', '_')}-{version}-"
+    if "://" not in link:
+        return any(Path(link).glob(f"{stem}*.whl"))
+    listing = page_listing(link)
+    return listing is not None and stem in listing
+
+
+def local_pins(lock: str) -> dict[str, str]:
+    """The local-version pins a lock's input asks for (torchvision==0.28.0+cpu)."""
+    return {m[1]: m[2] for m in LOCAL_PIN.finditer((files.REQUIREMENTS / f"{lock}.in").read_text())}
+
+
+def unreachable_local_pins(lock: str) -> dict[str, str]:
+    """The local-version pins of a lock's input that none of the CPU wheel places offers here."""
+    return {
+        package: version
+        for package, version in local_pins(lock).items()
+        if not any(wheel_place_has(link, package, version) for link in torch_cpu_links())
+    }

@@ -1,0 +1,80 @@
+"""`make bench`: what each image costs and how fast it is, measured on this machine: the
+images (image_costs), a class on the hub (hub_scale), torchrun across containers (ddp_speed),
+written as artifacts/bench.{json,md} (report).
+
+Every timing is repeated (BENCH_REPEATS, at least 3) and reported as its median: the machine
+is noisy. It times the same host commands a person runs, in subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from torchlab import system
+from torchlab.variants import Manifest
+
+from .. import ARTIFACTS, ROOT
+from ..engine import quiet, require_engine
+from ..errors import HostError
+from . import ddp_speed, hub_scale, image_costs, report
+
+PARTS = ("images", "hub", "ddp")
+
+
+def this_machine() -> dict[str, Any]:
+    facts = system.machine()
+    docker = quiet(["docker", "version", "--format", "{{.Server.Version}}"]).stdout.strip()
+    return {
+        "cpu": facts["cpu_model"],
+        "cpus": facts["cpu_count"],
+        "ram_gb": round(facts["ram_bytes"] / 2**30, 1),
+        "kernel": facts["kernel"],
+        "docker": docker,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def run_bench(manifest: Manifest, names: list[str], repeats: int, parts: list[str]) -> dict:
+    require_engine()
+    venv_python = ROOT / os.environ.get("VENV", ".venv") / "bin/python"
+    results: dict[str, Any] = {"machine": this_machine(), "repeats": repeats}
+    if "images" in parts:
+        selected = [manifest.variant(name) for name in names]
+        results["images"] = {v.name: image_costs.bench_variant(v, repeats) for v in selected}
+        results["container_vs_host"] = image_costs.container_vs_host(venv_python, repeats)
+        results["gpu"] = image_costs.gpu_benchmarks(manifest)
+    if "hub" in parts:
+        print("bench: the hub", file=sys.stderr, flush=True)
+        results["hub"] = hub_scale.measure()
+    if "ddp" in parts:
+        print("bench: torchrun across containers", file=sys.stderr, flush=True)
+        results["ddp"] = ddp_speed.measure(venv_python, repeats)
+    return results
+
+
+def bench(manifest: Manifest, plan_only: bool) -> int:
+    """make bench (BENCH_VARIANTS, BENCH_PARTS, BENCH_REPEATS): the tables, printed and in
+    artifacts/bench.md, the numbers in artifacts/bench.json."""
+    repeats = max(3, int(os.environ.get("BENCH_REPEATS") or 3))
+    names = (os.environ.get("BENCH_VARIANTS") or " ".join(manifest.names)).split()
+    if plan_only:
+        print("\n".join(image_costs.plan(manifest, names)))
+        return 0
+    parts = (os.environ.get("BENCH_PARTS") or " ".join(PARTS)).split()
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        raise HostError(
+            f"BENCH_PARTS names {', '.join(unknown)}",
+            f"choose from {', '.join(PARTS)}: make bench BENCH_PARTS=images",
+        )
+    results = run_bench(manifest, names, repeats, parts)
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "bench.json").write_text(json.dumps(results, indent=2))
+    table = report.markdown(results)
+    (ARTIFACTS / "bench.md").write_text(table + "\n")
+    print(table)
+    return 0

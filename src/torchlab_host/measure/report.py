@@ -1,0 +1,166 @@
+"""make bench's tables (artifacts/bench.md, and the README's Performance section)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The goals this project set itself (README, "Performance"); image sizes are the manifest's.
+TARGETS = {
+    "rebuild_s": 15.0,
+    "healthy_s": 5.0,
+    "container_ratio": 0.95,
+    "ddp_speed_of_host": 0.95,
+}
+IMAGE_ROWS = (
+    ("uncompressed size (GB)", "size_gb"),
+    ("layers", "layers"),
+    ("build, warm package cache, cold layer cache (s)", "build_cold_layers_s"),
+    ("rebuild after a one-line toolkit change (s)", "rebuild_one_line_s"),
+    ("`make lab-<x>` to healthy (s)", "start_to_healthy_s"),
+    ("in-image suite, CPU mode (s)", "suite_s"),
+    ("probe (s)", "probe_s"),
+)
+
+
+def verdict(value: float | None, target: float, higher_is_better: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    met = value >= target if higher_is_better else value <= target
+    return "yes" if met else "NO"
+
+
+def header(first: str, columns: list[str]) -> list[str]:
+    return [f"| {first} | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    lines = []
+    if "images" in results:
+        lines += images_table(results["images"])
+        lines += ["", *container_table(results["container_vs_host"])]
+        lines += ["", *goals_table(results["images"], results["container_vs_host"])]
+        lines += ["", *gpu_table(results["gpu"])]
+    if "hub" in results:
+        lines += ["", *hub_table(results["hub"])]
+    if "ddp" in results:
+        lines += ["", *ddp_table(results["ddp"])]
+    m = results["machine"]
+    lines += [
+        "",
+        f"Measured {m['date']} on {m['cpus']} CPUs ({m['cpu']}), {m['ram_gb']} GiB RAM, "
+        f"kernel {m['kernel']}, Docker {m['docker']}; medians of {results['repeats']} runs. "
+        "Reproduce: `make bench`.",
+    ]
+    return "\n".join(lines).strip("\n")
+
+
+def images_table(images: dict[str, Any]) -> list[str]:
+    names = list(images)
+    lines = header("", [f"`torchlab:{name}`" for name in names])
+    for label, key in IMAGE_ROWS:
+        cells = [str(images[name].get(key, "n/a")) for name in names]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    notebooks = sorted({lab for name in names for lab in images[name].get("labs_s", {})})
+    if notebooks:
+        lines += ["", *header("each lab, CPU mode (s)", names)]
+        for lab in notebooks:
+            cells = [str(images[name].get("labs_s", {}).get(lab, "not run")) for name in names]
+            lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def container_table(ratio: dict[str, Any]) -> list[str]:
+    lines = header(
+        "in the cpu container vs on the host, median (range)", ["host", "container", "ratio"]
+    )
+    runs = ratio["runs"]
+
+    def with_range(side: str, size: str) -> str:
+        """The median, and the range over the runs: how noisy the machine was."""
+        values = [run["matmul_float32_gflops"][size] for run in runs[side]]
+        median = ratio[side]["matmul_float32_gflops"][size]
+        return f"{median} ({min(values)}-{max(values)})"
+
+    for size in ratio["host"]["matmul_float32_gflops"]:
+        lines.append(
+            f"| float32 matmul {size}x{size} (GFLOP/s) | {with_range('host', size)} | "
+            f"{with_range('container', size)} | {ratio['ratio'][f'matmul_{size}']} |"
+        )
+    lines.append(
+        f"| DataLoader, 2 workers (MB/s) | {ratio['host']['dataloader_2_workers_mbps']} | "
+        f"{ratio['container']['dataloader_2_workers_mbps']} | {ratio['ratio']['dataloader']} |"
+    )
+    return lines
+
+
+def goals_table(images: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
+    cpu = images.get("cpu", {})
+    worst_ratio = min(ratio["ratio"].values())
+    lines = header("goal", ["measured", "met"])
+    lines += [
+        f"| {name} image <= {facts['size_ceiling_gb']:g} GB | {facts['size_gb']} | "
+        f"{verdict(facts['size_gb'], facts['size_ceiling_gb'])} |"
+        for name, facts in images.items()
+    ]
+    return [
+        *lines,
+        f"| rebuild after a toolkit change <= {TARGETS['rebuild_s']:g} s (cpu) | "
+        f"{cpu.get('rebuild_one_line_s', 'n/a')} | "
+        f"{verdict(cpu.get('rebuild_one_line_s'), TARGETS['rebuild_s'])} |",
+        f"| start to healthy <= {TARGETS['healthy_s']:g} s (cpu) | "
+        f"{cpu.get('start_to_healthy_s', 'n/a')} | "
+        f"{verdict(cpu.get('start_to_healthy_s'), TARGETS['healthy_s'])} |",
+        f"| container/host compute >= {TARGETS['container_ratio']} | {worst_ratio} | "
+        f"{verdict(worst_ratio, TARGETS['container_ratio'], higher_is_better=True)} |",
+    ]
+
+
+def gpu_table(gpu: list[dict[str, Any]] | str) -> list[str]:
+    if isinstance(gpu, str):
+        return [f"GPU: {gpu}."]
+    lines = header("GPU", ["bf16 matmul TFLOP/s", "of peak", "copy GB/s", "of peak"])
+    return lines + [
+        f"| {g['device']} | {g.get('matmul_bfloat16_tflops')} | "
+        f"{g.get('bf16_fraction_of_peak', 'n/a')} | {g['copy_gbps']} | "
+        f"{g.get('memory_fraction_of_peak', 'n/a')} |"
+        for g in gpu
+    ]
+
+
+def hub_table(hub: dict[str, Any]) -> list[str]:
+    ready = hub["start_to_ready_s"]
+    return [
+        *header("the hub (`make hub`, cpu profile)", ["measured"]),
+        f'| "start my server" to a ready lab (s): first, median, slowest | '
+        f"{ready['first']}, {ready['median']}, {ready['slowest']} |",
+        f"| memory of an idle user's server (MiB) | {hub['idle_server_mib']} |",
+        f"| idle users started one after another | {hub['idle_users_started']} "
+        f"(stopped by {hub['stopped_by']}) |",
+        f"| idle users this machine's free memory holds | {hub['idle_users_by_memory']} |",
+    ]
+
+
+def ddp_table(ddp: dict[str, Any]) -> list[str]:
+    names = list(ddp["busbw_gbps"])
+    lines = header("all_reduce busbw (GB/s), nodes x processes", names)
+    for size in ddp["busbw_gbps"][names[0]]:
+        label = f"{int(size) // 2**20} MiB" if int(size) >= 2**20 else f"{size} B"
+        lines.append(
+            f"| {label} | " + " | ".join(str(ddp["busbw_gbps"][n][size]) for n in names) + " |"
+        )
+    lines.append(
+        "| latency of 8 B (us) | " + " | ".join(str(ddp["latency_us"][n]) for n in names) + " |"
+    )
+    steps = ddp["ddp_step_ms"]
+    goal = TARGETS["ddp_speed_of_host"]
+    met = verdict(ddp["ddp_speed_of_host"], goal, higher_is_better=True)
+    return [
+        *lines,
+        "",
+        f"| DDP step, 2 nodes x 1 process, global batch {ddp['global_batch']} | ms | "
+        f"of the host's speed | goal >= {goal} met |",
+        "| --- | --- | --- | --- |",
+        f"| two containers (make test-ddp) | {steps['containers_2x1']} | "
+        f"{ddp['ddp_speed_of_host']} | {met} |",
+        f"| the same torchrun, two agents on the host | {steps['host_2x1']} | 1.0 | |",
+    ]

@@ -1,0 +1,54 @@
+"""The registry published images come from ($TORCHLAB_REGISTRY): make lab pulls the image of
+its inputs from there before it builds one."""
+
+from __future__ import annotations
+
+import os
+import urllib.error
+import urllib.request
+
+from .engine import docker_must, problem_lines, streamed
+
+DEFAULT_REGISTRY = "ghcr.io/torchlab"
+REGISTRY_TIMEOUT_S = 5
+
+
+def configured_registry() -> str:
+    """TORCHLAB_REGISTRY, lower case as registries want it (GitHub owners may have capitals);
+    empty means: never pull."""
+    return os.environ.get("TORCHLAB_REGISTRY", DEFAULT_REGISTRY).rstrip("/").lower()
+
+
+def registry_problem(registry: str) -> str | None:
+    """Why the registry does not answer (a refused, unresolved or silent host), else None. Any
+    HTTP answer counts: an anonymous /v2/ request is answered 401 by a working registry."""
+    host = registry.split("/")[0]
+    try:
+        urllib.request.urlopen(f"https://{host}/v2/", timeout=REGISTRY_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return None
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return f"no registry answers at {host} ({reason})"
+    return None
+
+
+def pulled(tag: str) -> bool:
+    """Pull the published image of these inputs; say in one line why not where it cannot be
+    had."""
+    registry = configured_registry()
+    if not registry:
+        return False
+    published = f"{registry}/{tag}"
+    problem = registry_problem(registry)
+    if problem:
+        print(f"torchlab: cannot pull {published}: {problem}", flush=True)
+        return False
+    print(f"torchlab: pulling {published}", flush=True)
+    code, output = streamed(["docker", "pull", published])
+    if code != 0:
+        said = (problem_lines(output) or output or ["docker pull failed"])[-1]
+        print(f"torchlab: cannot pull {published}: {said.strip()}", flush=True)
+        return False
+    docker_must("tag", published, tag)
+    return True

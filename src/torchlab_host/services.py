@@ -1,0 +1,71 @@
+"""compose.yaml's services (generated from the manifest: make generate) and running in them:
+lab-<variant> is a variant's lab, test-<variant> its suite, test-<variant>-on-cpu its suite in
+the CPU mode of variants.toml."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+from torchlab.variants import Variant
+
+from . import ROOT
+from .engine import compose_command, quiet, run
+from .envfile import configured
+from .errors import HostError
+
+LAB_COMPOSE = ROOT / "compose.yaml"
+# compose.yaml refuses to interpolate without a token, even for commands that start no lab
+# (down, logs, test runs): they get this placeholder, so only starting a lab creates a token.
+NO_LAB_TOKEN = "no-lab-is-started-by-this-command"
+
+
+def lab_service(variant: Variant) -> str:
+    return f"lab-{variant.name}"
+
+
+def test_service(variant: Variant, on_cpu: bool = False) -> str:
+    """The service of a variant's suite; on the CPU, its cpu_mode twin."""
+    if on_cpu and variant.device != "cpu":
+        return f"test-{variant.name}-on-cpu"
+    return f"test-{variant.name}"
+
+
+def compose_environment(environment: dict[str, str] | None = None) -> dict[str, str]:
+    """What compose.yaml interpolates: this process's environment, the given settings and,
+    when no token is configured, the placeholder."""
+    env = dict(os.environ, **(environment or {}))
+    if not env.get("JUPYTER_TOKEN") and not configured("JUPYTER_TOKEN"):
+        env["JUPYTER_TOKEN"] = NO_LAB_TOKEN
+    return env
+
+
+def compose(
+    *arguments: str, environment: dict[str, str] | None = None, capture: bool = False
+) -> subprocess.CompletedProcess:
+    """docker compose on compose.yaml, with the environment it interpolates."""
+    env = compose_environment(environment)
+    command = compose_command(LAB_COMPOSE, *arguments)
+    return quiet(command, env=env) if capture else run(command, env=env)
+
+
+def in_service(service: str, *command: str, profile: str = "test") -> list[str]:
+    """The compose command that runs a command in a fresh container of a service."""
+    return compose_command(LAB_COMPOSE, "--profile", profile, "run", "--rm", service, *command)
+
+
+def run_in_service(
+    service: str, *command: str, environment: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """A command in a fresh container of a service, its output captured."""
+    return quiet(in_service(service, *command), env=compose_environment(environment))
+
+
+def compose_services() -> dict[str, dict[str, Any]]:
+    """Every service of compose.yaml (all profiles), as Compose itself resolves them."""
+    result = compose("--profile", "*", "config", "--format", "json", capture=True)
+    if result.returncode != 0:
+        raise HostError(f"compose.yaml does not resolve: {result.stderr.strip()}")
+    return json.loads(result.stdout)["services"]

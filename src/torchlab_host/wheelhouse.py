@@ -1,0 +1,61 @@
+"""An offline build's packages: a wheelhouse folder (make wheels fills it, one folder per lock)
+served on 127.0.0.1 for as long as the build runs, never copied into a layer."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import http.server
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from .errors import HostError
+
+# A fixed port keeps the URL, and so Docker's layer cache, the same from build to build.
+DEFAULT_PORT = 8799
+
+
+def port() -> int:
+    return int(os.environ.get("WHEELHOUSE_PORT") or DEFAULT_PORT)
+
+
+def require_wheels(wheelhouse: Path, needed: list[str]) -> None:
+    for lock in needed:
+        if not any((wheelhouse / lock).glob("*.whl")):
+            raise HostError(
+                f"the wheelhouse {wheelhouse} has no {lock} wheels",
+                f"fill it first: make wheels WHEELHOUSE_DIR={wheelhouse}",
+            )
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def served(wheelhouse: Path, needed: list[str]) -> Iterator[str]:
+    """Serve a wheelhouse on 127.0.0.1 for the build's pip; yield its URL."""
+    require_wheels(wheelhouse, needed)
+    handler = functools.partial(_QuietHandler, directory=str(wheelhouse))
+    try:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port()), handler)
+    except OSError:
+        raise HostError(
+            f"port {port()} for serving the wheelhouse is in use",
+            f"set another one: WHEELHOUSE_PORT={port() + 1}",
+        ) from None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def url() -> str:
+    """Where a build finds the wheelhouse while it is served (make context prints builds for it)."""
+    return f"http://127.0.0.1:{port()}"
