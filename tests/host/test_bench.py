@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from torchlab.bench import median_of_reports
-from torchlab_host.bench import LAB_DURATION, compare, hub_table, markdown
+from torchlab_host.measure.image_costs import LAB_DURATION, compare
+from torchlab_host.measure.report import hub_table, markdown
 
 
 def report(gflops: float, mbps: float) -> dict:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,30 @@ def test_healthcheck_fails_without_a_running_server(jupyter):
     port, runtime = jupyter
     write_runtime_file(runtime, port, "right", pid=2**22 + 1)  # no such process
     assert healthcheck.main() == 1
+
+
+def test_a_node_of_a_distributed_run_is_healthy_while_its_torchrun_agent_runs(jupyter, tmp_path):
+    """A ddp node serves no lab: its healthcheck follows torchrun (the script Python runs)."""
+    agent = tmp_path / "bin" / "torchrun"
+    agent.parent.mkdir()
+    agent.write_text("import time\ntime.sleep(60)\n")
+    assert healthcheck.main() == 1
+    with subprocess.Popen([sys.executable, str(agent)]) as running:
+        try:
+            assert wait_until(lambda: running.pid in healthcheck.torchrun_agents())
+            assert healthcheck.main() == 0
+        finally:
+            running.kill()
+    assert healthcheck.main() == 1
+
+
+def wait_until(condition, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_selftest_passes_pytest_options_through():

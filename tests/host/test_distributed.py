@@ -131,19 +131,45 @@ def test_what_distributed_runs_fail_with_becomes_a_hint(backend, text, said):
 
 
 @pytest.mark.parametrize(
-    "path",
-    [
-        "deploy/slurm/torchlab-apptainer.sbatch",
-        "deploy/slurm/torchlab-enroot.sbatch",
-        "deploy/kubernetes/pytorchjob.yaml",
-    ],
+    "path", ["deploy/slurm/torchlab.sbatch", "deploy/kubernetes/pytorchjob.yaml"]
 )
-def test_clusters_run_the_torchrun_line_make_test_ddp_runs(path):
+def test_clusters_start_each_node_as_make_test_ddp_does(path):
+    """One torchrun line, in the toolkit: every launcher runs `torchlab torchrun`."""
     from torchlab_host import ddp
 
     text = (REPO / path).read_text()
-    assert f"exec {ddp.TORCHRUN}" in text, f"{path} runs another torchrun line than {ddp.TORCHRUN}"
-    assert ddp.node_command(list(ddp.PROOF))[2] == f'exec {ddp.TORCHRUN} "$@"'
+    assert " ".join(ddp.node_command([])) in text, f"{path} starts its nodes another way"
+    assert "--rdzv" not in text, f"{path} writes its own torchrun line"
+
+
+def test_the_torchrun_line_comes_from_the_environment_each_launcher_sets():
+    from torchlab.launch import SETTINGS, torchrun_command
+
+    environment = dict(
+        NNODES="2", NPROC_PER_NODE="4", RDZV_HOST="node0", RDZV_PORT="29400", RDZV_ID="job-7"
+    )
+    assert torchrun_command(environment, ["-m", "torchlab", "distributed"]) == [
+        "torchrun", "--nnodes=2", "--nproc-per-node=4", "--rdzv-backend=c10d",
+        "--rdzv-endpoint=node0:29400", "--rdzv-id=job-7", "--max-restarts=0",
+        "-m", "torchlab", "distributed",
+    ]  # fmt: skip
+    del environment["RDZV_HOST"]
+    with pytest.raises(ValueError, match=r"torchrun needs RDZV_HOST in the environment\. Fix: "):
+        torchrun_command(environment, ["train.py"])
+    assert set(SETTINGS) == {*environment, "RDZV_HOST"}
+
+
+def test_torchlab_torchrun_without_its_settings_is_one_line(monkeypatch, capsys):
+    from torchlab import cli
+
+    for name in ("NPROC_PER_NODE", "RDZV_HOST", "RDZV_PORT", "RDZV_ID"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NNODES", "2")
+    assert cli.main(["torchrun", "-m", "torchlab", "distributed"]) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(
+        "torchlab: torchrun needs NPROC_PER_NODE, RDZV_HOST, RDZV_PORT, RDZV_ID in the environment."
+    )
 
 
 def test_make_ddp_runs_a_script_of_the_labs_folder_with_its_arguments(tmp_path, monkeypatch):

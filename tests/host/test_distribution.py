@@ -15,7 +15,8 @@ import pytest
 import torchlab
 from torchlab import variants
 from torchlab.backends import get
-from torchlab_host import archive, images, publish, reproducible
+from torchlab_host import archive, context, images, publish, registry, reproducible
+from torchlab_host.buildspec import variant_build
 from torchlab_host.errors import HostError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -23,30 +24,33 @@ MANIFEST = variants.load()
 CPU = MANIFEST.variant("cpu")
 
 
-def digest_of(monkeypatch, edit=None) -> str:
+def digest_of(monkeypatch, folder: Path, edit=None) -> str:
     monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
+    build = variant_build(CPU, MANIFEST)
+    staged = context.stage(build, folder)
+    if edit:
+        edit(staged)
+    return context.inputs_digest(build, staged)
+
+
+def test_the_same_inputs_give_the_same_tag_and_any_change_another(monkeypatch, tmp_path):
     monkeypatch.delenv("BASE_IMAGE", raising=False)
-    build = images.variant_build(CPU, MANIFEST)
-    with images.staged_context(build) as context:
-        if edit:
-            edit(context)
-        return images.inputs_digest(build, context)
-
-
-def test_the_same_inputs_give_the_same_tag_and_any_change_another(monkeypatch):
-    first = digest_of(monkeypatch)
+    first = digest_of(monkeypatch, tmp_path)
     assert re.fullmatch(r"[0-9a-f]{12}", first)
-    assert digest_of(monkeypatch) == first
+    assert digest_of(monkeypatch, tmp_path) == first
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")  # a date is no input: the layer cache ignores it
-    assert digest_of(monkeypatch) == first
+    assert digest_of(monkeypatch, tmp_path) == first
 
-    def edit_the_toolkit(context: Path) -> None:
-        with open(context / "toolkit/opt/torchlab/src/src/torchlab/devices.py", "a") as file:
+    def edit_the_toolkit(staged: Path) -> None:
+        with open(staged / "toolkit/opt/torchlab/src/src/torchlab/devices.py", "a") as file:
             file.write("# an edit\n")
 
-    assert digest_of(monkeypatch, edit_the_toolkit) != first
+    assert digest_of(monkeypatch, tmp_path, edit_the_toolkit) != first
     monkeypatch.setenv("IMAGE_UID", "1234")  # another image user: another image
-    assert digest_of(monkeypatch) != first
+    assert digest_of(monkeypatch, tmp_path) != first
+    monkeypatch.delenv("IMAGE_UID")
+    monkeypatch.setenv("BASE_IMAGE", "torchlab/debian:bookworm")  # another base: another image
+    assert digest_of(monkeypatch, tmp_path) != first
 
 
 def test_inputs_tags_name_the_variant():
@@ -56,13 +60,17 @@ def test_inputs_tags_name_the_variant():
     assert images.inputs_tag_among(names) == "torchlab:cpu-inputs-0123456789ab"
     assert images.inputs_tag_among(["torchlab-hub:inputs-0123456789ab"]) is not None
     assert images.inputs_tag_among(["torchlab:cpu", "torchlab:cpu-0.1.0"]) is None
+    assert images.image_of_inputs_tag("torchlab:cpu-inputs-0123456789ab") == "torchlab:cpu"
+    pushed = "127.0.0.1:5000/torchlab:cpu-inputs-0123456789ab"  # a registry with a port
+    assert images.image_of_inputs_tag(pushed) == "127.0.0.1:5000/torchlab:cpu"
+    assert images.image_of_inputs_tag("torchlab-hub:inputs-0123456789ab") == "torchlab-hub:latest"
 
 
 def test_a_registry_that_does_not_answer_is_one_line_within_seconds(monkeypatch, capsys):
     monkeypatch.setenv("TORCHLAB_REGISTRY", "127.0.0.1:9/torchlab")  # nothing listens on port 9
     start = time.monotonic()
-    assert images.pulled("torchlab:cpu-inputs-0123456789ab") is False
-    assert time.monotonic() - start < images.REGISTRY_TIMEOUT_S + 1
+    assert registry.pulled("torchlab:cpu-inputs-0123456789ab") is False
+    assert time.monotonic() - start < registry.REGISTRY_TIMEOUT_S + 1
     [line] = capsys.readouterr().out.splitlines()
     assert line.startswith(
         "torchlab: cannot pull 127.0.0.1:9/torchlab/torchlab:cpu-inputs-0123456789ab: "
@@ -72,7 +80,7 @@ def test_a_registry_that_does_not_answer_is_one_line_within_seconds(monkeypatch,
 
 def test_an_empty_registry_means_build_without_asking(monkeypatch, capsys):
     monkeypatch.setenv("TORCHLAB_REGISTRY", "")
-    assert images.pulled("torchlab:cpu-inputs-0123456789ab") is False
+    assert registry.pulled("torchlab:cpu-inputs-0123456789ab") is False
     assert capsys.readouterr().out == ""
 
 
@@ -148,6 +156,9 @@ def test_each_dev_container_is_a_variants_lab(config):
     assert settings["workspaceFolder"] == "/home/lab/labs"
     assert "target=/home/lab/labs" in settings["workspaceMount"]
     assert settings["remoteUser"] == "lab" and settings["updateRemoteUserUID"] is True
+    assert {"--cap-drop=ALL", "--security-opt=no-new-privileges:true", "--shm-size=2gb"} <= set(
+        settings["runArgs"]
+    )  # confined as every lab is
     assert {"ms-python.python", "ms-toolsai.jupyter"} <= set(
         settings["customizations"]["vscode"]["extensions"]
     )
@@ -155,8 +166,9 @@ def test_each_dev_container_is_a_variants_lab(config):
     assert settings.get("hostRequirements", {}).get("gpu", False) is needs_gpu
 
 
-def test_there_are_dev_containers_for_cpu_and_cuda():
-    assert {path.parent.name for path in REPO.glob(".devcontainer/*/devcontainer.json")} == {
-        "cpu",
-        "cuda",
-    }
+def test_every_variant_a_user_can_have_alone_has_a_dev_container():
+    """Not xla: a Cloud TPU VM gives its chips to one privileged container on the host's
+    network, not to an editor's container."""
+    found = {path.parent.name for path in REPO.glob(".devcontainer/*/devcontainer.json")}
+    assert found == {variant.name for variant in MANIFEST.variants if variant.per_user}
+    assert {"cpu", "cuda"} <= found and "xla" not in found

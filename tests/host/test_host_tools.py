@@ -16,14 +16,26 @@ import pytest
 
 from torchlab import variants
 from torchlab.backends import cuda, get
-from torchlab_host import engine, images, labs
+from torchlab_host import (
+    addresses,
+    building,
+    buildspec,
+    context,
+    engine,
+    envfile,
+    lab,
+    lab_settings,
+    services,
+    wheelhouse,
+)
 from torchlab_host.errors import HostError
+from torchlab_host.lockfiles import files
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()
 CPU, CUDA = MANIFEST.variant("cpu"), MANIFEST.variant("cuda")
 CONTEXT = Path("/tmp/staged-context")
-CPU_BUILD = images.variant_build(CPU, MANIFEST)
+CPU_BUILD = buildspec.variant_build(CPU, MANIFEST)
 
 
 @pytest.fixture
@@ -84,19 +96,19 @@ def test_gpu_lab_without_the_container_toolkit_names_it(fake_bin):
     hint = get("cuda").host_requirements()
     assert "NVIDIA Container Toolkit is not installed" in hint.problem
     assert cuda.TOOLKIT_URL in hint.fix and "nvidia-ctk runtime configure" in hint.fix
-    assert labs.auto_variant(MANIFEST).name == "cpu"
+    assert lab.auto_variant(MANIFEST).name == "cpu"
 
 
 def test_make_lab_picks_cuda_when_driver_and_toolkit_are_there(fake_bin):
     fake_bin("nvidia-smi", 'echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-1)"')
     fake_bin("nvidia-ctk", "exit 0")
     assert get("cuda").host_requirements() is None
-    assert labs.auto_variant(MANIFEST).name == "cuda"
+    assert lab.auto_variant(MANIFEST).name == "cuda"
 
 
 def test_a_gpu_lab_without_a_driver_also_names_the_cpu_lab(fake_bin):
     with pytest.raises(HostError) as raised:
-        labs.require_host_device(CUDA)
+        lab.require_host_device(CUDA)
     line = one_line(raised.value)
     assert "no NVIDIA driver on this host" in line and "(without one: make lab-cpu)" in line
 
@@ -114,7 +126,7 @@ def test_unknown_variant():
 def test_missing_labs_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("LABS_DIR", str(tmp_path / "gone"))
     with pytest.raises(HostError) as raised:
-        labs.settings()
+        lab_settings.settings()
     assert "is missing" in one_line(raised.value) and "git checkout -- labs" in str(raised.value)
 
 
@@ -125,7 +137,7 @@ def test_labs_folder_not_writable_by_the_lab_user(tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_UID", "4242")
     monkeypatch.setenv("LAB_GID", "4242")
     with pytest.raises(HostError) as raised:
-        labs.settings()
+        lab_settings.settings()
     assert "not writable by uid 4242" in one_line(raised.value)
     assert f"chown -R 4242:4242 {folder}" in str(raised.value)
 
@@ -137,14 +149,14 @@ def test_the_lab_runs_as_the_owner_of_labs_when_started_by_root(tmp_path, monkey
     os.chown(folder, 4242, 4343)
     monkeypatch.delenv("LAB_UID", raising=False)
     monkeypatch.delenv("SUDO_UID", raising=False)
-    assert labs.lab_user(folder) == (4242, 4343)
+    assert lab_settings.lab_user(folder) == (4242, 4343)
     monkeypatch.setenv("SUDO_UID", "1234")
     monkeypatch.setenv("SUDO_GID", "1235")
-    assert labs.lab_user(folder) == (1234, 1235)
+    assert lab_settings.lab_user(folder) == (1234, 1235)
     monkeypatch.delenv("SUDO_UID")
     os.chown(folder, 0, 0)
     with pytest.raises(HostError, match="never runs as root"):
-        labs.lab_user(folder)
+        lab_settings.lab_user(folder)
 
 
 @pytest.mark.parametrize(
@@ -156,14 +168,14 @@ def test_a_port_in_use_is_one_line(command, prefix):
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(HostError) as raised:
-            labs.require_free_port("127.0.0.1", port, command, prefix=prefix)
+            addresses.require_free_port("127.0.0.1", port, command, prefix=prefix)
     assert f"port {port} on 127.0.0.1 is already in use" in one_line(raised.value)
     assert f"{command} {prefix}_PORT={port + 1}" in str(raised.value)
 
 
 def test_an_address_that_is_not_this_machines_is_named_as_such():
     with pytest.raises(HostError) as raised:
-        labs.require_free_port(
+        addresses.require_free_port(
             "192.0.2.55", 8888, "make lab-cpu"
         )  # TEST-NET-1: never a local address
     line = one_line(raised.value)
@@ -173,31 +185,30 @@ def test_an_address_that_is_not_this_machines_is_named_as_such():
 
 def test_a_bind_that_is_no_address_at_all():
     with pytest.raises(HostError, match="LAB_BIND=localhost:8888 is not an IP address"):
-        labs.require_free_port("localhost:8888", 8888, "make lab-cpu")
+        addresses.require_free_port("localhost:8888", 8888, "make lab-cpu")
 
 
 @pytest.fixture
 def env_file(tmp_path, monkeypatch):
-    monkeypatch.setattr(labs, "ENV_FILE", tmp_path / ".env")
-    monkeypatch.setattr(engine, "ROOT", tmp_path)
+    monkeypatch.setattr(envfile, "ROOT", tmp_path)
     monkeypatch.delenv("JUPYTER_TOKEN", raising=False)
     return tmp_path / ".env"
 
 
 def test_token_is_generated_once_kept_private_and_reused(env_file, monkeypatch):
-    first = labs.token()
+    first = envfile.token()
     assert len(first) == 48 and int(first, 16)
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    assert labs.token() == first
+    assert envfile.token() == first
     monkeypatch.setenv("JUPYTER_TOKEN", "from-the-environment")
-    assert labs.token() == "from-the-environment"
+    assert envfile.token() == "from-the-environment"
 
 
 @pytest.mark.parametrize("command", [["down"], ["logs"], ["ps"]])
 def test_commands_that_start_no_lab_create_no_token(env_file, fake_bin, command):
     fake_bin("docker", 'echo "$JUPYTER_TOKEN"')
-    said = engine.compose(*command, capture=True).stdout.strip()
-    assert said == engine.NO_LAB_TOKEN and not env_file.exists()
+    said = services.compose(*command, capture=True).stdout.strip()
+    assert said == services.NO_LAB_TOKEN and not env_file.exists()
 
 
 def test_wheelhouse_is_served_to_the_build(tmp_path, monkeypatch):
@@ -205,7 +216,7 @@ def test_wheelhouse_is_served_to_the_build(tmp_path, monkeypatch):
         (tmp_path / lock).mkdir()
         (tmp_path / lock / f"{lock}_pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
     monkeypatch.setenv("WHEELHOUSE_PORT", "0")
-    with images.served_wheelhouse(tmp_path, ["lab", "cpu"]) as url:
+    with wheelhouse.served(tmp_path, ["lab", "cpu"]) as url:
         assert url.startswith("http://127.0.0.1:")
         listing = urllib.request.urlopen(f"{url}/cpu/").read()
         assert b"cpu_pkg-1.0-py3-none-any.whl" in listing
@@ -216,7 +227,7 @@ def test_a_wheelhouse_without_the_variant_is_refused(tmp_path):
     (tmp_path / "lab" / "lab_pkg-1.0-py3-none-any.whl").write_bytes(b"wheel")
     with (
         pytest.raises(HostError, match=r"has no cuda wheels\. Fix: fill it first: make wheels"),
-        images.served_wheelhouse(tmp_path, ["lab", "cuda"]),
+        wheelhouse.served(tmp_path, ["lab", "cuda"]),
     ):
         pass
 
@@ -238,14 +249,14 @@ def build_args(command: list[str]) -> dict[str, str]:
 def clean_build_environment(monkeypatch):
     for name in ("WHEELHOUSE", "DOCKER_BUILD_FLAGS", "TORCH_CPU_WHEELS"):
         monkeypatch.delenv(name, raising=False)
-    for name in (*images.PASSED_BUILD_ARGS, *images.ONLINE_BUILD_ARGS):
+    for name in ("BASE_IMAGE", *buildspec.USER_BUILD_ARGS, *buildspec.ONLINE_BUILD_ARGS):
         monkeypatch.delenv(name, raising=False)
 
 
 def test_online_and_offline_builds_differ_only_in_where_pip_looks(clean_build_environment):
-    online = images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
-    offline = images.build_command(
-        images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT, "http://127.0.0.1:8799"
+    online = building.build_command(buildspec.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
+    offline = building.build_command(
+        buildspec.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT, "http://127.0.0.1:8799"
     )
     differing = {
         name: value
@@ -270,8 +281,8 @@ def test_online_and_offline_builds_differ_only_in_where_pip_looks(clean_build_en
 
 def test_the_manifest_names_the_device_and_the_locks_of_the_build(clean_build_environment):
     args = build_args(
-        images.build_command(
-            images.variant_build(MANIFEST.variant("xla"), MANIFEST), MANIFEST, CONTEXT
+        building.build_command(
+            buildspec.variant_build(MANIFEST.variant("xla"), MANIFEST), MANIFEST, CONTEXT
         )
     )
     assert (args["VARIANT"], args["DEVICE"], args["SHARED_LOCK"], args["LOCK"]) == (
@@ -288,13 +299,13 @@ def test_the_lab_user_is_chosen_at_start_and_the_image_user_at_build(
 ):
     monkeypatch.setenv("LAB_UID", "4242")
     assert "LAB_UID" not in build_args(
-        images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
+        building.build_command(buildspec.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
     )
     monkeypatch.setenv("IMAGE_UID", "1234")
     assert (
-        build_args(images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT))[
-            "LAB_UID"
-        ]
+        build_args(
+            building.build_command(buildspec.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
+        )["LAB_UID"]
         == "1234"
     )
 
@@ -303,11 +314,11 @@ def test_online_settings_do_not_touch_the_offline_build(clean_build_environment,
     monkeypatch.setenv("TORCH_CPU_WHEELS", "/some/folder")
     monkeypatch.setenv("PIP_INDEX_URL", "https://mirror.example/simple")
     online = build_args(
-        images.build_command(images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
+        building.build_command(buildspec.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT)
     )
     offline = build_args(
-        images.build_command(
-            images.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT, "http://127.0.0.1:8799"
+        building.build_command(
+            buildspec.variant_build(CPU, MANIFEST), MANIFEST, CONTEXT, "http://127.0.0.1:8799"
         )
     )
     assert online["PIP_SOURCES_VARIANT"] == "--find-links /some/folder"
@@ -338,13 +349,13 @@ NO_INDEX = [
 def test_a_build_without_a_registry_names_the_base_image_and_make_base_image(
     clean_build_environment,
 ):
-    line = one_line(images.explain_build_failure(CPU_BUILD, NO_REGISTRY))
+    line = one_line(building.explain_build_failure(CPU_BUILD, NO_REGISTRY))
     assert line.startswith("the base image debian:bookworm-slim cannot be pulled: no container")
     assert "make base-image" in line and "BASE_IMAGE=torchlab/debian:bookworm" in line
 
 
 def test_a_build_without_the_index_names_the_wheelhouse(clean_build_environment):
-    line = one_line(images.explain_build_failure(CPU_BUILD, NO_INDEX))
+    line = one_line(building.explain_build_failure(CPU_BUILD, NO_INDEX))
     assert "could not get its packages from the index" in line
     assert "make wheels" in line and "WHEELHOUSE=wheelhouse" in line
 
@@ -352,7 +363,7 @@ def test_a_build_without_the_index_names_the_wheelhouse(clean_build_environment)
 def test_other_build_failures_point_at_the_output(clean_build_environment):
     output = ["Step 30/40 : RUN torchlab check-build cpu", "torchlab: the cpu image is wrong"]
     assert "the build's output is above" in one_line(
-        images.explain_build_failure(CPU_BUILD, output)
+        building.explain_build_failure(CPU_BUILD, output)
     )
 
 
@@ -387,59 +398,56 @@ def test_warning_and_error_lines_are_recognised_in_every_form(line, problem):
     assert bool(engine.problem_lines([line])) == problem
 
 
-def test_the_build_context_holds_what_the_image_copies_with_one_date_and_fixed_modes(monkeypatch):
+def test_the_build_context_holds_what_the_image_copies_with_one_date_and_fixed_modes(
+    monkeypatch, tmp_path
+):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
     monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
-    with images.staged_context(images.variant_build(CPU, MANIFEST)) as context:
-        # The Dockerfile, and one tree per COPY, rooted at / in the image.
-        trees = {path.name for path in context.iterdir()}
-        assert trees == {
-            "Dockerfile",
-            "scripts",
-            "shared-lock",
-            "variant-lock",
-            "toolkit",
-            "course",
-        }
-        dockerfile = (context / "Dockerfile").read_text()
-        copied = {
-            line.split()[1].rstrip("/")
-            for line in dockerfile.splitlines()
-            if line.startswith("COPY")
-        }
-        assert copied == trees - {"Dockerfile"}
-        assert (context / "toolkit/opt/torchlab/src/src/torchlab/cli.py").is_file()
-        assert not list(context.rglob("__pycache__"))
-        assert {path.stat().st_mtime for path in context.rglob("*")} == {1700000000}
-        modes = {
-            path.relative_to(context).as_posix(): path.stat().st_mode & 0o7777
-            for path in context.rglob("*")
-        }
-        assert modes["scripts/opt/torchlab/scripts/reproducible-run"] == 0o755
-        assert modes["scripts/opt"] == 0o755 and modes["toolkit/etc/jupyter"] == 0o755
-        assert modes["toolkit/opt/torchlab/variants.toml"] == 0o644
-        installed = (context / "variant-lock/opt/torchlab/requirements/cpu.txt").read_text()
-        assert "torch==2.13.0+cpu" in installed and "torchvision==" not in installed
-        constraints = (context / "toolkit/opt/torchlab/requirements/constraints.txt").read_text()
-        assert "torchvision==0.28.0+cpu\n" in constraints and "torch==2.13.0+cpu\n" in constraints
-        assert "jupyterlab==" in constraints  # the shared lock too
+    staged = context.stage(buildspec.variant_build(CPU, MANIFEST), tmp_path / "cpu")
+    # The Dockerfile, and one tree per COPY, rooted at / in the image.
+    trees = {path.name for path in staged.iterdir()}
+    assert trees == {
+        "Dockerfile",
+        "scripts",
+        "shared-lock",
+        "variant-lock",
+        "toolkit",
+        "course",
+    }
+    dockerfile = (staged / "Dockerfile").read_text()
+    copied = {
+        line.split()[1].rstrip("/") for line in dockerfile.splitlines() if line.startswith("COPY")
+    }
+    assert copied == trees - {"Dockerfile"}
+    assert (staged / "toolkit/opt/torchlab/src/src/torchlab/cli.py").is_file()
+    assert not (staged / "toolkit/opt/torchlab/src/src/torchlab_host").exists()  # host only
+    assert not list(staged.rglob("__pycache__"))
+    assert {path.stat().st_mtime for path in staged.rglob("*")} == {1700000000}
+    modes = {
+        path.relative_to(staged).as_posix(): path.stat().st_mode & 0o7777
+        for path in staged.rglob("*")
+    }
+    assert modes["scripts/opt/torchlab/scripts/reproducible-run"] == 0o755
+    assert modes["scripts/opt"] == 0o755 and modes["toolkit/etc/jupyter"] == 0o755
+    assert modes["toolkit/opt/torchlab/variants.toml"] == 0o644
+    installed = (staged / "variant-lock/opt/torchlab/requirements/cpu.txt").read_text()
+    assert "torch==2.13.0+cpu" in installed and "torchvision==" not in installed
+    constraints = (staged / "toolkit/opt/torchlab/requirements/constraints.txt").read_text()
+    assert "torchvision==0.28.0+cpu\n" in constraints and "torch==2.13.0+cpu\n" in constraints
+    assert "jupyterlab==" in constraints  # the shared lock too
 
 
 def test_leaving_out_what_no_variant_may_leave_out_is_one_line(monkeypatch):
     monkeypatch.setenv("TORCHLAB_WITHOUT", "torch")
-    from torchlab_host import locks
-
     with pytest.raises(HostError) as raised:
-        locks.require_omittable(MANIFEST)
+        files.require_omittable(MANIFEST)
     assert "TORCHLAB_WITHOUT names torch, which no variant may leave out" in one_line(raised.value)
 
 
 def test_only_the_variants_that_allow_it_leave_a_package_out(monkeypatch):
-    from torchlab_host import locks
-
     monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
-    assert locks.omitted(CPU) == {"torchvision"} and locks.omitted(CUDA) == set()
-    assert "torchvision==0.28.0 " in locks.installed_text("cuda", MANIFEST)
+    assert files.omitted(CPU) == {"torchvision"} and files.omitted(CUDA) == set()
+    assert "torchvision==0.28.0 " in files.installed_text("cuda", MANIFEST)
 
 
 def test_clean_cache_and_clean_packages_remove_their_part_of_the_lab_data_only(
@@ -449,7 +457,7 @@ def test_clean_cache_and_clean_packages_remove_their_part_of_the_lab_data_only(
     for part in ("cache/torch/hub", "datasets/digits", "packages/cpu/lib"):
         (tmp_path / part).mkdir(parents=True)
         (tmp_path / part / "kept").write_text("data")
-    assert labs.clean_data("cache") == 0
+    assert lab.clean_data("cache") == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["packages"]
-    assert labs.clean_data("packages") == 0
+    assert lab.clean_data("packages") == 0
     assert list(tmp_path.iterdir()) == []

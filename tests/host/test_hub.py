@@ -7,10 +7,11 @@ import stat
 import pytest
 
 from torchlab import variants
-from torchlab_host import engine, hub
+from torchlab_host import envfile, hub
 from torchlab_host.errors import HostError
 
 MANIFEST = variants.load()
+CONFINED = MANIFEST.containers
 HUB_SETTINGS = (
     "HUB_ADMIN", "HUB_PROFILES", "HUB_PORT", "HUB_BIND", "HUB_AUTHENTICATOR", "HUB_MEM_LIMIT",
     "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET",
@@ -21,7 +22,7 @@ HUB_SETTINGS = (
 @pytest.fixture(autouse=True)
 def clean_settings(tmp_path, monkeypatch):
     """No .env and none of the hub's settings, and a PATH without nvidia-smi (no GPU)."""
-    monkeypatch.setattr(engine, "ROOT", tmp_path)
+    monkeypatch.setattr(envfile, "ROOT", tmp_path)
     for name in HUB_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -39,7 +40,14 @@ def test_the_defaults_serve_cpu_on_loopback_with_native_sign_up():
     assert (settings.bind, settings.port, settings.authenticator) == ("127.0.0.1", 8000, "native")
     assert [p["name"] for p in settings.profiles] == ["cpu"]
     assert settings.profiles[0] == {
-        "name": "cpu", "image": "torchlab:cpu", "summary": "any machine", "host_config": {}
+        "name": "cpu", "image": "torchlab:cpu", "summary": "any machine", "host_config": CONFINED
+    }  # fmt: skip
+
+
+def test_every_users_server_is_confined_as_the_manifest_says():
+    """The hub's servers get variants.toml's [containers], as compose's labs do."""
+    assert CONFINED == {
+        "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"], "shm_size": "2gb"
     }  # fmt: skip
 
 
@@ -82,7 +90,8 @@ def test_a_gpu_profile_requests_the_gpus_where_they_reach_containers(tmp_path, m
     settings = hub.settings(MANIFEST)
     assert [p["name"] for p in settings.profiles] == ["cpu", "cuda"]  # the default, with a GPU
     assert settings.profiles[1]["host_config"] == {
-        "device_requests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]
+        **CONFINED,
+        "device_requests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}],
     }
 
 

@@ -14,10 +14,19 @@ import jsonschema
 import pytest
 import yaml
 
+from torchlab import variants
+
 REPO = Path(__file__).resolve().parents[2]
 REFERENCE = Path(os.environ.get("TORCHLAB_REFERENCE") or REPO.parent / "shared/reference")
 Z2JH = REFERENCE / "z2jh-4.4.0"
 OURS = REPO / "deploy/kubernetes/jupyterhub/values.yaml"
+MANIFEST = variants.load()
+PROFILES = REPO / "deploy/kubernetes/jupyterhub/profiles.yaml"
+
+
+def ours() -> dict:
+    """values.yaml, then profiles.yaml over it, as Helm merges two --values files."""
+    return helm_merge(yaml.safe_load(OURS.read_text()), yaml.safe_load(PROFILES.read_text()))
 
 
 def helm_merge(defaults, overrides):
@@ -52,16 +61,17 @@ def test_helm_merge_merges_maps_replaces_lists_and_drops_nulls():
 
 def test_the_values_validate_against_the_charts_schema(chart):
     defaults, schema = chart
-    values = helm_merge(defaults, yaml.safe_load(OURS.read_text()))
+    values = helm_merge(defaults, ours())
+    assert values["singleuser"]["profileList"] and values["singleuser"]["storage"]
     jsonschema.validate(values, schema, cls=jsonschema.Draft7Validator)
 
 
 def test_the_schema_would_catch_a_mistake(chart):
     defaults, schema = chart
-    ours = yaml.safe_load(OURS.read_text())
-    ours["singleuser"]["storag"] = ours["singleuser"].pop("storage")
+    wrong = ours()
+    wrong["singleuser"]["storag"] = wrong["singleuser"].pop("storage")
     with pytest.raises(jsonschema.ValidationError, match="storag"):
-        jsonschema.validate(helm_merge(defaults, ours), schema, cls=jsonschema.Draft7Validator)
+        jsonschema.validate(helm_merge(defaults, wrong), schema, cls=jsonschema.Draft7Validator)
 
 
 def test_each_user_gets_the_images_user_start_command_shm_and_volume():
@@ -77,8 +87,11 @@ def test_each_user_gets_the_images_user_start_command_shm_and_volume():
 
 
 def test_the_profiles_reach_their_devices():
-    profiles = {p["slug"]: p for p in yaml.safe_load(OURS.read_text())["singleuser"]["profileList"]}
-    assert list(profiles) == ["cpu", "cuda", "xla"]
+    profiles = {p["slug"]: p for p in ours()["singleuser"]["profileList"]}
+    assert list(profiles) == MANIFEST.names
+    assert profiles["cpu"]["default"] is True
+    for name, profile in profiles.items():
+        assert profile["kubespawner_override"]["image"].endswith(f"/torchlab:{name}")
     cuda = profiles["cuda"]["kubespawner_override"]
     assert cuda["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
     assert cuda["image"].endswith(":cuda")

@@ -6,8 +6,8 @@ it up or name, in one line, what else has to change.
 
 from __future__ import annotations
 
+import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -15,9 +15,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from torchlab import variants
-from torchlab_host import check
+from torchlab_host import hub
+from torchlab_host.checkout import copy_tracked, run_host_tools
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()
@@ -34,35 +36,10 @@ build = { cuda_major = 12, archs = ["sm_80"] }
 
 [variants.cu12.compose.deploy.resources.reservations]
 devices = [{ driver = "nvidia", count = "all", capabilities = ["gpu"] }]
+
+[variants.cu12.kubernetes]
+extra_resource_limits = { "nvidia.com/gpu" = "1" }
 """
-NEW_SERVICES = """
-  lab-cu12:
-    <<: *lab
-    image: torchlab:cu12
-    deploy: *cuda-device
-    environment:
-      <<: *token
-      TORCHLAB_EXPECT: cuda
-
-  test-cu12:
-    <<: [*test, *confined]
-    image: torchlab:cu12
-    deploy: *cuda-device
-
-  test-cu12-on-cpu:
-    <<: [*test, *confined]
-    image: torchlab:cu12
-    environment:
-      TORCHLAB_EXPECT: cpu
-"""
-
-
-def add_services(compose: Path, services: str) -> None:
-    """Add services at the end of compose's services block, as a contributor would."""
-    head, rest = compose.read_text().split("\nservices:\n", 1)
-    next_top_level = re.search(r"^\S", rest, re.MULTILINE)
-    end = next_top_level.start() if next_top_level else len(rest)
-    compose.write_text(f"{head}\nservices:\n{rest[:end]}{services}\n{rest[end:]}")
 
 
 def test_the_manifest_lists_the_three_images_with_their_devices():
@@ -91,34 +68,6 @@ def test_a_wrong_manifest_is_one_line_that_names_the_key(table, complaint):
     assert "\n" not in str(raised.value)
 
 
-@pytest.fixture(scope="module")
-def services() -> dict:
-    from torchlab_host.engine import compose_services
-
-    return compose_services()
-
-
-def test_check_names_a_service_that_lost_its_device_block(services):
-    broken = {name: dict(config) for name, config in services.items()}
-    del broken["lab-cuda"]["deploy"]
-    [line] = check.problems(MANIFEST, broken)
-    assert line.startswith("compose.yaml: lab-cuda for variant cuda lacks the device block")
-    assert '"driver": "nvidia"' in line
-
-
-def test_check_names_a_cpu_mode_run_that_reaches_for_the_device(services):
-    broken = {name: dict(config) for name, config in services.items()}
-    broken["test-xla-on-cpu"]["privileged"] = True
-    [line] = check.problems(MANIFEST, broken)
-    assert "test-xla-on-cpu for variant xla reaches for the device" in line
-
-
-def test_check_names_a_service_no_variant_owns(services):
-    extra = dict(services, **{"lab-rocm": services["lab-cpu"]})
-    [line] = check.problems(MANIFEST, extra)
-    assert line.startswith("compose.yaml has lab-rocm, which no variant of variants.toml names")
-
-
 def test_the_ci_matrix_is_the_manifest():
     result = subprocess.run(["make", "-s", "ci-matrix"], cwd=REPO, capture_output=True, text=True)
     assert result.stdout.strip() == 'matrix={"variant": ["cpu", "cuda", "xla"]}'
@@ -127,19 +76,7 @@ def test_the_ci_matrix_is_the_manifest():
 @pytest.fixture
 def checkout(tmp_path) -> Path:
     """A copy of the tracked files, where a variant can be added."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    for name in listed:
-        if (REPO / name).is_file():
-            target = tmp_path / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, target)
-    return tmp_path
+    return copy_tracked(tmp_path / "checkout")
 
 
 def make(folder: Path, *target: str, **environment: str) -> subprocess.CompletedProcess:
@@ -152,24 +89,42 @@ def make(folder: Path, *target: str, **environment: str) -> subprocess.Completed
     )
 
 
-def test_a_new_variant_is_picked_up_or_each_place_to_change_is_named(checkout, tmp_path):
+def problems(result: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in result.stderr.splitlines() if not line.startswith("make")]
+
+
+def test_a_generated_file_edited_by_hand_is_named_and_make_generate_restores_it(checkout):
+    compose = checkout / "compose.yaml"
+    written = compose.read_text()
+    compose.write_text(written.replace("cap_drop: [ALL]", "cap_drop: []"))
+    checked = make(checkout, "check")
+    assert checked.returncode != 0
+    assert problems(checked) == [
+        "torchlab: compose.yaml is out of date with variants.toml. Fix: make generate"
+    ]
+    assert make(checkout, "generate").returncode == 0
+    assert compose.read_text() == written and make(checkout, "check").returncode == 0
+
+
+def fake_gpu_host(folder: Path) -> str:
+    """A PATH on which the host has an NVIDIA driver and the container toolkit."""
+    for name, script in (
+        ("nvidia-smi", 'echo "GPU 0: NVIDIA A100 (UUID: GPU-1)"'),
+        ("nvidia-ctk", ""),
+    ):
+        (folder / name).write_text(f"#!/bin/sh\n{script}\n")
+        (folder / name).chmod(0o755)
+    return f"{folder}:{os.environ['PATH']}"
+
+
+def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, monkeypatch):
+    """Everything that serves a variant picks it up from the manifest: no hand edit beyond
+    its table and its lock, then make generate."""
     with open(checkout / "variants.toml", "a") as manifest:
         manifest.write(NEW_VARIANT)
 
-    # Picked up: the CI matrix, the bench's plan, the Makefile's pattern targets.
-    assert '"cu12"' in make(checkout, "ci-matrix").stdout
-    plan = subprocess.run(
-        [sys.executable, "-m", "torchlab_host.bench", "--plan"],
-        cwd=checkout,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(checkout / "src")),
-    )
-    assert "torchlab:cu12: size (ceiling 5.6 GB)" in plan.stdout
-    assert "suite and probe in CPU mode (TORCHLAB_EXPECT=cpu)" in plan.stdout
-    assert make(checkout, "--dry-run", "build-cu12").stdout.split()[-1] == "cu12"
-
-    # Named: the lock it lacks, for a build (before any docker), and compose's services.
+    # Before its lock: one line for a build (before any docker), and make check names the
+    # lock and every generated file the variant changes.
     docker = tmp_path / "bin/docker"
     docker.parent.mkdir()
     docker.write_text("#!/bin/sh\nexit 0\n")
@@ -180,21 +135,58 @@ def test_a_new_variant_is_picked_up_or_each_place_to_change_is_named(checkout, t
         "torchlab: the lock requirements/cu12.txt is missing. Fix: write requirements/cu12.in "
         "(what only this image adds), then make lock"
     )
-    checked = make(checkout, "check")
-    assert checked.returncode != 0
-    lines = [line for line in checked.stderr.splitlines() if not line.startswith("make")]
-    assert lines[0].startswith("torchlab: requirements/cu12.in for variant cu12 is missing.")
-    for service in ("lab-cu12", "test-cu12", "test-cu12-on-cpu"):
-        assert any(
-            line.startswith(f"torchlab: compose.yaml has no service {service} for variant cu12")
-            for line in lines
-        ), service
-    assert len(lines) == 4, lines
+    stale = problems(make(checkout, "check"))
+    assert stale[0].startswith("torchlab: requirements/cu12.in for variant cu12 is missing.")
+    assert {line.split()[1] for line in stale[1:]} == {
+        "compose.yaml", "deploy/kubernetes/jupyterhub/profiles.yaml",
+        ".devcontainer/cu12/devcontainer.json",
+    }  # fmt: skip
 
-    # With its lock and the services the check asked for, everything agrees.
+    # Its lock, then make generate: everything agrees, and every consumer serves it.
     requirements = checkout / "requirements"
     shutil.copy(requirements / "cuda.in", requirements / "cu12.in")
     shutil.copy(requirements / "cuda.txt", requirements / "cu12.txt")
-    add_services(checkout / "compose.yaml", NEW_SERVICES)
+    assert make(checkout, "generate").returncode == 0
     checked = make(checkout, "check")
     assert checked.returncode == 0, checked.stderr
+    assert '"cu12"' in make(checkout, "ci-matrix").stdout
+    plan = run_host_tools("bench", "--plan", root=checkout)
+    assert "torchlab:cu12: size (ceiling 5.6 GB)" in plan.stdout, plan.stderr
+    assert "suite and probe in CPU mode (TORCHLAB_EXPECT=cpu)" in plan.stdout
+    assert make(checkout, "--dry-run", "build-cu12").stdout.split()[-1] == "cu12"
+
+    services = compose_services_of(checkout)
+    assert services["lab-cu12"]["deploy"]["resources"]["reservations"]["devices"][0][
+        "capabilities"
+    ] == ["gpu"]
+    assert services["lab-cu12"]["cap_drop"] == ["ALL"]
+    assert services["test-cu12-on-cpu"]["environment"] == {"TORCHLAB_EXPECT": "cpu"}
+    assert "deploy" not in services["test-cu12-on-cpu"]
+
+    editor = json.loads(
+        "".join(
+            line
+            for line in (checkout / ".devcontainer/cu12/devcontainer.json").open()
+            if not line.startswith("//")
+        )
+    )
+    assert editor["image"] == "torchlab:cu12" and editor["hostRequirements"] == {"gpu": True}
+    cluster = yaml.safe_load((checkout / "deploy/kubernetes/jupyterhub/profiles.yaml").read_text())
+    [profile] = [p for p in cluster["singleuser"]["profileList"] if p["slug"] == "cu12"]
+    assert profile["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
+
+    new = variants.load(checkout / "variants.toml")
+    monkeypatch.setenv("PATH", fake_gpu_host(tmp_path / "bin"))
+    assert hub.profile(new.variant("cu12"), new)["host_config"]["device_requests"] == [
+        {"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}
+    ]
+
+
+def compose_services_of(folder: Path) -> dict:
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "docker-compose"), "--project-directory", str(folder),
+         "-f", str(folder / "compose.yaml"), "--profile", "*", "config", "--format", "json"],
+        capture_output=True, text=True, check=True,
+        env=dict(os.environ, JUPYTER_TOKEN="a-token"),
+    )  # fmt: skip
+    return json.loads(result.stdout)["services"]

@@ -1,7 +1,7 @@
-"""The compose file, the Dockerfile and the Makefile keep the promises users rely on.
+"""The compose file, the Dockerfiles and the Makefile keep the promises users rely on.
 
-compose.yaml is read through `docker compose config`, so merges and defaults are the ones
-Compose itself applies.
+compose.yaml is read through `docker compose config` (every profile), so merges and defaults
+are the ones Compose itself applies.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def compose_config(**environment: str) -> dict:
             "-f",
             str(REPO / "compose.yaml"),
             "--profile",
-            "test",
+            "*",
             "config",
             "--format",
             "json",
@@ -57,8 +57,21 @@ def labs_of(services):
     return {name: service for name, service in services.items() if name.startswith("lab-")}
 
 
-def test_compose_agrees_with_the_manifest(services):
-    assert check.problems(MANIFEST, services) == []
+def test_the_files_written_from_the_manifest_are_up_to_date():
+    assert check.problems(MANIFEST) == []
+
+
+def test_every_variant_has_its_lab_and_test_services(services):
+    for variant in MANIFEST.variants:
+        wanted = {f"lab-{variant.name}", f"test-{variant.name}"}
+        if variant.device != "cpu":
+            wanted.add(f"test-{variant.name}-on-cpu")
+        assert wanted <= set(services), variant.name
+        for name in wanted:
+            assert services[name]["image"] == variant.image, name
+        on_cpu = services.get(f"test-{variant.name}-on-cpu", {})
+        assert variant.cpu_mode.items() <= on_cpu.get("environment", {}).items(), variant.name
+        assert services[f"lab-{variant.name}"]["environment"]["TORCHLAB_EXPECT"] == variant.device
 
 
 def test_every_lab_mounts_the_same_labs_folder(services):
@@ -107,6 +120,7 @@ def test_shared_memory_is_enough_for_dataloader_workers(services):
 
 
 def test_no_service_disables_the_image_healthcheck(services):
+    assert "ddp-node" in services  # every profile is read
     for name, service in services.items():
         assert not service.get("healthcheck", {}).get("disable"), name
 
@@ -124,8 +138,12 @@ def test_the_token_may_not_be_empty():
 DOCKERFILE = (REPO / "docker/Dockerfile").read_text()
 
 
-def test_dockerfile_base_is_pinned_by_digest():
-    assert re.search(r"^ARG BASE_IMAGE=debian:bookworm-slim@sha256:[0-9a-f]{64}$", DOCKERFILE, re.M)
+def test_the_base_image_is_pinned_by_digest_in_one_place():
+    assert re.fullmatch(r"debian:bookworm-slim@sha256:[0-9a-f]{64}", MANIFEST.base_image)
+    for dockerfile in ("docker/Dockerfile", "hub/Dockerfile"):
+        text = (REPO / dockerfile).read_text()
+        assert re.search(r"^ARG BASE_IMAGE\nFROM \$\{BASE_IMAGE\}$", text, re.M), dockerfile
+        assert "sha256:" not in text, dockerfile
 
 
 def test_dockerfile_builds_with_the_classic_builder():

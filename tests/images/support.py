@@ -241,7 +241,6 @@ def make_lab(variant: str, labs: Path) -> Lab:
     port = free_port()
     environment = dict(
         os.environ,
-        PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]),
         COMPOSE_PROJECT_NAME=COMPOSE_PROJECT,
         LABS_DIR=str(labs),
         LAB_DATA_DIR=str(labs.parent / "lab-data"),

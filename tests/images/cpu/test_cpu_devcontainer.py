@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from support import HOST_GID, HOST_UID, REPO, docker, require_image
+from support import HOST_GID, HOST_UID, MANIFEST, REPO, docker, require_image
+
+from torchlab_host.checkout import copy_tracked
 
 CLI_FOLDER = REPO / "tools/devcontainer"
 CLI = CLI_FOLDER / "node_modules/.bin/devcontainer"
@@ -32,14 +33,7 @@ def cli() -> Path:
 def workspace(tmp_path, require) -> Path:
     """A copy of the checkout whose labs/ belong to a user, as a person's checkout does."""
     require(os.getuid() == 0, "root, to create files owned by another uid")
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    for name in listed:
-        if (REPO / name).is_file():
-            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, tmp_path / name)
+    copy_tracked(tmp_path)
     for path in [tmp_path / "labs", *(tmp_path / "labs").rglob("*")]:
         os.chown(path, HOST_UID, HOST_GID)
     return tmp_path
@@ -64,6 +58,11 @@ def test_the_cpu_dev_container_starts_proves_its_device_and_is_removed(cli, work
             capture_output=True, text=True, env=environment, timeout=300,
         )  # fmt: skip
         assert proven.returncode == 0, (proven.stdout + proven.stderr)[-3000:]
+        # Confined as variants.toml says every lab container is (the file is generated).
+        (started,) = docker("ps", "--quiet", "--filter", f"label={label}").stdout.split()
+        host = json.loads(docker("inspect", "--format", "{{json .HostConfig}}", started).stdout)
+        assert [cap.upper() for cap in host["CapDrop"]] == MANIFEST.containers["cap_drop"]
+        assert host["SecurityOpt"] == MANIFEST.containers["security_opt"]
         where = subprocess.run(
             [str(cli), "exec", *common, "bash", "-c", "id -un; pwd; ls"],
             capture_output=True, text=True, env=environment, timeout=120,

@@ -66,7 +66,6 @@ def hub():
         port,
         dict(
             os.environ,
-            PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "src")]),
             HUB_NAME=HUB_NAME,
             HUB_ADMIN=TEACHER,
             HUB_PORT=str(port),
