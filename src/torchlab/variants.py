@@ -22,13 +22,13 @@ _FIELDS = {
     "lock": str,
     "torch_from": str,
     "size_ceiling_gb": (int, float),
-    "cpu_mode": dict,
     "build": dict,
-    "compose": dict,
-    "kubernetes": dict,
     "omittable": list,
 }
-_OPTIONAL = ("compose", "kubernetes", "omittable")
+_OPTIONAL = ("omittable",)
+# What every variant of one device kind shares: how a container reaches the device, and how
+# its suite runs without it. All optional (the cpu needs none).
+_DEVICE_FIELDS = {"cpu_mode": dict, "compose": dict, "kubernetes": dict}
 # Every lab container's settings, wherever it starts (compose, the hub, the dev containers).
 _CONTAINER_FIELDS = {"cap_drop": list, "security_opt": list, "shm_size": str}
 _NAME = re.compile(r"[a-z][a-z0-9]*")
@@ -47,10 +47,12 @@ class Variant:
     lock: str
     torch_from: str
     size_ceiling_gb: float
-    cpu_mode: dict[str, str]  # the environment of its suite on a machine without its device
     build: dict[str, Any]  # what `torchlab check-build` asserts
-    compose: dict[str, Any]  # what its compose services carry to reach the device
-    # What a Kubernetes pod needs to reach the device, as KubeSpawner's profile overrides.
+    # From its device kind's [devices.<kind>] table: the environment of its suite on a machine
+    # without the device, what its compose services carry to reach it, and what a Kubernetes
+    # pod needs to reach it (KubeSpawner's profile overrides).
+    cpu_mode: dict[str, str]
+    compose: dict[str, Any]
     kubernetes: dict[str, Any]
     # Packages a build may leave out when told to (TORCHLAB_WITHOUT), where no index has them.
     omittable: tuple[str, ...] = ()
@@ -99,7 +101,23 @@ def manifest_path() -> Path:
     return Path(configured) if configured else Path(__file__).resolve().parents[2] / "variants.toml"
 
 
-def _variant(name: str, table: dict[str, Any], where: str) -> Variant:
+def _devices(data: dict[str, Any], where: str) -> dict[str, dict[str, Any]]:
+    devices = data.get("devices", {})
+    for kind, table in devices.items():
+        unknown = [key for key in table if key not in _DEVICE_FIELDS]
+        if unknown:
+            raise ManifestError(f"{where}: devices.{kind} has unknown keys {', '.join(unknown)}")
+        wrong = [
+            key
+            for key, kind_of in _DEVICE_FIELDS.items()
+            if not isinstance(table.get(key, {}), kind_of)
+        ]
+        if wrong:
+            raise ManifestError(f"{where}: devices.{kind}.{wrong[0]} has the wrong type")
+    return devices
+
+
+def _variant(name: str, table: dict[str, Any], device: dict[str, Any], where: str) -> Variant:
     if not _NAME.fullmatch(name):
         raise ManifestError(f"{where}: variant name '{name}' must be lowercase letters and digits")
     missing = [key for key in _FIELDS if key not in table and key not in _OPTIONAL]
@@ -123,10 +141,10 @@ def _variant(name: str, table: dict[str, Any], where: str) -> Variant:
         lock=table["lock"],
         torch_from=table["torch_from"],
         size_ceiling_gb=float(table["size_ceiling_gb"]),
-        cpu_mode={key: str(value) for key, value in table["cpu_mode"].items()},
+        cpu_mode={key: str(value) for key, value in device.get("cpu_mode", {}).items()},
         build=dict(table["build"]),
-        compose=dict(table.get("compose", {})),
-        kubernetes=dict(table.get("kubernetes", {})),
+        compose=dict(device.get("compose", {})),
+        kubernetes=dict(device.get("kubernetes", {})),
         omittable=tuple(table.get("omittable", ())),
     )
 
@@ -136,11 +154,16 @@ def parse(text: str, path: Path) -> Manifest:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ManifestError(f"{path}: not valid TOML ({error})") from None
+    devices = _devices(data, str(path))
     variants = tuple(
-        _variant(name, table, str(path)) for name, table in data.get("variants", {}).items()
+        _variant(name, table, devices.get(table.get("device"), {}), str(path))
+        for name, table in data.get("variants", {}).items()
     )
     if not variants:
         raise ManifestError(f"{path}: lists no [variants.<name>] table")
+    unserved = sorted(set(devices) - {variant.device for variant in variants})
+    if unserved:
+        raise ManifestError(f"{path}: devices.{unserved[0]} is the device of no variant")
     names = [name for variant in variants for name in (variant.name, *variant.aliases)]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

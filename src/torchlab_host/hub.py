@@ -90,7 +90,7 @@ def profile(variant: Variant, manifest: Manifest) -> dict[str, Any]:
     refuse_unless_per_user(
         variant, "the hub", "serve a class with Zero to JupyterHub (README, 'A lab for a class')"
     )
-    hint = get(variant.device).host_requirements()
+    hint = get(variant.device).host_requirements(variant.build)
     if hint:
         raise HostError(
             f"the {variant.name} profile needs its device to reach containers, and {hint.problem}",
@@ -113,7 +113,7 @@ def default_profiles(manifest: Manifest) -> list[str]:
         or (
             variant.per_user
             and get(variant.device).checks_host
-            and get(variant.device).host_requirements() is None
+            and get(variant.device).host_requirements(variant.build) is None
         )
     ]
 

@@ -7,7 +7,7 @@ import shutil
 import sys
 import time
 
-from torchlab.backends import get
+from torchlab.backends import HostTooOld, get
 from torchlab.variants import Manifest, Variant
 
 from . import ARTIFACTS
@@ -31,19 +31,47 @@ from .services import (
 HEALTHY_TIMEOUT_S = 180
 
 
-def require_host_device(variant: Variant) -> None:
-    hint = get(variant.device).host_requirements()
-    if hint:
+def require_host_device(variant: Variant, manifest: Manifest) -> None:
+    """The variant's device reaches containers here, and the host's driver and GPUs suit its
+    image; else one line, naming the variant of the same device that does suit, if one does."""
+    hint = get(variant.device).host_requirements(variant.build)
+    if hint is None:
+        return
+    if not isinstance(hint, HostTooOld):
         raise HostError(hint.problem, f"{hint.fix} (without one: make lab-cpu)")
+    suiting = [
+        other.name
+        for other in manifest.variants
+        if other.device == variant.device
+        and other is not variant
+        and get(other.device).host_requirements(other.build) is None
+    ]
+    instead = f"use make lab-{suiting[0]}, or " if suiting else ""
+    raise HostError(f"{hint.found}, but {variant.image} needs {hint.needs}", instead + hint.fix)
 
 
 def auto_variant(manifest: Manifest) -> Variant:
-    """`make lab`: the variant of the best device that reaches containers here, else cpu."""
+    """`make lab`: the first variant, of the best device kind that reaches containers here,
+    whose image the host's driver and GPUs suit; else cpu. Where the device is here but no
+    image of it suits (a driver too old for all of them), it refuses instead of falling back."""
     by_priority = sorted(manifest.variants, key=lambda v: -get(v.device).priority)
+    unsuited: list[tuple[Variant, HostTooOld]] = []
     for variant in by_priority:
         backend = get(variant.device)
-        if backend.checks_host and backend.host_requirements() is None:
+        if not backend.checks_host:
+            continue
+        hint = backend.host_requirements(variant.build)
+        if hint is None:
             return variant
+        if isinstance(hint, HostTooOld):
+            unsuited.append((variant, hint))
+    if unsuited:
+        found = " and ".join(dict.fromkeys(hint.found for _, hint in unsuited))
+        needs = " and ".join(f"{variant.image} needs {hint.needs}" for variant, hint in unsuited)
+        raise HostError(
+            f"{found}, but {needs}",
+            f"{unsuited[-1][1].fix} (or run the lab on the CPU: make lab-cpu)",
+        )
     return next(variant for variant in by_priority if variant.device == "cpu")
 
 
@@ -78,7 +106,7 @@ def prepare(name: str, manifest: Manifest) -> None:
 def up(name: str, manifest: Manifest) -> float:
     """Start a variant's lab and print its URL with the token; seconds to healthy."""
     variant = auto_variant(manifest) if name == "auto" else manifest.variant(name)
-    require_host_device(variant)
+    require_host_device(variant, manifest)
     require_engine()
     lab = settings()
     service = lab_service(variant)
@@ -110,7 +138,7 @@ def test(name: str, manifest: Manifest, on_cpu: bool) -> int:
     """The probe and the device suite in a variant's image; no warning or error line allowed."""
     variant = manifest.variant(name)
     if not on_cpu:
-        require_host_device(variant)
+        require_host_device(variant, manifest)
     require_engine()
     ensure_image(variant_build(variant, manifest), manifest)
     service = test_service(variant, on_cpu)
@@ -133,7 +161,7 @@ def test(name: str, manifest: Manifest, on_cpu: bool) -> int:
 
 def shell(name: str, manifest: Manifest) -> int:
     variant = manifest.variant(name)
-    require_host_device(variant)
+    require_host_device(variant, manifest)
     require_engine()
     ensure_image(variant_build(variant, manifest), manifest)
     return compose(

@@ -108,7 +108,7 @@ def test_make_lab_picks_cuda_when_driver_and_toolkit_are_there(fake_bin):
 
 def test_a_gpu_lab_without_a_driver_also_names_the_cpu_lab(fake_bin):
     with pytest.raises(HostError) as raised:
-        lab.require_host_device(CUDA)
+        lab.require_host_device(CUDA, MANIFEST)
     line = one_line(raised.value)
     assert "no NVIDIA driver on this host" in line and "(without one: make lab-cpu)" in line
 
@@ -119,7 +119,9 @@ def test_aliases_name_the_same_variant():
 
 
 def test_unknown_variant():
-    with pytest.raises(KeyError, match="unknown image variant 'foo': choose one of cpu, cuda, xla"):
+    with pytest.raises(
+        KeyError, match="unknown image variant 'foo': choose one of cpu, cuda, cuda12, xla"
+    ):
         MANIFEST.variant("foo")
 
 
@@ -236,7 +238,7 @@ def test_make_reports_an_unknown_variant_in_one_line():
     result = subprocess.run(["make", "-s", "lab-foo"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode != 0
     assert result.stderr.splitlines()[0] == (
-        "torchlab: unknown image variant 'foo': choose one of cpu, cuda, xla"
+        "torchlab: unknown image variant 'foo': choose one of cpu, cuda, cuda12, xla"
     )
 
 

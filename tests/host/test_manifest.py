@@ -23,32 +23,31 @@ from torchlab_host.checkout import copy_tracked, run_host_tools
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()
+# A CUDA variant inherits how a container reaches the GPU from [devices.cuda]: its table
+# says only what the image is.
 NEW_VARIANT = """
-[variants.cu12]
+[variants.cudanext]
 device = "cuda"
 aliases = []
-summary = "NVIDIA GPUs whose drivers stop at CUDA 12"
-lock = "cu12"
+summary = "NVIDIA GPUs, the next torch release"
+lock = "cudanext"
 torch_from = "pypi"
 size_ceiling_gb = 5.6
-cpu_mode = { TORCHLAB_EXPECT = "cpu" }
-build = { cuda_major = 12, archs = ["sm_80"] }
-
-[variants.cu12.compose.deploy.resources.reservations]
-devices = [{ driver = "nvidia", count = "all", capabilities = ["gpu"] }]
-
-[variants.cu12.kubernetes]
-extra_resource_limits = { "nvidia.com/gpu" = "1" }
+build = { cuda_major = 13, archs = ["sm_80"] }
 """
 
 
-def test_the_manifest_lists_the_three_images_with_their_devices():
+def test_the_manifest_lists_the_four_images_with_their_devices():
     assert [(v.name, v.device, v.image) for v in MANIFEST.variants] == [
         ("cpu", "cpu", "torchlab:cpu"),
         ("cuda", "cuda", "torchlab:cuda"),
+        ("cuda12", "cuda", "torchlab:cuda12"),
         ("xla", "xla", "torchlab:xla"),
     ]
-    assert MANIFEST.images_for("cuda") == ["torchlab:cuda"]
+    assert MANIFEST.images_for("cuda") == ["torchlab:cuda", "torchlab:cuda12"]
+    # Both CUDA images reach the GPU as [devices.cuda] says, written once.
+    assert MANIFEST.variant("cuda12").compose == MANIFEST.variant("cuda").compose != {}
+    assert MANIFEST.variant("cuda12").cpu_mode == {"TORCHLAB_EXPECT": "cpu"}
 
 
 @pytest.mark.parametrize(
@@ -58,7 +57,9 @@ def test_the_manifest_lists_the_three_images_with_their_devices():
         (NEW_VARIANT.replace("lock =", "lokc ="), "lacks lock and has unknown keys lokc"),
         (NEW_VARIANT.replace('"pypi"', '"conda"'), "torch_from must be one of pypi, pytorch-cpu"),
         (NEW_VARIANT.replace("aliases = []", 'aliases = ["gpu"]'), "gpu names more than one"),
-        (NEW_VARIANT.replace("cu12]", "CU-12]"), "must be lowercase letters and digits"),
+        (NEW_VARIANT.replace("cudanext]", "cuda-next]"), "must be lowercase letters and digits"),
+        ("[devices.cdua]\ncpu_mode = {}\n", "devices.cdua is the device of no variant"),
+        ("[devices.rocm]\nports = 1\n", "devices.rocm has unknown keys ports"),
     ],
 )
 def test_a_wrong_manifest_is_one_line_that_names_the_key(table, complaint):
@@ -70,7 +71,7 @@ def test_a_wrong_manifest_is_one_line_that_names_the_key(table, complaint):
 
 def test_the_ci_matrix_is_the_manifest():
     result = subprocess.run(["make", "-s", "ci-matrix"], cwd=REPO, capture_output=True, text=True)
-    assert result.stdout.strip() == 'matrix={"variant": ["cpu", "cuda", "xla"]}'
+    assert result.stdout.strip() == 'matrix={"variant": ["cpu", "cuda", "cuda12", "xla"]}'
 
 
 @pytest.fixture
@@ -129,55 +130,55 @@ def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, monkeypatch
     docker.parent.mkdir()
     docker.write_text("#!/bin/sh\nexit 0\n")
     docker.chmod(docker.stat().st_mode | stat.S_IEXEC)
-    built = make(checkout, "build-cu12", PATH=f"{docker.parent}:{os.environ['PATH']}")
+    built = make(checkout, "build-cudanext", PATH=f"{docker.parent}:{os.environ['PATH']}")
     assert built.returncode != 0
     assert built.stderr.splitlines()[0] == (
-        "torchlab: the lock requirements/cu12.txt is missing. Fix: write requirements/cu12.in "
+        "torchlab: the lock requirements/cudanext.txt is missing. Fix: write requirements/cudanext.in "
         "(what only this image adds), then make lock"
     )
     stale = problems(make(checkout, "check"))
-    assert stale[0].startswith("torchlab: requirements/cu12.in for variant cu12 is missing.")
+    assert stale[0].startswith("torchlab: requirements/cudanext.in for variant cudanext is missing.")
     assert {line.split()[1] for line in stale[1:]} == {
         "compose.yaml", "deploy/kubernetes/jupyterhub/profiles.yaml",
-        ".devcontainer/cu12/devcontainer.json",
+        ".devcontainer/cudanext/devcontainer.json",
     }  # fmt: skip
 
     # Its lock, then make generate: everything agrees, and every consumer serves it.
     requirements = checkout / "requirements"
-    shutil.copy(requirements / "cuda.in", requirements / "cu12.in")
-    shutil.copy(requirements / "cuda.txt", requirements / "cu12.txt")
+    shutil.copy(requirements / "cuda.in", requirements / "cudanext.in")
+    shutil.copy(requirements / "cuda.txt", requirements / "cudanext.txt")
     assert make(checkout, "generate").returncode == 0
     checked = make(checkout, "check")
     assert checked.returncode == 0, checked.stderr
-    assert '"cu12"' in make(checkout, "ci-matrix").stdout
+    assert '"cudanext"' in make(checkout, "ci-matrix").stdout
     plan = run_host_tools("bench", "--plan", root=checkout)
-    assert "torchlab:cu12: size (ceiling 5.6 GB)" in plan.stdout, plan.stderr
+    assert "torchlab:cudanext: size (ceiling 5.6 GB)" in plan.stdout, plan.stderr
     assert "suite and probe in CPU mode (TORCHLAB_EXPECT=cpu)" in plan.stdout
-    assert make(checkout, "--dry-run", "build-cu12").stdout.split()[-1] == "cu12"
+    assert make(checkout, "--dry-run", "build-cudanext").stdout.split()[-1] == "cudanext"
 
     services = compose_services_of(checkout)
-    assert services["lab-cu12"]["deploy"]["resources"]["reservations"]["devices"][0][
+    assert services["lab-cudanext"]["deploy"]["resources"]["reservations"]["devices"][0][
         "capabilities"
     ] == ["gpu"]
-    assert services["lab-cu12"]["cap_drop"] == ["ALL"]
-    assert services["test-cu12-on-cpu"]["environment"] == {"TORCHLAB_EXPECT": "cpu"}
-    assert "deploy" not in services["test-cu12-on-cpu"]
+    assert services["lab-cudanext"]["cap_drop"] == ["ALL"]
+    assert services["test-cudanext-on-cpu"]["environment"] == {"TORCHLAB_EXPECT": "cpu"}
+    assert "deploy" not in services["test-cudanext-on-cpu"]
 
     editor = json.loads(
         "".join(
             line
-            for line in (checkout / ".devcontainer/cu12/devcontainer.json").open()
+            for line in (checkout / ".devcontainer/cudanext/devcontainer.json").open()
             if not line.startswith("//")
         )
     )
-    assert editor["image"] == "torchlab:cu12" and editor["hostRequirements"] == {"gpu": True}
+    assert editor["image"] == "torchlab:cudanext" and editor["hostRequirements"] == {"gpu": True}
     cluster = yaml.safe_load((checkout / "deploy/kubernetes/jupyterhub/profiles.yaml").read_text())
-    [profile] = [p for p in cluster["singleuser"]["profileList"] if p["slug"] == "cu12"]
+    [profile] = [p for p in cluster["singleuser"]["profileList"] if p["slug"] == "cudanext"]
     assert profile["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
 
     new = variants.load(checkout / "variants.toml")
     monkeypatch.setenv("PATH", fake_gpu_host(tmp_path / "bin"))
-    assert hub.profile(new.variant("cu12"), new)["host_config"]["device_requests"] == [
+    assert hub.profile(new.variant("cudanext"), new)["host_config"]["device_requests"] == [
         {"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}
     ]
 

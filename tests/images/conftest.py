@@ -24,19 +24,25 @@ def selected(config: pytest.Config) -> list[str]:
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """tests/images/<variant>/ runs only when that variant is under test."""
+    """tests/images/<device>/ runs only when a variant of that device kind is under test."""
     if collection_path.parent == HERE and collection_path.is_dir():
-        return collection_path.name in MANIFEST.names and (
-            collection_path.name not in selected(config)
-        )
+        devices = {variant.device for variant in MANIFEST.variants}
+        chosen = {MANIFEST.variant(name).device for name in selected(config)}
+        return collection_path.name in devices and collection_path.name not in chosen
     return None
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`variant`: each variant under test; `device_variant`: each of those whose device kind
+    is the test's folder (tests/images/cuda/ runs for cuda and cuda12)."""
+    chosen = [MANIFEST.variant(name) for name in selected(metafunc.config)]
     if "variant" in metafunc.fixturenames:
+        metafunc.parametrize("variant", chosen, ids=lambda variant: variant.name)
+    if "device_variant" in metafunc.fixturenames:
+        device = metafunc.definition.path.parent.name
         metafunc.parametrize(
-            "variant",
-            [MANIFEST.variant(name) for name in selected(metafunc.config)],
+            "device_variant",
+            [variant for variant in chosen if variant.device == device],
             ids=lambda variant: variant.name,
         )
 

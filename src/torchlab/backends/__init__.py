@@ -35,6 +35,15 @@ class Hint:
         return f"{self.problem}. Fix: {self.fix}"
 
 
+@dataclass(frozen=True)
+class HostTooOld(Hint):
+    """The device is on the host, but its driver is older than one image needs: `found` says
+    what the host has, `needs` what the image needs (the host tools name the image)."""
+
+    found: str = ""
+    needs: str = ""
+
+
 class DeviceUnavailable(RuntimeError):
     """An expected device is not usable. Raised instead of falling back to another device."""
 
@@ -142,8 +151,10 @@ class Backend(ABC):
         """Error texts of this device's collective library (NCCL for CUDA), and their hints."""
         return []
 
-    def host_requirements(self) -> Hint | None:
-        """What the Docker host lacks before containers can reach this device (None: nothing).
+    def host_requirements(self, build: Mapping[str, Any] | None = None) -> Hint | None:
+        """What the Docker host lacks before containers can reach this device (None: nothing);
+        given an image's build promises (the manifest's `build`), also whether the host's
+        driver and devices suit that image (a HostTooOld hint where the driver does not).
 
         Runs on the host, without torch."""
         return None

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import re
 import shutil
+import struct
 import subprocess
 import warnings
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .. import system
 from ..variants import images_for
-from . import Backend, BuildCheck, Hint, KnownFailure, Status
+from . import Backend, BuildCheck, Hint, HostTooOld, KnownFailure, Status
 
 TOOLKIT_URL = (
     "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
@@ -20,6 +24,17 @@ TOOLKIT_URL = (
 DRIVER_URL = "https://www.nvidia.com/Download/index.aspx"
 # Any of these on the host means Docker can hand GPUs to containers (--gpus).
 CONTAINER_TOOLKIT_COMMANDS = ("nvidia-ctk", "nvidia-container-runtime-hook", "nvidia-container-cli")
+
+# The oldest driver branch that supports each CUDA major (NVIDIA's CUDA compatibility table);
+# a build for any 12.x runs on all of them (minor version compatibility).
+MINIMUM_DRIVER = {11: 450, 12: 525, 13: 580}
+# nvidia-smi's header: the driver, and the newest CUDA it supports. That CUDA is what the
+# driver's cuDriverGetVersion answers, the number the NVIDIA Container Toolkit checks too.
+SMI_HEADER = re.compile(
+    r"Driver Version:\s*(?P<driver>\d[\d.]*)\s+CUDA Version:\s*(?P<major>\d+)\.(?P<minor>\d+)"
+)
+# A fatbinary (the kernels nvcc compiled, in a library's .nv_fatbin section) starts so.
+FATBIN_MAGIC = 0xBA55ED50
 
 # Datasheet peaks: dense bf16 tensor-core TFLOP/s (no sparsity) and memory TB/s,
 # matched against torch.cuda.get_device_name() in order.
@@ -65,6 +80,111 @@ def serving_arch(capability: tuple[int, int], arches: list[str]) -> str | None:
             return arch
         if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
             return arch
+    return None
+
+
+def kernel_archs(library: Path) -> list[str]:
+    """What a CUDA library really carries, read from its fatbinary headers: sm_XY for each
+    compiled kernel image, compute_XY for PTX. Needs no GPU and no driver, unlike
+    torch.cuda.get_arch_list(), and unlike the build flags it reads the kernels themselves."""
+    found: set[str] = set()
+    with open(library, "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        for name, start, size in _elf_sections(data):
+            if name == ".nv_fatbin":
+                found |= _fatbin_archs(data, start, start + size)
+    return sorted(found, key=lambda arch: (int(arch.split("_")[1]), arch))
+
+
+def _elf_sections(data: mmap.mmap) -> list[tuple[str, int, int]]:
+    """(name, offset, size) of each section of a 64-bit little-endian ELF file."""
+    (table,) = struct.unpack_from("<Q", data, 0x28)
+    entry_size, count, names_index = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQ", data, table + i * entry_size) for i in range(count)]
+    names = headers[names_index][4]
+    sections = []
+    for name, _, _, _, offset, size in headers:
+        end = data.find(b"\0", names + name)
+        sections.append((data[names + name : end].decode(), offset, size))
+    return sections
+
+
+def _fatbin_archs(data: mmap.mmap, position: int, end: int) -> set[str]:
+    """The architectures of every entry of the fatbinaries between position and end: each
+    fatbinary is a header (magic, version, header size, body size) and entries (kind: 1 PTX,
+    2 ELF; header size; body size; the architecture at byte 28)."""
+    found = set()
+    while position + 16 <= end:
+        magic, _, header_size, body_size = struct.unpack_from("<IHHQ", data, position)
+        if magic != FATBIN_MAGIC:
+            position += 8  # fatbinaries are 8-byte aligned within the section
+            continue
+        entry, stop = position + header_size, position + header_size + body_size
+        while entry < stop:
+            kind, _, entry_header, entry_body = struct.unpack_from("<HHIQ", data, entry)
+            (arch,) = struct.unpack_from("<I", data, entry + 28)
+            found.add(f"{'sm' if kind == 2 else 'compute'}_{arch}")
+            if entry_header == 0:
+                break
+            entry += entry_header + entry_body
+        position = stop
+    return found
+
+
+def smi_driver(said: str) -> tuple[str, tuple[int, int]] | None:
+    """(driver version, the newest CUDA it supports) from nvidia-smi's output; None where it
+    printed no header (an error instead)."""
+    match = SMI_HEADER.search(said)
+    return (match["driver"], (int(match["major"]), int(match["minor"]))) if match else None
+
+
+def smi_gpus(said: str) -> list[tuple[str, tuple[int, int]]]:
+    """(name, compute capability) of each GPU in nvidia-smi's --query-gpu=name,compute_cap
+    --format=csv,noheader output."""
+    gpus = []
+    for line in said.splitlines():
+        name, _, capability = line.rpartition(",")
+        major, _, minor = capability.strip().partition(".")
+        if name and major.isdigit() and minor.isdigit():
+            gpus.append((name.strip(), (int(major), int(minor))))
+    return gpus
+
+
+def needed_driver(cuda_major: int) -> str:
+    oldest = MINIMUM_DRIVER.get(cuda_major)
+    return f"CUDA {cuda_major} (driver {oldest} or newer)" if oldest else f"CUDA {cuda_major}"
+
+
+def _nvidia_smi(*arguments: str) -> str:
+    return subprocess.run(["nvidia-smi", *arguments], capture_output=True, text=True).stdout
+
+
+def _driver_suits(cuda_major: int) -> HostTooOld | None:
+    driver = smi_driver(_nvidia_smi())
+    if driver is None or driver[1][0] >= cuda_major:
+        return None  # no header to judge by: the image's probe says what is wrong, if anything
+    version, (major, minor) = driver
+    return HostTooOld(
+        f"the NVIDIA driver {version} supports CUDA {major}.{minor}, but this image needs "
+        f"{needed_driver(cuda_major)}",
+        f"upgrade the host's NVIDIA driver to {MINIMUM_DRIVER.get(cuda_major, 'a newer one')} "
+        f"or newer: {DRIVER_URL}",
+        found=f"the NVIDIA driver {version} supports CUDA {major}.{minor}",
+        needs=needed_driver(cuda_major),
+    )
+
+
+def _gpus_suit(archs: list[str]) -> HostTooOld | None:
+    for name, capability in smi_gpus(
+        _nvidia_smi("--query-gpu=name,compute_cap", "--format=csv,noheader")
+    ):
+        if serving_arch(capability, archs) is None:
+            sm = f"sm_{capability[0]}{capability[1]}"
+            return HostTooOld(
+                f"the {name} ({sm}) has no kernels in this image (built for {' '.join(archs)})",
+                f"use an image whose build carries {sm}",
+                found=f"the {name} is {sm}",
+                needs=f"a GPU it has kernels for ({' '.join(archs)})",
+            )
     return None
 
 
@@ -155,9 +275,12 @@ def _no_driver() -> Hint:
 
 def _driver_too_old(found: int | None) -> Hint:
     supports = f"supports CUDA {_cuda_text(found)}" if found else "is too old"
+    build = _build_cuda()
+    needs = needed_driver(int(build.split(".")[0])) if build else "a newer driver"
     return Hint(
-        f"the NVIDIA driver {supports}, but this torch is built for CUDA {_build_cuda()}",
-        f"upgrade the host's NVIDIA driver to one for CUDA {_build_cuda()} or newer: {DRIVER_URL}",
+        f"the NVIDIA driver {supports}, but this torch is built for CUDA {build}: it needs {needs}",
+        f"upgrade the host's NVIDIA driver ({DRIVER_URL}), or use an image built for the CUDA "
+        "this driver supports (make lab chooses it)",
     )
 
 
@@ -253,6 +376,7 @@ class CudaBackend(Backend):
             driver=driver,
             nvml_error=nvml_error,
             driver_cuda=_cuda_text(driver_cuda) if driver_cuda else None,
+            driver_needed=needed_driver(int(torch.version.cuda.split(".")[0])),
             driver_supports_build=(
                 driver_cuda // 1000 >= int(torch.version.cuda.split(".")[0])
                 if driver_cuda
@@ -296,6 +420,21 @@ class CudaBackend(Backend):
                     r"|CUDA driver version is insufficient for CUDA runtime version"
                 ),
                 lambda match: _driver_too_old(int(match["found"]) if match["found"] else None),
+            ),
+            KnownFailure(
+                re.compile(r"couldn't communicate with the NVIDIA driver"),
+                lambda _: Hint(
+                    "the NVIDIA driver is installed but not loaded (nvidia-smi cannot reach it)",
+                    "load it (sudo modprobe nvidia), or reboot after installing the driver",
+                ),
+            ),
+            KnownFailure(
+                re.compile(r"Driver/library version mismatch"),
+                lambda _: Hint(
+                    "the NVIDIA kernel module and the driver's libraries are different versions "
+                    "(the driver was upgraded while the old module stayed loaded)",
+                    "reboot the host, or unload and reload the nvidia kernel modules",
+                ),
             ),
             KnownFailure(
                 re.compile(
@@ -349,7 +488,7 @@ class CudaBackend(Backend):
             ),
         ]
 
-    def host_requirements(self) -> Hint | None:
+    def host_requirements(self, build: Mapping[str, Any] | None = None) -> Hint | None:
         if not shutil.which("nvidia-smi"):
             return Hint(
                 "no NVIDIA driver on this host (nvidia-smi not found)",
@@ -368,7 +507,10 @@ class CudaBackend(Backend):
                 f"install it ({TOOLKIT_URL}), then: sudo nvidia-ctk runtime configure "
                 "--runtime=docker && sudo systemctl restart docker",
             )
-        return None
+        build = build or {}
+        if "cuda_major" in build and (too_old := _driver_suits(build["cuda_major"])):
+            return too_old
+        return _gpus_suit(build["archs"]) if "archs" in build else None
 
     def build_checks(self) -> dict[str, BuildCheck]:
         return {
@@ -409,8 +551,17 @@ def _check_cuda_major(major: int) -> list[str]:
 
 
 def _check_archs(required: list[str]) -> list[str]:
-    arches = arch_list()
-    return [f"the arch list {arches} lacks {arch}" for arch in required if arch not in arches]
+    import torch
+
+    library = Path(torch.__file__).parent / "lib/libtorch_cuda.so"
+    if not library.exists():
+        return [f"torch {torch.__version__} has no CUDA library; kernels for {required} promised"]
+    kernels = kernel_archs(library)
+    return [
+        f"{library.name} has no {arch} kernels (it has {kernels})"
+        for arch in required
+        if arch not in kernels
+    ]
 
 
 def _check_cudnn(expected: bool) -> list[str]:

@@ -1,4 +1,4 @@
-"""The cuda image on a machine without a GPU: a loud, one-line failure, never the CPU."""
+"""The CUDA images on a machine without a GPU: a loud, one-line failure, never the CPU."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import shutil
 from support import make_lab, one_line_failure
 
 
-def test_the_cuda_image_without_gpu_access_fails_loudly(container):
+def test_a_cuda_image_without_gpu_access_fails_loudly(device_variant, container):
     code, output = container.run_to_end(
-        "torchlab:cuda", "torchlab", "probe", "--no-smoke", clean_log=False
+        device_variant.image, "torchlab", "probe", "--no-smoke", clean_log=False
     )
     assert code == 1
     last = output.strip().splitlines()[-1]
@@ -18,8 +18,8 @@ def test_the_cuda_image_without_gpu_access_fails_loudly(container):
     assert "NVIDIA Container Toolkit" in last
 
 
-def test_a_cuda_lab_without_a_gpu_is_one_line(labs_folder, require):
+def test_a_cuda_lab_without_a_gpu_is_one_line(device_variant, labs_folder, require):
     require(not shutil.which("nvidia-smi", path=os.environ["PATH"]), "a machine without a GPU")
-    for name in ("cuda", "gpu"):
+    for name in (device_variant.name, *device_variant.aliases):
         line = one_line_failure(make_lab(name, labs_folder).up())
         assert "no NVIDIA driver on this host" in line and "(without one: make lab-cpu)" in line
