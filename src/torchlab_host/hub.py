@@ -105,17 +105,21 @@ def profile(variant: Variant, manifest: Manifest) -> dict[str, Any]:
 
 
 def default_profiles(manifest: Manifest) -> list[str]:
-    """cpu, and every per-user accelerator whose device the host can tell reaches containers."""
-    return [
-        variant.name
-        for variant in manifest.variants
-        if variant.device == "cpu"
-        or (
+    """cpu, and for each per-user accelerator whose device the host can tell reaches
+    containers, the first of its variants that the host's driver and GPUs suit (as make lab
+    chooses: cuda on a CUDA 13 driver, cuda12 before it)."""
+    chosen: dict[str, str] = {}
+    for variant in manifest.variants:
+        backend = get(variant.device)
+        if variant.device in chosen:
+            continue
+        if variant.device == "cpu" or (
             variant.per_user
-            and get(variant.device).checks_host
-            and get(variant.device).host_requirements(variant.build) is None
-        )
-    ]
+            and backend.checks_host
+            and backend.host_requirements(variant.build) is None
+        ):
+            chosen[variant.device] = variant.name
+    return list(chosen.values())
 
 
 def sign_in() -> tuple[str, str]:

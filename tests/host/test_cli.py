@@ -95,7 +95,7 @@ def test_check_build_asserts_what_the_manifest_promises_the_variant():
     assert wrong.stderr.splitlines()[0] == (
         "torchlab: the cuda image is wrong: torch 2.13.0+cpu has no CUDA; CUDA 13 is promised"
     )
-    assert "the arch list [] lacks sm_80" in wrong.stderr
+    assert "torch 2.13.0+cpu has no CUDA library; kernels for ['sm_75'," in wrong.stderr
     assert "torch_xla not installed" in torchlab("check-build", "tpu").stderr
 
 

@@ -133,11 +133,13 @@ def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, monkeypatch
     built = make(checkout, "build-cudanext", PATH=f"{docker.parent}:{os.environ['PATH']}")
     assert built.returncode != 0
     assert built.stderr.splitlines()[0] == (
-        "torchlab: the lock requirements/cudanext.txt is missing. Fix: write requirements/cudanext.in "
-        "(what only this image adds), then make lock"
+        "torchlab: the lock requirements/cudanext.txt is missing. Fix: write "
+        "requirements/cudanext.in (what only this image adds), then make lock"
     )
     stale = problems(make(checkout, "check"))
-    assert stale[0].startswith("torchlab: requirements/cudanext.in for variant cudanext is missing.")
+    assert stale[0].startswith(
+        "torchlab: requirements/cudanext.in for variant cudanext is missing."
+    )
     assert {line.split()[1] for line in stale[1:]} == {
         "compose.yaml", "deploy/kubernetes/jupyterhub/profiles.yaml",
         ".devcontainer/cudanext/devcontainer.json",

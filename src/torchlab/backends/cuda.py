@@ -280,7 +280,7 @@ def _driver_too_old(found: int | None) -> Hint:
     return Hint(
         f"the NVIDIA driver {supports}, but this torch is built for CUDA {build}: it needs {needs}",
         f"upgrade the host's NVIDIA driver ({DRIVER_URL}), or use an image built for the CUDA "
-        "this driver supports (make lab chooses it)",
+        "this driver supports",
     )
 
 
