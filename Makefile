@@ -29,10 +29,10 @@ help: ## list the targets
 
 # Labs: one command to a running JupyterLab -------------------------------------------
 
-lab: ## JupyterLab on the best device here: cuda when a GPU reaches containers, else cpu
+lab: ## JupyterLab on the best device here: the CUDA image the driver runs, else cpu
 	@$(HOST) lab auto
 
-lab-%: ## JupyterLab: lab-cpu | lab-cuda | lab-xla (or lab-gpu, lab-tpu); prints its URL
+lab-%: ## JupyterLab: lab-cpu | lab-cuda | lab-cuda12 | lab-xla; COLAB=1 lets Colab connect; prints its URL
 	@$(HOST) lab $*
 
 shell-%: ## a bash shell in a lab's image, as you: shell-cpu | shell-cuda | shell-xla

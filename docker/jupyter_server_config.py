@@ -35,6 +35,15 @@ c.KernelManager.transport = "ipc"
 # only spot vanished browsers, are off; JupyterLab reconnects a dropped websocket by itself.
 c.ServerApp.tornado_settings = {"ws_ping_interval": 0}
 
+# Colab's "Connect to a local runtime" (make lab-<variant> COLAB=1): Colab's page, and no other
+# origin, may call this server, still with the token; Chrome asks a public page's requests to
+# a local address first (private network access), and the answer must allow it.
+COLAB_ORIGIN = "https://colab.research.google.com"
+if os.environ.get("TORCHLAB_COLAB") == "1":
+    c.ServerApp.allow_origin = COLAB_ORIGIN
+    c.ServerApp.allow_credentials = True
+    c.ServerApp.tornado_settings["headers"] = {"Access-Control-Allow-Private-Network": "true"}
+
 # TensorBoard inside JupyterLab, through the lab's own URL and token (<lab>/tensorboard/, or
 # its launcher tile): jupyter-server-proxy starts it on first use, on loopback, reading every
 # run under the labs folder (SummaryWriter's runs/ included).

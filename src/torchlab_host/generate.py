@@ -144,6 +144,8 @@ def compose(manifest: Manifest) -> str:
             Comment("A password instead of the token (README, \"Security\"): its hash, from .env."):
                 None,
             "TORCHLAB_PASSWORD_HASH": "${TORCHLAB_PASSWORD_HASH:-}",
+            Comment("1 lets Colab's page use the lab (make lab-<variant> COLAB=1)."): None,
+            "TORCHLAB_COLAB": "${TORCHLAB_COLAB:-}",
         }),
         "x-test": Anchored("test", {
             "<<": Alias("container"), "profiles": ["test"], "command": ["torchlab", "selftest"],

@@ -3,6 +3,7 @@ it, its logs, stop it, and clean up."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -113,7 +114,10 @@ def up(name: str, manifest: Manifest) -> float:
     if not running(service):
         require_free_port(lab.bind, lab.port, f"make lab-{variant.name}")
     ensure_image(variant_build(variant, manifest), manifest)
-    environment = dict(lab.environment(), JUPYTER_TOKEN=token())
+    colab = os.environ.get("COLAB") == "1"
+    environment = dict(
+        lab.environment(), JUPYTER_TOKEN=token(), TORCHLAB_COLAB="1" if colab else ""
+    )
     start = time.monotonic()
     started = compose(
         "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S), service,
@@ -130,6 +134,13 @@ def up(name: str, manifest: Manifest) -> float:
         f"torchlab: {service} is ready at {url}{login} "
         f"(healthy in {elapsed:.1f} s; stop: make down)"
     )
+    if colab:
+        # Colab's dialog takes the server's root with the token, on localhost.
+        local = browser_url(lab.bind, lab.port, "/").replace("127.0.0.1", "localhost")
+        print(
+            "torchlab: in Colab, Connect > Connect to a local runtime, and paste: "
+            f"{local}?token={environment['JUPYTER_TOKEN']}"
+        )
     warn_if_exposed(lab.bind, "LAB", "the lab", "the token or password is all that guards it")
     return elapsed
 
