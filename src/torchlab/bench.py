@@ -106,7 +106,7 @@ def benchmark_device(backend: Backend, device: Any) -> dict[str, Any]:
     size = backend.bench_matmul_size
     results: dict[str, Any] = {"device": str(device), "matmul_size": size}
     for dtype in MATMUL_DTYPES:
-        if dtype == "bfloat16" and not backend.supports_bf16(device):
+        if dtype == "bfloat16" and not backend.native_bf16(device):
             continue
         results[f"matmul_{dtype}_tflops"] = round(matmul_tflops(device, dtype, size), 3)
     results["copy_gbps"] = round(copy_gbps(device, backend.bench_copy_megabytes), 1)

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from torchlab.locks import canonical, read_pins
 
@@ -44,14 +45,13 @@ def test_every_line_of_a_lock_is_an_exact_pin_with_hashes(lock):
 @pytest.mark.parametrize("lock", LOCKS)
 def test_every_input_is_in_its_lock(lock):
     locked = pins(lock)
-    for requirement in inputs(lock):
-        name, _, version = (
-            re.split(r"(==)", requirement) if "==" in requirement else (requirement, "", "")
-        )
-        name = canonical(re.sub(r"\[.*\]", "", name))
+    for line in inputs(lock):
+        requirement = Requirement(line)
+        name = canonical(requirement.name)
         assert name in locked, f"{lock}.in asks for {name}, {lock}.txt lacks it"
-        if version:
-            assert locked[name] == version
+        assert requirement.specifier.contains(locked[name], prereleases=True), (
+            f"{lock}.txt pins {name}=={locked[name]}, outside {lock}.in's {requirement}"
+        )
 
 
 def test_the_torch_builds_are_the_promised_ones():

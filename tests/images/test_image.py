@@ -112,3 +112,24 @@ def test_the_sbom_label_names_the_images_cyclonedx_document(variant, container):
 def test_the_label_says_what_the_build_left_out(variant):
     labels = inspect(variant.image)["Config"]["Labels"]
     assert set(labels["org.torchlab.without"].split()) <= set(variant.omittable)
+
+
+def test_the_resource_and_gpu_dashboards_are_enabled(variant, container):
+    """jupyter-resource-usage (memory and CPU in the status bar) and NVIDIA's GPU dashboard,
+    front end and server side, in every image."""
+    code, output = container.run_to_end(
+        variant.image,
+        "bash",
+        "-c",
+        "jupyter labextension list 2>&1; jupyter server extension list 2>&1",
+        clean_log=False,
+    )
+    assert code == 0, output
+    for extension in (
+        "@jupyter-server/resource-usage",
+        "jupyterlab-nvdashboard",
+        "jupyter_resource_usage",
+        "jupyterlab_nvdashboard",
+    ):
+        [line] = [line for line in output.splitlines() if f"{extension} " in f"{line} "]
+        assert "enabled" in line and "OK" in line, line

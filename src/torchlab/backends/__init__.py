@@ -179,6 +179,11 @@ class Backend(ABC):
     def supports_bf16(self, device: torch.device) -> bool:
         return True
 
+    def native_bf16(self, device: torch.device) -> bool:
+        """Whether bf16 runs in hardware here, so its throughput is worth measuring (emulated,
+        a 2048 matmul takes minutes and says nothing about the device)."""
+        return self.supports_bf16(device)
+
     def published_peak(self, device: torch.device) -> dict[str, float] | None:
         """The vendor's dense bf16 TFLOP/s and memory TB/s for this device, when known."""
         return None

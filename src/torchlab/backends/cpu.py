@@ -62,6 +62,10 @@ class CpuBackend(Backend):
             "cxx_compiler": cxx_compiler(),
         }
 
+    def native_bf16(self, device: Any) -> bool:
+        _, flags = system.cpu_model_and_flags()
+        return any(flag in flags for flag in _BF16_CPU_FLAGS)
+
     def known_failures(self) -> list[KnownFailure]:
         return [
             KnownFailure(

@@ -56,7 +56,7 @@ def require_cpu_wheels(lock: str, manifest: Manifest, python: str) -> None:
     that do not answer, and the TORCHLAB_WITHOUT that gets past the ones a build may omit."""
     if os.environ.get("WHEELHOUSE") or torch_source(lock, manifest) != "pytorch-cpu":
         return
-    places = [*torch_cpu_links(), *pip_setting(python, "find-links")]
+    places = list(dict.fromkeys([*torch_cpu_links(), *pip_setting(python, "find-links")]))
     left_out = left_out_of([lock], manifest)
     missing = {
         package: version

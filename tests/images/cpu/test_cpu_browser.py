@@ -6,6 +6,8 @@ Playwright. Screenshots go to artifacts/ (not committed).
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from support import CHROMIUM, CHROMIUM_FLAGS, REPO, TOKEN
 
@@ -50,6 +52,10 @@ def test_the_lab_in_a_browser_runs_a_cell_and_refuses_strangers(running_lab_cpu,
     output = first_code_cell.locator(".jp-OutputArea-output")
     output.filter(has_text="device:").wait_for(timeout=120_000)
     assert output.inner_text().strip() == "device: cpu"
+    # jupyter-resource-usage's indicator in the status bar: the server's memory, live.
+    page.locator(".jp-StatusBar-Widget").filter(has_text=re.compile(r"Mem: \d")).first.wait_for(
+        timeout=60_000
+    )
     page.screenshot(path=ARTIFACTS / "browser-lab-with-token.png")
 
     stranger = browser.new_page()

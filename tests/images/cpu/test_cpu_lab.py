@@ -167,3 +167,23 @@ def test_a_password_replaces_the_token(labs_folder):
             assert "02_tensors.ipynb" in response.read().decode()
     finally:
         lab.host("down")
+
+
+def test_the_dashboards_answer_behind_the_token_and_say_there_is_no_gpu(running_lab_cpu):
+    status, body = running_lab_cpu.get("/api/metrics/v1")
+    assert status == 200 and json.loads(body)["rss"] > 0
+    status, body = running_lab_cpu.get("/nvdashboard/accelerators/check")
+    assert status == 200
+    assert {key: json.loads(body)[key] for key in ("has_gpu", "ngpus")} == {
+        "has_gpu": False,
+        "ngpus": 0,
+    }
+    # No GPU, so no GPU feeds, and nothing in the server's log about it.
+    assert running_lab_cpu.get("/nvdashboard/gpu_utilization")[0] == 404
+    assert running_lab_cpu.get("/api/metrics/v1", token=None)[0] == 403
+    # Without the token the dashboard's page sends you to the login page.
+    status, _ = running_lab_cpu.get(
+        "/nvdashboard/accelerators/check", token=None, follow_redirects=False
+    )
+    assert status in (302, 403)
+    assert problem_lines(running_lab_cpu.log()) == []
