@@ -9,7 +9,7 @@ import pytest
 
 from torchlab import variants
 from torchlab_host.errors import HostError
-from torchlab_host.lockfiles import files, resolve, sources, venv
+from torchlab_host.lockfiles import download, files, resolve, sources, venv
 
 MANIFEST = variants.load()
 
@@ -118,3 +118,21 @@ def test_a_failed_install_names_the_index_that_did_not_answer(monkeypatch, close
     assert line.startswith(f"installing requirements/dev.txt into {venv.ROOT / '.venv'} failed: ")
     assert f"the package index {closed_url} (" in line and "does not answer from here" in line
     assert "Fix: set PIP_INDEX_URL to a mirror" in line
+
+
+def test_a_wheel_another_lock_already_brought_is_linked_not_downloaded_again(tmp_path):
+    xla_lock = files.lock_file("xla").read_text()
+    shared = "torch-2.9.0-cp311-cp311-manylinux_2_28_x86_64.whl"
+    (tmp_path / "cuda12").mkdir()
+    for wheel in (shared, "torch-2.13.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+                  "Unrelated_Pkg-1.0-py3-none-any.whl"):  # fmt: skip
+        (tmp_path / "cuda12" / wheel).write_bytes(wheel.encode())
+    (tmp_path / "xla").mkdir()
+
+    linked = download.link_shared_wheels(tmp_path, tmp_path / "xla", xla_lock)
+
+    assert linked == 1
+    assert sorted(path.name for path in (tmp_path / "xla").iterdir()) == [shared]
+    assert (tmp_path / "xla" / shared).samefile(tmp_path / "cuda12" / shared)
+    # A second run links nothing more.
+    assert download.link_shared_wheels(tmp_path, tmp_path / "xla", xla_lock) == 0

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from torchlab.locks import canonical, pins
 from torchlab.variants import Manifest
 
 from ..engine import run
@@ -34,12 +35,34 @@ def platform_options() -> list[str]:
     ]
 
 
+def link_shared_wheels(folder: Path, target: Path, lock_text: str) -> int:
+    """Hard-link into target the wheels another lock's folder already holds at a version this
+    lock pins (the xla and cuda12 locks share torch and its CUDA libraries, some 4 GB): one
+    copy on disk, one download. pip still checks each against this lock's hashes, and fetches
+    again any that differ. Returns how many it linked."""
+    pinned = pins(lock_text)
+    linked = 0
+    for sibling in sorted(folder.iterdir()):
+        if not sibling.is_dir() or sibling == target:
+            continue
+        for wheel in sibling.glob("*.whl"):
+            name, version = wheel.name.split("-")[:2]
+            here = target / wheel.name
+            if pinned.get(canonical(name)) == version and not here.exists():
+                os.link(wheel, here)
+                linked += 1
+    return linked
+
+
 def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
     for name in locks:
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
         print(f"torchlab: downloading requirements/{name}.txt into {target}/", flush=True)
         with as_installed(name, manifest) as lock_copy:
+            linked = link_shared_wheels(folder, target, lock_copy.read_text())
+            if linked:
+                print(f"torchlab: {linked} wheels linked from other locks' folders", flush=True)
             result = run(
                 [
                     sys.executable,
