@@ -131,5 +131,6 @@ def test_the_resource_and_gpu_dashboards_are_enabled(variant, container):
         "jupyter_resource_usage",
         "jupyterlab_nvdashboard",
     ):
-        [line] = [line for line in output.splitlines() if f"{extension} " in f"{line} "]
-        assert "enabled" in line and "OK" in line, line
+        # The lab extension says both on one line; the server extension on two.
+        said = " ".join(line for line in output.splitlines() if f"{extension} " in f"{line} ")
+        assert "enabled" in said and "OK" in said and "disabled" not in said, output
