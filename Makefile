@@ -65,7 +65,7 @@ NPROC ?= 2
 test-ddp: ## the distributed proof across NODES containers of the cpu image, NPROC processes each
 	@$(HOST) ddp --nodes $(NODES) --nproc $(NPROC)
 
-ddp: ## your script the same way: make ddp SCRIPT=labs/train.py (NODES, NPROC)
+ddp: ## your script the same way: make ddp SCRIPT=work/train.py (NODES, NPROC)
 	@$(HOST) ddp --nodes $(NODES) --nproc $(NPROC) --script "$(SCRIPT)"
 
 # Images ------------------------------------------------------------------------------

@@ -74,7 +74,7 @@ else:
         c.GenericOAuthenticator.username_claim = os.environ.get("OAUTH_USERNAME_CLAIM", "email")
 
 # Each user's server: a container of the profile they pick, their own volumes where a single
-# lab mounts labs/ and lab-data/, memory and CPU limits, no capabilities.
+# lab mounts work/ and lab-data/, memory and CPU limits, no capabilities.
 profiles = json.loads(os.environ["HUB_PROFILES"])
 by_image = {profile["image"]: profile for profile in profiles}
 c.JupyterHub.spawner_class = "docker"

@@ -93,6 +93,8 @@ def serve(args: argparse.Namespace) -> int:
     labs_problem = system.labs_problem(system.container())
     if labs_problem:
         return _fail(labs_problem)
+    if course(args):
+        return EXIT_EXPECTATION
     if args.expect:
         from .backends import get
 
@@ -123,18 +125,35 @@ def distributed(args: argparse.Namespace) -> int:
     return proof.main(args)
 
 
-def singleuser(args: argparse.Namespace) -> int:
-    """A user's server in a hub: the course on its first start, then jupyterhub-singleuser."""
-    from . import course, packages, system
+def course(args: argparse.Namespace) -> int:
+    """Bring what is new in the image's course into the work folder, and say what arrived."""
+    from . import course as course_module
+    from . import system
 
-    labs = system.labs_dir()
-    marker = Path(os.environ.get("TORCHLAB_DATA", Path.home())) / ".course-copied"
-    copied = course.seed(course.course_dir(), labs, marker)
-    if copied:
-        print(f"torchlab: copied the course into {labs}: {len(copied)} files", flush=True)
+    source, work = course_module.course_dir(), system.labs_dir()
+    if not source.is_dir():
+        return _fail(f"there is no course at {source}. Fix: set TORCHLAB_COURSE to the course")
+    try:
+        line = course_module.deliver(source, work).line()
+    except OSError as error:
+        return _fail(
+            f"could not bring the course into {work}: {error}. "
+            "Fix: on the host, chown -R $(id -u):$(id -g) on your work folder"
+        )
+    if line:
+        print(line, flush=True)
+    return 0
+
+
+def singleuser(args: argparse.Namespace) -> int:
+    """A user's server in a hub: the course brought in, then jupyterhub-singleuser."""
+    from . import packages, system
+
     labs_problem = system.labs_problem(system.container())
     if labs_problem:
         return _fail(labs_problem)
+    if course(args):
+        return EXIT_EXPECTATION
     packages.prepare_user_site()
     os.execvp("jupyterhub-singleuser", ["jupyterhub-singleuser", *args.passed_on])
     raise AssertionError("unreachable: execvp does not return")
@@ -240,10 +259,17 @@ def main(argv: list[str] | None = None) -> int:
 
     command = commands.add_parser(
         "singleuser",
-        help="a user's server in a hub: the course on first start, then jupyterhub-singleuser "
+        help="a user's server in a hub: the course brought in, then jupyterhub-singleuser "
         "(other arguments go to it)",
     )
     command.set_defaults(run=singleuser)
+
+    command = commands.add_parser(
+        "course",
+        help="bring what is new in the image's course into the work folder, never over a file "
+        "you changed (serve and singleuser do it at every start)",
+    )
+    command.set_defaults(run=course)
 
     command = commands.add_parser(
         "bench", help="CPU matmul GFLOP/s and DataLoader MB/s, as JSON (medians)"

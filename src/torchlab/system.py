@@ -125,7 +125,8 @@ def shm_is_small(size: int | None) -> bool:
 
 
 def labs_dir() -> Path:
-    """The course folder: $TORCHLAB_LABS, else ./labs, else the current folder."""
+    """The work folder (the course is brought into it): $TORCHLAB_LABS, else ./labs, else the
+    current folder."""
     configured = os.environ.get("TORCHLAB_LABS")
     if configured:
         return Path(configured)

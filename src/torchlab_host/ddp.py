@@ -20,7 +20,7 @@ from .building import ensure_image
 from .buildspec import variant_build
 from .engine import compose_command, quiet, remove_containers, require_engine
 from .errors import HostError
-from .lab_settings import settings
+from .lab_settings import settings, shown
 from .services import LAB_COMPOSE, compose_environment
 
 PROOF = ("-m", "torchlab", "distributed")
@@ -48,19 +48,21 @@ def node_settings(names: list[str], nproc: int, run_id: str) -> dict[str, int | 
 
 
 def script_program(script: str) -> list[str]:
-    """A script of the labs folder, as the node containers see it, with its arguments."""
+    """A script of the work folder, as the node containers see it, with its arguments."""
     script, *arguments = shlex.split(script)
     path = Path(script)
-    labs = settings().labs
+    work = settings().labs
     resolved = (ROOT / path).resolve() if not path.is_absolute() else path
     if not resolved.is_file():
-        raise HostError(f"SCRIPT={script} is not a file", "make ddp SCRIPT=labs/your_script.py")
-    if not resolved.is_relative_to(labs):
         raise HostError(
-            f"SCRIPT={script} is outside the labs folder {labs}, which the nodes mount",
-            f"put it into {labs} and make ddp SCRIPT=labs/{path.name}",
+            f"SCRIPT={script} is not a file", f"make ddp SCRIPT={shown(work)}/your_script.py"
         )
-    return [f"/home/lab/labs/{resolved.relative_to(labs)}", *arguments]
+    if not resolved.is_relative_to(work):
+        raise HostError(
+            f"SCRIPT={script} is outside the work folder {work}, which the nodes mount",
+            f"put it into {shown(work)}/ and make ddp SCRIPT={shown(work)}/{path.name}",
+        )
+    return [f"/home/lab/labs/{resolved.relative_to(work)}", *arguments]
 
 
 def proof_program(as_json: bool, steps: int | None) -> list[str]:

@@ -58,7 +58,7 @@ def lab(variant: Variant) -> dict[str, Any]:
     }
     if not on_host_network:
         service["ports"] = ["${LAB_BIND:-127.0.0.1}:${LAB_PORT:-8888}:8888"]
-    service["volumes"] = [Alias("labs-folder"), Alias("lab-data")]
+    service["volumes"] = [Alias("work-folder"), Alias("lab-data")]
     service["environment"] = environment
     return service
 
@@ -103,7 +103,7 @@ def services(manifest: Manifest) -> dict[Any, Any]:
         "hostname": "${TORCHLAB_DDP_NODE:-torchlab-ddp-node-0}",
         "shm_size": f"${{TORCHLAB_DDP_SHM_SIZE:-{manifest.containers['shm_size']}}}",
         "networks": ["ddp"],
-        "volumes": [Alias("labs-folder")],
+        "volumes": [Alias("work-folder")],
         "environment": {"TORCHLAB_EXPECT": "cpu"},
     }
     return found
@@ -133,7 +133,11 @@ def compose(manifest: Manifest) -> str:
         "x-confined": Anchored("confined", {
             "cap_drop": containers["cap_drop"], "security_opt": containers["security_opt"],
         }),
-        "x-labs-folder": Anchored("labs-folder", bind_mount("${LABS_DIR:-./labs}", LABS)),
+        Comment(
+            "Your work (LABS_DIR, else work/), where each start brings the image's course; the\n"
+            "checkout's labs/ is the course's source, which no lab writes into."
+        ): None,
+        "x-work-folder": Anchored("work-folder", bind_mount("${LABS_DIR:-./work}", LABS)),
         Comment(
             "The lab's data folder: the packages you add, and the caches of pip, torch hub,\n"
             "Hugging Face and the labs' datasets. Kept across make down and rebuilds."
@@ -163,8 +167,9 @@ def devcontainer(variant: Variant, manifest: Manifest) -> str:
         "name": f"torchlab ({variant.name})",
         "initializeCommand": ["make", f"prepare-{variant.name}"],
         "image": variant.image,
-        "workspaceMount": f"source=${{localWorkspaceFolder}}/labs,target={LABS},type=bind",
+        "workspaceMount": f"source=${{localWorkspaceFolder}}/work,target={LABS},type=bind",
         "workspaceFolder": LABS,
+        "postStartCommand": ["torchlab", "course"],
         "mounts": [f"source=${{localWorkspaceFolder}}/lab-data,target={DATA},type=bind"],
         **({"hostRequirements": {"gpu": True}} if wants_gpu(variant) else {}),
         "remoteUser": "lab",
@@ -181,11 +186,12 @@ def devcontainer(variant: Variant, manifest: Manifest) -> str:
     gpus = " GPUs: the editor passes them all, or refuses to start." if wants_gpu(variant) else ""
     about = (
         f'The {variant.name} lab in VS Code (Dev Containers: "Reopen in Container", or the\n'
-        f"devcontainer CLI): the image make lab-{variant.name} runs, labs/ and lab-data/\n"
+        f"devcontainer CLI): the image make lab-{variant.name} runs, work/ and lab-data/\n"
         "mounted where the lab has them, the lab user given your uid so your files stay yours,\n"
         f"confined as every lab is; make prepare-{variant.name} readies the image and the\n"
-        "folders first. The editor runs the kernels itself, so the image's Jupyter server and\n"
-        f"its healthcheck do not start.{gpus}"
+        "folders first, and each start brings the image's course into work/ as the lab does.\n"
+        "The editor runs the kernels itself, so the image's Jupyter server and its\n"
+        f"healthcheck do not start.{gpus}"
     )
     comments = "".join(f"// {line}\n" for line in f"{GENERATED}\n\n{about}".splitlines())
     return comments.replace("// \n", "//\n") + json.dumps(settings, indent=2) + "\n"

@@ -96,7 +96,7 @@ def failure_reason(service: str, said: str) -> HostError:
 
 def prepare(name: str, manifest: Manifest) -> None:
     """What an editor's dev container (.devcontainer/<variant>) needs before it starts: the
-    image of this checkout, and the labs and data folders, writable by the lab's user."""
+    image of this checkout, and the work and data folders, writable by the lab's user."""
     variant = manifest.variant(name)
     require_engine()
     lab = settings()
@@ -118,7 +118,7 @@ def up(name: str, manifest: Manifest) -> float:
     environment = dict(
         lab.environment(), JUPYTER_TOKEN=token(), TORCHLAB_COLAB="1" if colab else ""
     )
-    start = time.monotonic()
+    start, since = time.monotonic(), int(time.time())
     started = compose(
         "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S), service,
         environment=environment, capture=True,
@@ -126,6 +126,8 @@ def up(name: str, manifest: Manifest) -> float:
     if started.returncode != 0:
         raise failure_reason(service, started.stderr)
     elapsed = time.monotonic() - start
+    for line in course_news(service, since, environment):
+        print(line)
     url = browser_url(lab.bind, lab.port, "/lab")
     login = " (log in with your password)" if configured("TORCHLAB_PASSWORD_HASH") else ""
     if not login:
@@ -183,6 +185,15 @@ def shell(name: str, manifest: Manifest) -> int:
 def down() -> int:
     require_engine()
     return compose("--profile", "*", "down", "--remove-orphans").returncode
+
+
+def course_news(service: str, since: int, environment: dict[str, str]) -> list[str]:
+    """What the course brought at this start of the lab (the container says it in its log)."""
+    logged = compose(
+        "logs", "--no-log-prefix", "--since", str(since), service,
+        environment=environment, capture=True,
+    ).stdout  # fmt: skip
+    return [line for line in logged.splitlines() if line.startswith("torchlab: the course brought")]
 
 
 def logs() -> int:

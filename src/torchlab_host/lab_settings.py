@@ -1,9 +1,11 @@
-"""Who a lab runs as and what it mounts: the host user (so saved files stay theirs), the labs
+"""Who a lab runs as and what it mounts: the host user (so saved files stay theirs), the work
 folder and the lab's data folder, the port and the address; each checked before it starts."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,7 +63,7 @@ def prepare_data_dir(folder: Path, uid: int, gid: int) -> None:
 
 
 def lab_user(labs: Path) -> tuple[int, int]:
-    """The uid:gid the lab runs as, so files saved in labs/ belong to the host user."""
+    """The uid:gid the lab runs as, so the files it saves belong to the host user."""
     if os.environ.get("LAB_UID"):
         uid = int(os.environ["LAB_UID"])
         return uid, int(os.environ.get("LAB_GID") or uid)
@@ -77,17 +79,77 @@ def lab_user(labs: Path) -> tuple[int, int]:
     )
 
 
+# The checkout's labs/ is the course's source, which the images carry; a lab writes only into
+# the work folder (LABS_DIR, else work/), mounted where the course lands.
+COURSE_SOURCE = ROOT / "labs"
+DEFAULT_WORK = ROOT / "work"
+
+
+def shown(path: Path) -> str:
+    """A path as a person types it in the checkout: work/x.py, else the absolute path."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def your_files_in_the_course_source() -> list[Path] | None:
+    """The files of labs/ someone changed or added (git's view), or None without git."""
+    try:
+        listed = subprocess.run(
+            # safe.directory: sudo make lab-cpu reads a checkout root does not own.
+            ["git", "-C", str(ROOT), "-c", f"safe.directory={ROOT}", "ls-files", "-z",
+             "--modified", "--others", "--exclude-standard", "--deduplicate", "--", "labs"],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return [ROOT / name for name in listed.split("\0") if name and (ROOT / name).is_file()]
+
+
+def start_work_folder(work: Path, uid: int, gid: int) -> None:
+    """Create the work folder on a lab's first start. A checkout from before it existed keeps
+    its labs/ untouched, and the notebooks changed or added there are copied into work/."""
+    work.mkdir(parents=True)
+    carried = your_files_in_the_course_source()
+    if carried is None:  # no git to tell the course from your edits: all of labs/
+        carried = [path for path in COURSE_SOURCE.rglob("*") if path.is_file()]
+    for source in carried:
+        target = work / source.relative_to(COURSE_SOURCE)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    if os.getuid() == 0:
+        for path in [work, *work.rglob("*")]:
+            os.chown(path, uid, gid)
+    files = (
+        f"{len(carried)} file you had in labs/ is"
+        if len(carried) == 1
+        else (f"{len(carried)} files you had in labs/ are")
+    )
+    copied = f", and {files} copied there" if carried else ""
+    print(
+        f"torchlab: your work now lives in {shown(work)}/{copied}; labs/ is the course's "
+        "source and stays as it was",
+        flush=True,
+    )
+
+
 def settings() -> LabSettings:
-    labs = Path(os.environ.get("LABS_DIR") or ROOT / "labs").resolve()
-    if not labs.is_dir():
+    configured = os.environ.get("LABS_DIR")
+    labs = Path(configured).resolve() if configured else DEFAULT_WORK
+    if configured and not labs.is_dir():
         raise HostError(
-            f"the labs folder {labs} is missing",
-            "restore it (git checkout -- labs) or point LABS_DIR at your notebooks",
+            f"the work folder LABS_DIR={labs} is missing",
+            "create it, or unset LABS_DIR to work in work/",
         )
-    uid, gid = lab_user(labs)
+    if labs == COURSE_SOURCE:
+        raise HostError(
+            "LABS_DIR is labs/, the course's source, which no lab writes into",
+            "unset LABS_DIR: your work lives in work/",
+        )
+    uid, gid = lab_user(labs if labs.is_dir() else ROOT)
+    if not labs.exists():
+        start_work_folder(labs, uid, gid)
     if not writable_by(labs, uid, gid):
         raise HostError(
-            f"the labs folder {labs} is not writable by uid {uid}",
+            f"the work folder {labs} is not writable by uid {uid}",
             f"sudo chown -R {uid}:{gid} {labs}",
         )
     port = port_number(os.environ.get("LAB_PORT") or "8888", "LAB", "make lab-cpu", 8888)

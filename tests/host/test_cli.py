@@ -215,19 +215,90 @@ def test_other_commands_refuse_unknown_arguments():
     assert result.returncode == 2 and "unrecognized arguments: --bogus" in result.stderr
 
 
-def test_the_course_is_copied_once_and_never_over_a_users_file(tmp_path):
-    from torchlab import course
-
-    source, labs, marker = tmp_path / "course", tmp_path / "labs", tmp_path / "data/.copied"
+@pytest.fixture
+def course_and_work(tmp_path):
+    """An image's course (two notebooks and a data file) and an empty work folder."""
+    source, work = tmp_path / "course", tmp_path / "work"
     (source / "data").mkdir(parents=True)
     (source / "01.ipynb").write_text("course 1")
     (source / "02.ipynb").write_text("course 2")
     (source / "data" / "x.csv").write_text("1,2")
-    labs.mkdir()
-    (labs / "02.ipynb").write_text("mine")
-    assert course.seed(source, labs, marker) == ["01.ipynb", "data/x.csv"]
-    assert (labs / "02.ipynb").read_text() == "mine" and (
-        labs / "01.ipynb"
-    ).read_text() == "course 1"
-    (labs / "01.ipynb").unlink()  # deleted on purpose after the first start
-    assert course.seed(source, labs, marker) == [] and not (labs / "01.ipynb").exists()
+    work.mkdir()
+    return source, work
+
+
+def test_the_course_arrives_once_and_the_start_up_line_says_so(course_and_work):
+    from torchlab import course
+
+    source, work = course_and_work
+    first = course.deliver(source, work)
+    assert first.new == ["01.ipynb", "02.ipynb", "data/x.csv"]
+    assert first.line() == "torchlab: the course brought 3 new, 0 updated into your work folder"
+    assert (work / "data" / "x.csv").read_text() == "1,2"
+    again = course.deliver(source, work)
+    assert again.line() is None
+
+
+def test_a_newer_course_updates_untouched_files_and_lands_beside_edited_ones(course_and_work):
+    from torchlab import course
+
+    source, work = course_and_work
+    course.deliver(source, work)
+    (work / "02.ipynb").write_text("mine")
+    (work / "data" / "x.csv").unlink()  # deleted on purpose: it stays deleted
+    (source / "01.ipynb").write_text("course 1, fixed")
+    (source / "02.ipynb").write_text("course 2, fixed")
+    (source / "03.ipynb").write_text("course 3")
+
+    brought = course.deliver(source, work)
+
+    assert (brought.new, brought.updated, brought.beside) == (
+        ["03.ipynb"],
+        ["01.ipynb"],
+        ["02.course-update.ipynb"],
+    )
+    assert (work / "01.ipynb").read_text() == "course 1, fixed"
+    assert (work / "02.ipynb").read_text() == "mine"
+    assert (work / "02.course-update.ipynb").read_text() == "course 2, fixed"
+    assert not (work / "data" / "x.csv").exists()
+    assert "1 beside your edits (02.course-update.ipynb)" in brought.line()
+    assert course.deliver(source, work).line() is None
+
+
+def test_a_folder_from_before_the_record_keeps_every_file(course_and_work):
+    """Upgrading: work carried over from labs/ holds edits the record never saw."""
+    from torchlab import course
+
+    source, work = course_and_work
+    (work / "01.ipynb").write_text("course 1")
+    (work / "02.ipynb").write_text("my edit")
+    (work / "mine.py").write_text("print('mine')")
+
+    brought = course.deliver(source, work)
+
+    assert (brought.new, brought.updated, brought.beside) == (
+        ["data/x.csv"],
+        [],
+        ["02.course-update.ipynb"],
+    )
+    assert (work / "02.ipynb").read_text() == "my edit"
+    assert (work / "mine.py").read_text() == "print('mine')"
+
+
+def test_torchlab_course_fills_the_work_folder_and_refuses_without_a_course(
+    course_and_work, tmp_path
+):
+    source, work = course_and_work
+    environment = {"TORCHLAB_COURSE": str(source), "TORCHLAB_LABS": str(work)}
+    result = torchlab("course", **environment)
+    assert result.returncode == 0, result.stderr
+    assert (
+        result.stdout.strip()
+        == "torchlab: the course brought 3 new, 0 updated into your work folder"
+    )
+    missing = torchlab("course", **{**environment, "TORCHLAB_COURSE": str(tmp_path / "none")})
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == (
+        f"torchlab: there is no course at {tmp_path / 'none'}. "
+        "Fix: set TORCHLAB_COURSE to the course"
+    )

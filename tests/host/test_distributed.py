@@ -192,7 +192,7 @@ def test_make_ddp_runs_a_script_of_the_labs_folder_with_its_arguments(tmp_path, 
         "--name",
         "a b",
     ]
-    with pytest.raises(HostError, match=r"is outside the labs folder .* Fix: put it into"):
+    with pytest.raises(HostError, match=r"is outside the work folder .* Fix: put it into"):
         ddp.script_program(str(tmp_path / "elsewhere.py"))
     with pytest.raises(HostError, match="is not a file"):
         ddp.script_program(f"{labs}/runs/missing.py")

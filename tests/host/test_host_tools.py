@@ -125,11 +125,81 @@ def test_unknown_variant():
         MANIFEST.variant("foo")
 
 
-def test_missing_labs_folder(tmp_path, monkeypatch):
+def test_missing_work_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("LABS_DIR", str(tmp_path / "gone"))
     with pytest.raises(HostError) as raised:
         lab_settings.settings()
-    assert "is missing" in one_line(raised.value) and "git checkout -- labs" in str(raised.value)
+    assert one_line(raised.value) == (
+        f"the work folder LABS_DIR={tmp_path / 'gone'} is missing. "
+        "Fix: create it, or unset LABS_DIR to work in work/"
+    )
+
+
+def test_no_lab_writes_into_the_courses_source(monkeypatch):
+    monkeypatch.setenv("LABS_DIR", str(lab_settings.COURSE_SOURCE))
+    with pytest.raises(HostError, match="the course's source, which no lab writes into"):
+        lab_settings.settings()
+
+
+@pytest.fixture
+def checkout(tmp_path, monkeypatch):
+    """A checkout from before work/ existed: the course committed in labs/, no work/."""
+    root = tmp_path / "checkout"
+    (root / "labs" / "data").mkdir(parents=True)
+    (root / "labs" / "01.ipynb").write_text("course 1")
+    (root / "labs" / "02.ipynb").write_text("course 2")
+    (root / "labs" / "data" / "x.csv").write_text("1,2")
+    git = ["git", "-C", str(root), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git[:3], "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "course"], check=True)
+    monkeypatch.setattr(lab_settings, "ROOT", root)
+    monkeypatch.setattr(lab_settings, "COURSE_SOURCE", root / "labs")
+    monkeypatch.setattr(lab_settings, "DEFAULT_WORK", root / "work")
+    monkeypatch.delenv("LABS_DIR", raising=False)
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "lab-data"))
+    monkeypatch.setenv("LAB_UID", str(os.getuid()))
+    monkeypatch.setenv("LAB_GID", str(os.getgid()))
+    return root
+
+
+def test_an_upgrade_copies_your_labs_files_into_work_and_changes_nothing_in_labs(checkout, capsys):
+    (checkout / "labs" / "02.ipynb").write_text("my edit")
+    (checkout / "labs" / "mine").mkdir()
+    (checkout / "labs" / "mine" / "train.py").write_text("print('mine')")
+    before = {path: path.read_bytes() for path in (checkout / "labs").rglob("*") if path.is_file()}
+
+    assert lab_settings.settings().labs == checkout / "work"
+
+    work = checkout / "work"
+    assert sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()) == [
+        "02.ipynb",
+        "mine/train.py",
+    ]
+    assert (work / "02.ipynb").read_text() == "my edit"
+    assert {path: path.read_bytes() for path in before} == before
+    assert capsys.readouterr().out.strip() == (
+        "torchlab: your work now lives in work/, and 2 files you had in labs/ are copied "
+        "there; labs/ is the course's source and stays as it was"
+    )
+    # Only the first start does it.
+    lab_settings.settings()
+    assert capsys.readouterr().out == ""
+
+
+def test_a_fresh_checkout_starts_an_empty_work_folder(checkout, capsys):
+    assert lab_settings.settings().labs == checkout / "work"
+    assert list((checkout / "work").iterdir()) == []
+    assert capsys.readouterr().out.strip() == (
+        "torchlab: your work now lives in work/; labs/ is the course's source and stays as it was"
+    )
+
+
+def test_without_git_all_of_labs_is_carried_over(checkout, capsys):
+    (checkout / ".git").rename(checkout / "not-git")
+    lab_settings.settings()
+    assert len(list((checkout / "work").rglob("*.*"))) == 3
+    assert "3 files you had in labs/ are copied there" in capsys.readouterr().out
 
 
 def test_labs_folder_not_writable_by_the_lab_user(tmp_path, monkeypatch):

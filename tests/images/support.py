@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nbformat
 import pytest
 
 from torchlab import variants
@@ -102,11 +103,13 @@ class Lab:
     labs: Path
     port: int
     environment: dict[str, str]
+    # The checkout whose host tools start it (another's: a fresh clone).
+    checkout: Path = REPO
 
     def host(self, *arguments: str) -> subprocess.CompletedProcess:
         return subprocess.run(
             [sys.executable, "-m", "torchlab_host", *arguments],
-            cwd=REPO,
+            cwd=self.checkout,
             capture_output=True,
             text=True,
             env=self.environment,
@@ -235,6 +238,21 @@ def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) ->
                 return "".join(printed)
 
     return asyncio.run(asyncio.wait_for(execute(), timeout))
+
+
+def save_notebook(lab: Lab, name: str, text: str) -> None:
+    """Save a notebook through Jupyter's contents API, as JupyterLab's Save does."""
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
+    status, body = request(
+        "PUT",
+        lab.url(f"/api/contents/{name}"),
+        TOKEN,
+        body={
+            "type": "notebook",
+            "content": json.loads(nbformat.writes(notebook)),
+        },
+    )
+    assert status in (200, 201), body
 
 
 def make_lab(variant: str, labs: Path) -> Lab:

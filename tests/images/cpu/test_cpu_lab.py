@@ -7,7 +7,6 @@ import os
 import re
 import socket
 
-import nbformat
 from support import (
     HOST_GID,
     HOST_UID,
@@ -15,8 +14,8 @@ from support import (
     docker,
     make_lab,
     one_line_failure,
-    request,
     run_in_kernel,
+    save_notebook,
 )
 
 from torchlab_host.engine import problem_lines
@@ -25,22 +24,6 @@ START_LINE = re.compile(
     r"^torchlab: lab-cpu is ready at (?P<url>http://127\.0\.0\.1:\d+/lab\?token=\S+) "
     r"\(healthy in (?P<seconds>[\d.]+) s; stop: make down\)$"
 )
-
-
-def save_notebook(lab, name: str, text: str) -> None:
-    """Save a notebook through Jupyter's contents API, as JupyterLab's Save does."""
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])
-    status, body = request(
-        "PUT",
-        lab.url(f"/api/contents/{name}"),
-        TOKEN,
-        body={
-            "type": "notebook",
-            "format": "json",
-            "content": json.loads(nbformat.writes(notebook)),
-        },
-    )
-    assert status in (200, 201), body
 
 
 def test_start_up_prints_one_line_with_the_url_and_how_to_stop(lab_cpu):
