@@ -2,6 +2,9 @@
 
 import os
 
+from tornado.httputil import HTTPServerRequest
+from tornado.web import OutputTransform
+
 c = get_config()  # noqa: F821 (Jupyter provides get_config to its config files)
 
 # Inside the container's own network 0.0.0.0 is private: compose publishes the port on
@@ -39,10 +42,29 @@ c.ServerApp.tornado_settings = {"ws_ping_interval": 0}
 # origin, may call this server, still with the token; Chrome asks a public page's requests to
 # a local address first (private network access), and the answer must allow it.
 COLAB_ORIGIN = "https://colab.research.google.com"
+
+
+class OnlyColabIsAllowed(OutputTransform):
+    """jupyter_server answers yes to any origin's preflight that asks to send a token: no
+    page but Colab's is told yes, to any request."""
+
+    def __init__(self, request: HTTPServerRequest) -> None:
+        self.origin = request.headers.get("Origin")
+        super().__init__(request)
+
+    def transform_first_chunk(self, status_code, headers, chunk, finishing):
+        if self.origin and self.origin != COLAB_ORIGIN:
+            for name in [name for name in headers if name.lower().startswith("access-control-")]:
+                del headers[name]
+        return status_code, headers, chunk
+
+
 if os.environ.get("TORCHLAB_COLAB") == "1":
     c.ServerApp.allow_origin = COLAB_ORIGIN
     c.ServerApp.allow_credentials = True
     c.ServerApp.tornado_settings["headers"] = {"Access-Control-Allow-Private-Network": "true"}
+    # tornado's Application takes its output transforms from the settings it is given.
+    c.ServerApp.tornado_settings["transforms"] = [OnlyColabIsAllowed]
 
 # TensorBoard inside JupyterLab, through the lab's own URL and token (<lab>/tensorboard/, or
 # its launcher tile): jupyter-server-proxy starts it on first use, on loopback, reading every

@@ -102,7 +102,7 @@ def test_the_table_has_a_row_per_lab():
     assert "| 06_computer_vision | 9.1 |" in table and "| each lab, CPU mode (s) | cpu |" in table
 
 
-def test_the_hub_table_says_what_stopped_the_count():
+def test_the_hub_table_says_what_stopped_the_count_and_how_a_class_and_a_restart_went():
     table = "\n".join(
         hub_table(
             {
@@ -111,8 +111,29 @@ def test_the_hub_table_says_what_stopped_the_count():
                 "idle_users_started": 40,
                 "stopped_by": "the user cap",
                 "idle_users_by_memory": 215,
+                "class_at_once": {
+                    "users": 30,
+                    "ready": 29,
+                    "failed": {"class7": "not ready in 600 s"},
+                    "ready_s": {"p50": 31.5, "p95": 58.2, "max": 61.0},
+                },
+                "restart_while_starting": {
+                    "users": 30,
+                    "starting_at_the_restart": 10,
+                    "hub_back_s": 6.2,
+                    "running_after_the_restart": 24,
+                    "started_again": 6,
+                    "failed": {},
+                    "files_lost": [],
+                },
             }
         )
+    )
+    assert "| a class of 30 starts at once: servers ready, failed | 29, 1 |" in table
+    assert "| its ready time (s): p50, p95, max | 31.5, 58.2, 61.0 |" in table
+    assert "| hub restarted while 10 of 30 servers start: back in (s) | 6.2 |" in table
+    assert (
+        "| after it: running, started again, failed, users who lost files | 24, 6, 0, 0 |" in table
     )
     assert (
         '| "start my server" to a ready lab (s): first, median, slowest | 2.4, 2.3, 3.1 |' in table

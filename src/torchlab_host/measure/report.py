@@ -129,8 +129,19 @@ def gpu_table(gpu: list[dict[str, Any]] | str) -> list[str]:
 
 def hub_table(hub: dict[str, Any]) -> list[str]:
     ready = hub["start_to_ready_s"]
+    together, restart = hub["class_at_once"], hub["restart_while_starting"]
+    quantiles = together["ready_s"]
     return [
         *header("the hub (`make hub`, cpu profile)", ["measured"]),
+        f"| a class of {together['users']} starts at once: servers ready, failed | "
+        f"{together['ready']}, {len(together['failed'])} |",
+        f"| its ready time (s): p50, p95, max | "
+        f"{quantiles['p50']}, {quantiles['p95']}, {quantiles['max']} |",
+        f"| hub restarted while {restart['starting_at_the_restart']} of "
+        f"{restart['users']} servers start: back in (s) | {restart['hub_back_s']} |",
+        f"| after it: running, started again, failed, users who lost files | "
+        f"{restart['running_after_the_restart']}, {restart['started_again']}, "
+        f"{len(restart['failed'])}, {len(restart['files_lost'])} |",
         f'| "start my server" to a ready lab (s): first, median, slowest | '
         f"{ready['first']}, {ready['median']}, {ready['slowest']} |",
         f"| memory of an idle user's server (MiB) | {hub['idle_server_mib']} |",

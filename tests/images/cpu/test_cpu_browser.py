@@ -53,7 +53,7 @@ def test_the_lab_in_a_browser_runs_a_cell_and_refuses_strangers(running_lab_cpu,
     output.filter(has_text="device:").wait_for(timeout=120_000)
     assert output.inner_text().strip() == "device: cpu"
     # jupyter-resource-usage's indicator in the status bar: the server's memory, live.
-    page.locator(".jp-StatusBar-Widget").filter(has_text=re.compile(r"Mem: \d")).first.wait_for(
+    page.locator(".jp-StatusBar-Widget").filter(has_text=re.compile(r"Mem:\s+\d")).first.wait_for(
         timeout=60_000
     )
     page.screenshot(path=ARTIFACTS / "browser-lab-with-token.png")

@@ -61,10 +61,10 @@ def test_colab_mode_allows_colab_only_and_still_needs_the_token(lab_cpu):
     assert allowed["access-control-allow-private-network"] == "true"
     assert "authorization" in allowed["access-control-allow-headers"]
     assert called_from(lab_cpu, COLAB) == (200, COLAB)
-    # Another public page is refused, token or not. (jupyter_server answers any origin's
-    # preflight that asks for Authorization; the request itself is what it guards.)
-    status, readable_by = called_from(lab_cpu, "https://example.com")
-    assert status == 404 and readable_by != "https://example.com"
+    # Another public page is told no, to its preflight and to its requests.
+    other = preflight(lab_cpu, "https://example.com")
+    assert not any(name.startswith("access-control-allow") for name in other)
+    assert called_from(lab_cpu, "https://example.com")[1] is None
     assert lab_cpu.get("/api/kernels", token=None)[0] == 403
     assert lab_cpu.get("/api/kernels")[0] == 200
 

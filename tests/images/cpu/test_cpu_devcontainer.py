@@ -9,13 +9,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from support import HOST_GID, HOST_UID, MANIFEST, REPO, docker, require_image
+from support import MANIFEST, REPO, docker, require_image
 
 from torchlab_host.checkout import copy_tracked
 
 CLI_FOLDER = REPO / "tools/devcontainer"
 CLI = CLI_FOLDER / "node_modules/.bin/devcontainer"
 CONFIG = ".devcontainer/cpu/devcontainer.json"
+IMAGE_UID = 1000  # the images' own user (docker/Dockerfile)
 
 
 @pytest.fixture(scope="module")
@@ -31,18 +32,18 @@ def cli() -> Path:
 
 @pytest.fixture
 def workspace(tmp_path, require) -> Path:
-    """A copy of the checkout whose labs/ belong to a user, as a person's checkout does."""
+    """A copy of the checkout (no git), as a person's checkout without work/."""
     require(os.getuid() == 0, "root, to create files owned by another uid")
     copy_tracked(tmp_path)
-    for path in [tmp_path / "labs", *(tmp_path / "labs").rglob("*")]:
-        os.chown(path, HOST_UID, HOST_GID)
     return tmp_path
 
 
 def test_the_cpu_dev_container_starts_proves_its_device_and_is_removed(cli, workspace):
     require_image("torchlab:cpu")
     label = f"torchlab-test-devcontainer={os.getpid()}"
-    environment = dict(os.environ, LAB_UID=str(HOST_UID), LAB_GID=str(HOST_GID))
+    # Run by root, the CLI leaves the lab user at the image's uid (it gives no one uid 0):
+    # make prepare makes work/ theirs, as it makes it yours when you run the editor.
+    environment = dict(os.environ, LAB_UID=str(IMAGE_UID), LAB_GID=str(IMAGE_UID))
     common = ["--workspace-folder", str(workspace), "--config", str(workspace / CONFIG),
               "--id-label", label]  # fmt: skip
     try:
@@ -68,7 +69,11 @@ def test_the_cpu_dev_container_starts_proves_its_device_and_is_removed(cli, work
             capture_output=True, text=True, env=environment, timeout=120,
         ).stdout.split()  # fmt: skip
         assert where[:2] == ["lab", "/home/lab/labs"]
+        # work/ was made from labs/ (no git to tell your files from the course's), and the
+        # start brought the course into it; labs/ itself is as it was.
         assert sorted(where[2:]) == sorted(p.name for p in (workspace / "labs").iterdir())
+        assert (workspace / "work" / ".torchlab-course.json").stat().st_uid == IMAGE_UID
+        assert "torchlab: your work now lives in work/" in up.stdout + up.stderr
     finally:
         started = docker("ps", "--all", "--quiet", "--filter", f"label={label}").stdout.split()
         if started:

@@ -161,7 +161,9 @@ def test_the_dashboards_answer_behind_the_token_and_say_there_is_no_gpu(running_
         "has_gpu": False,
         "ngpus": 0,
     }
-    # No GPU, so no GPU feeds, and nothing in the server's log about it.
+    # Nothing in the server's log about the missing GPU (what follows logs its refusals).
+    assert problem_lines(running_lab_cpu.log()) == []
+    # No GPU, so no GPU feeds.
     assert running_lab_cpu.get("/nvdashboard/gpu_utilization")[0] == 404
     assert running_lab_cpu.get("/api/metrics/v1", token=None)[0] == 403
     # Without the token the dashboard's page sends you to the login page.
@@ -169,4 +171,3 @@ def test_the_dashboards_answer_behind_the_token_and_say_there_is_no_gpu(running_
         "/nvdashboard/accelerators/check", token=None, follow_redirects=False
     )
     assert status in (302, 403)
-    assert problem_lines(running_lab_cpu.log()) == []

@@ -35,7 +35,8 @@ def git(checkout, *arguments: str) -> str:
 def clone(tmp_path, require):
     """A fresh clone of this checkout and its lab, which runs as the test's host user."""
     require(os.getuid() == 0, "root, to create files owned by another uid")
-    require(not git(REPO, "status", "--porcelain"), "a committed checkout to clone")
+    # A clone has what is committed: the image of this checkout's files is the clone's too.
+    require(not git(REPO, "status", "--porcelain", "--untracked-files=no"), "a committed checkout")
     require_image("torchlab:cpu")
     checkout = tmp_path / "clone"
     git(REPO, "clone", "--quiet", str(REPO), str(checkout))

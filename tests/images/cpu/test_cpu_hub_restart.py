@@ -1,0 +1,75 @@
+"""A class on the hub through its REST API, as the teacher's scripts and make bench drive it:
+users who start at the same moment all get a server, and a hub restarted while servers start
+leaves every user with a running server or one they can start, and every file where it was.
+The hub has a name of its own (HUB_NAME), so no other hub is touched."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+from support import REPO, docker, free_port, require_image
+
+from torchlab_host.measure.hub_scale import ClassHub
+
+HUB_NAME = "torchlab-hub-restart-test"
+USERS = ["ada", "grace", "alan", "edsger"]
+
+
+def remove_everything_of_the_hub() -> None:
+    found = docker("ps", "--all", "--quiet", "--filter", f"name=^{HUB_NAME}").stdout.split()
+    if found:
+        docker("rm", "--force", *found, check=False)
+    volumes = docker("volume", "ls", "--quiet", "--filter", f"name=^{HUB_NAME}").stdout.split()
+    if volumes:
+        docker("volume", "rm", "--force", *volumes, check=False)
+
+
+@pytest.fixture(scope="module")
+def hub():
+    require_image("torchlab:cpu")
+    remove_everything_of_the_hub()
+    port, token = free_port(), secrets.token_hex(24)
+    environment = dict(
+        os.environ,
+        HUB_NAME=HUB_NAME,
+        HUB_ADMIN="teacher",
+        HUB_PORT=str(port),
+        HUB_PROFILES="cpu",
+        HUB_API_TOKEN=token,
+        HUB_MEM_LIMIT="2G",
+        HUB_CPU_LIMIT="1",
+        HUB_IDLE_TIMEOUT="3600",
+    )
+
+    def host(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "torchlab_host", *arguments],
+            cwd=REPO, capture_output=True, text=True, env=environment, timeout=900,
+        )  # fmt: skip
+
+    started = host("hub")
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield ClassHub(HUB_NAME, port, token)
+    host("hub-down")
+    remove_everything_of_the_hub()
+
+
+def test_users_who_start_at_the_same_moment_all_get_a_server(hub):
+    ready, failed = hub.start_at_once(USERS, timeout=300)
+    assert failed == {}
+    assert sorted(ready) == sorted(USERS)
+
+
+def test_a_hub_restarted_while_servers_start_loses_no_server_and_no_file(hub):
+    restarted = hub.restart_while_starting(USERS, starting=2, timeout=300)
+    assert restarted["failed"] == {}, restarted
+    assert restarted["files_lost"] == [], restarted
+    assert restarted["running_after_the_restart"] + restarted["started_again"] == len(USERS)
+    # The users who were running before it kept their servers through it.
+    assert restarted["running_after_the_restart"] >= len(USERS) - 2, restarted
+    log = docker("logs", HUB_NAME)
+    assert "Traceback" not in log.stdout + log.stderr
