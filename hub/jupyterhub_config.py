@@ -39,8 +39,9 @@ c.JupyterHub.hub_connect_url = f"http://{NAME}:8081"
 c.JupyterHub.db_url = f"sqlite:///{STATE}/jupyterhub.sqlite"
 c.JupyterHub.cookie_secret_file = str(STATE / "jupyterhub_cookie_secret")  # made 600, once
 c.ConfigurableHTTPProxy.auth_token = secret("proxy_auth_token")
-# A stopped hub stops every user's server; their volumes stay.
-c.JupyterHub.cleanup_servers = True
+# Users' servers outlive the hub: a hub restarted (a crash, an upgrade, a reboot) finds them
+# running and routes to them again. make hub-down stops them itself.
+c.JupyterHub.cleanup_servers = False
 
 # Who may sign in. NativeAuthenticator: people sign up, an admin approves them (at
 # /hub/authorize); the first admin is HUB_ADMIN, approved as soon as they sign up.

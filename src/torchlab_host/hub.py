@@ -228,13 +228,14 @@ def up(manifest: Manifest) -> float:
 
 
 def down() -> int:
-    """Stop the hub, which stops every user's server; remove what a crash may have left.
-    The users' volumes and the hub's state volume stay."""
+    """Stop the hub, then every user's server (which outlive a restarted hub). The users'
+    volumes and the hub's state volume stay."""
     require_engine()
     stopped = hub_compose("down", "--timeout", "60").returncode
-    left = quiet(["docker", "ps", "--all", "--quiet", "--filter", f"name=^{hub_name()}-user-"])
-    if left.stdout.split():
-        run(["docker", "rm", "--force", *left.stdout.split()], capture_output=True)
+    servers = quiet(["docker", "ps", "--all", "--quiet", "--filter", f"name=^{hub_name()}-user-"])
+    if servers.stdout.split():
+        run(["docker", "stop", "--time", "30", *servers.stdout.split()], capture_output=True)
+        run(["docker", "rm", "--force", *servers.stdout.split()], capture_output=True)
     return stopped
 
 

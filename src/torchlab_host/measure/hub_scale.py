@@ -88,6 +88,8 @@ class ClassHub:
         start = time.monotonic()
         ready: dict[str, float] = {}
         failed: dict[str, str] = {}
+        if not users:
+            return ready, failed
         with concurrent.futures.ThreadPoolExecutor(len(users)) as pool:
             asked = {user: pool.submit(self.ask_to_start, user) for user in users}
             while len(ready) + len(failed) < len(users) and time.monotonic() - start < timeout:
