@@ -5,6 +5,7 @@ The hub has a name of its own (HUB_NAME), so no other hub is touched."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
@@ -62,6 +63,9 @@ def test_users_who_start_at_the_same_moment_all_get_a_server(hub):
     ready, failed = hub.start_at_once(USERS, timeout=300)
     assert failed == {}
     assert sorted(ready) == sorted(USERS)
+    # The hub watches its servers: the image's healthcheck (make lab's) would only cost CPU.
+    checked = docker("inspect", "--format", "{{json .Config.Healthcheck}}", f"{HUB_NAME}-user-ada")
+    assert json.loads(checked.stdout) == {"Test": ["NONE"]}
 
 
 def test_a_hub_restarted_while_servers_start_loses_no_server_and_no_file(hub):
