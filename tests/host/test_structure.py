@@ -74,11 +74,12 @@ def test_every_variant_has_its_lab_and_test_services(services):
         assert services[f"lab-{variant.name}"]["environment"]["TORCHLAB_EXPECT"] == variant.device
 
 
-def test_every_lab_mounts_the_same_labs_folder(services):
+def test_every_lab_mounts_the_same_work_folder_and_none_the_courses_source(services):
     for name, service in labs_of(services).items():
         [mount] = [volume for volume in service["volumes"] if volume["target"] == LABS]
-        assert mount["type"] == "bind" and mount["source"] == str(REPO / "labs"), name
-        assert mount["bind"]["create_host_path"] is False, name  # a missing labs/ is an error
+        assert mount["type"] == "bind" and mount["source"] == str(REPO / "work"), name
+        # make lab creates work/; a LABS_DIR that is missing is an error, not a new folder.
+        assert mount["bind"]["create_host_path"] is False, name
 
 
 def test_published_ports_are_on_loopback_by_default(services):
