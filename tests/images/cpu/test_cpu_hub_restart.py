@@ -65,7 +65,7 @@ def test_users_who_start_at_the_same_moment_all_get_a_server(hub):
     assert sorted(ready) == sorted(USERS)
     # The hub watches its servers: the image's healthcheck (make lab's) would only cost CPU.
     checked = docker("inspect", "--format", "{{json .Config.Healthcheck}}", f"{HUB_NAME}-user-ada")
-    assert json.loads(checked.stdout) == {"Test": ["NONE"]}
+    assert json.loads(checked.stdout)["Test"] == ["NONE"]  # Docker keeps the image's timings
 
 
 def test_a_hub_restarted_while_servers_start_loses_no_server_and_no_file(hub):
