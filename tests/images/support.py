@@ -240,6 +240,16 @@ def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) ->
     return asyncio.run(asyncio.wait_for(execute(), timeout))
 
 
+def remove_hub(name: str) -> None:
+    """Everything a hub named `name` left: its container, its users' containers, all volumes."""
+    found = docker("ps", "--all", "--quiet", "--filter", f"name=^{name}").stdout.split()
+    if found:
+        docker("rm", "--force", *found, check=False)
+    volumes = docker("volume", "ls", "--quiet", "--filter", f"name=^{name}").stdout.split()
+    if volumes:
+        docker("volume", "rm", "--force", *volumes, check=False)
+
+
 def save_notebook(lab: Lab, name: str, text: str) -> None:
     """Save a notebook through Jupyter's contents API, as JupyterLab's Save does."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 
 import nbformat
 import pytest
-from support import CHROMIUM, CHROMIUM_FLAGS, REPO, docker, free_port, require_image, wait_until
+from support import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    REPO,
+    docker,
+    free_port,
+    remove_hub,
+    require_image,
+    wait_until,
+)
 
 HUB_NAME = "torchlab-hub-test"
 TEACHER, ALICE, BOB = "teacher", "alice", "bob"
@@ -49,18 +58,10 @@ def containers(prefix: str = HUB_NAME) -> list[str]:
     return listed.stdout.split()
 
 
-def remove_everything_of_the_test_hub() -> None:
-    if containers():
-        docker("rm", "--force", *containers(), check=False)
-    volumes = docker("volume", "ls", "--quiet", "--filter", f"name=^{HUB_NAME}").stdout.split()
-    if volumes:
-        docker("volume", "rm", "--force", *volumes, check=False)
-
-
 @pytest.fixture(scope="module")
 def hub():
     require_image("torchlab:cpu")
-    remove_everything_of_the_test_hub()
+    remove_hub(HUB_NAME)
     port = free_port()
     hub = Hub(
         port,
@@ -79,7 +80,7 @@ def hub():
     assert started.returncode == 0, started.stdout + started.stderr
     yield hub
     hub.host("hub-down")
-    remove_everything_of_the_test_hub()
+    remove_hub(HUB_NAME)
 
 
 @pytest.fixture(scope="module")

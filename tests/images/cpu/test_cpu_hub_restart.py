@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from support import REPO, docker, free_port, require_image
+from support import REPO, docker, free_port, remove_hub, require_image
 
 from torchlab_host.measure.hub_scale import ClassHub
 
@@ -20,19 +20,10 @@ HUB_NAME = "torchlab-hub-restart-test"
 USERS = ["ada", "grace", "alan", "edsger"]
 
 
-def remove_everything_of_the_hub() -> None:
-    found = docker("ps", "--all", "--quiet", "--filter", f"name=^{HUB_NAME}").stdout.split()
-    if found:
-        docker("rm", "--force", *found, check=False)
-    volumes = docker("volume", "ls", "--quiet", "--filter", f"name=^{HUB_NAME}").stdout.split()
-    if volumes:
-        docker("volume", "rm", "--force", *volumes, check=False)
-
-
 @pytest.fixture(scope="module")
 def hub():
     require_image("torchlab:cpu")
-    remove_everything_of_the_hub()
+    remove_hub(HUB_NAME)
     port, token = free_port(), secrets.token_hex(24)
     environment = dict(
         os.environ,
@@ -56,7 +47,7 @@ def hub():
     assert started.returncode == 0, started.stdout + started.stderr
     yield ClassHub(HUB_NAME, port, token)
     host("hub-down")
-    remove_everything_of_the_hub()
+    remove_hub(HUB_NAME)
 
 
 def test_users_who_start_at_the_same_moment_all_get_a_server(hub):
