@@ -150,8 +150,17 @@ def start_server(page, hub: Hub, name: str) -> float:
 
 def stop_server(page, hub: Hub, name: str) -> None:
     """Stop the user's server from the hub's home page, as a student does."""
-    page.goto(hub.url("/hub/home"))
-    page.click("#stop")
+    # The button's handler is bound by a script require.js loads after the page's load event:
+    # a click before the network settles does nothing, and a student would just click again.
+    page.goto(hub.url("/hub/home"), wait_until="networkidle")
+    with page.expect_response(
+        lambda response: (
+            response.request.method == "DELETE"
+            and response.url.endswith(f"/hub/api/users/{name}/server")
+        )
+    ) as stopped:
+        page.click("#stop")
+    assert stopped.value.status in (202, 204), stopped.value.status
     assert wait_until(lambda: not containers(f"{HUB_NAME}-user-{name}"), timeout=120)
 
 
