@@ -91,8 +91,8 @@ image-save: ## the image as a file for machines without a registry: VARIANT=cpu 
 image-load: ## check an image-save archive against its .sha256 and load it: FILE=x.tar.gz
 	@$(HOST) image-load "$(FILE)"
 
-verify-reproducible: ## build HEAD twice (fresh clones, --no-cache) and compare layers: VARIANT=cpu
-	@$(HOST) verify-reproducible $(VARIANT)
+verify-reproducible: ## build HEAD twice (fresh clones, --no-cache) and compare layers: VARIANT=cpu [AGAINST=image of HEAD: one build]
+	@$(HOST) verify-reproducible $(VARIANT) $(if $(AGAINST),--against "$(AGAINST)")
 
 wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for offline builds
 	@WHEELHOUSE= $(HOST) wheels $(WHEELHOUSE_DIR)

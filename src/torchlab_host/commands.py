@@ -177,8 +177,12 @@ COMMANDS = (
     Command("image-load", "check an image-save archive and load it",
             lambda a, m: archive.load(a.file), ((("file",), {}),)),
     Command("verify-reproducible",
-            "build HEAD twice from fresh clones with --no-cache and compare the layers",
-            lambda a, m: reproducible.verify(m.variant(a.variant).name), (VARIANT,)),
+            "build HEAD from fresh clones with --no-cache, twice or once --against an image of "
+            "HEAD, and compare the layers",
+            lambda a, m: reproducible.verify(m.variant(a.variant).name, a.against), (
+                VARIANT,
+                (("--against",), {"help": "an image built from HEAD to compare one build with"}),
+            )),
     Command("wheels", "download every lock's wheels into a folder", wheels,
             ((("folder",), {}),)),
     Command("venv", "a venv from locks, with the checkout's src/ editable", make_venv, (

@@ -1,6 +1,8 @@
 """make verify-reproducible: build one commit twice, from two fresh clones with --no-cache, and
-compare the two images layer by layer. Prints "N of M layers identical" and, for each layer
-that differs, the step that made it and its first differing files with what differs.
+compare the two images layer by layer; or, with AGAINST=<image>, build it once and compare with
+an image already built from that commit (CI's own no-cache build). Prints "N of M layers
+identical" and, for each layer that differs, the step that made it and its first differing files
+with what differs.
 """
 
 from __future__ import annotations
@@ -105,45 +107,69 @@ def step_name(created_by: str) -> str:
     return " ".join(step.split())[:90]
 
 
-def verify(variant: str) -> int:
+def built_revision(image: str) -> str:
+    """The commit an image says it was built from (its OCI revision label); "" if none."""
+    inspected = quiet([
+        "docker", "image", "inspect", "--format",
+        '{{index .Config.Labels "org.opencontainers.image.revision"}}', image,
+    ])  # fmt: skip
+    if inspected.returncode != 0:
+        raise HostError(f"there is no image {image} here. Fix: make build-<variant> first")
+    return inspected.stdout.strip()
+
+
+def compare(tags: list[str], commit: str, variant: str, folder: Path) -> int:
+    """Print how many layers the two images share and, for each that differs, why; 0 if all."""
+    first, second = diff_ids(tags[0]), diff_ids(tags[1])
+    same = sum(a == b for a, b in zip(first, second, strict=False))
+    total = max(len(first), len(second))
+    print(f"torchlab: {same} of {total} layers identical in {tags[0]} and {tags[1]}, both "
+          f"{variant} at {commit[:12]}")  # fmt: skip
+    if same == total:
+        return 0
+    saved = []
+    for number, tag in enumerate(tags, 1):
+        archive = folder / f"build-{number}.tar"
+        docker_must("save", "--output", str(archive), tag)
+        saved.append(layer_files(archive))
+        archive.unlink()
+    for index, ((step, one), (_, two)) in enumerate(zip(*saved, strict=False), 1):
+        if first[index - 1] == second[index - 1]:
+            continue
+        differing = differences(one, two)
+        print(f"  layer {index} ({step_name(step)}): {len(differing)} files differ")
+        for line in differing[:SHOWN_FILES]:
+            print(f"    {line}")
+    return 1
+
+
+def verify(variant: str, against: str | None = None) -> int:
     require_docker()
     if revision().endswith("-dirty"):
         print("torchlab: verifying the commit HEAD; the uncommitted changes are not in it")
-    tags = [f"{VERIFY_IMAGE}:{variant}-1", f"{VERIFY_IMAGE}:{variant}-2"]
+    head = revision().removesuffix("-dirty")
+    if against and built_revision(against) != head:
+        raise HostError(
+            f"{against} was built from {built_revision(against)[:12] or 'an unknown commit'}, "
+            f"not HEAD ({head[:12]}). Fix: make build-{variant} DOCKER_BUILD_FLAGS=--no-cache "
+            "in a clean checkout of HEAD, or leave AGAINST out to build twice"
+        )
+    builds = [f"{VERIFY_IMAGE}:{variant}-{number}" for number in (1, 2)][: 1 if against else 2]
     with tempfile.TemporaryDirectory(prefix="torchlab-reproducible-") as folder:
         try:
-            commit = ""
-            for number, tag in enumerate(tags, 1):
+            commit = head
+            for number, tag in enumerate(builds, 1):
                 checkout = Path(folder) / f"clone-{number}"
                 commit = clone_head(checkout)
-                print(f"torchlab: build {number} of 2: {tag} from a fresh clone, --no-cache")
+                print(f"torchlab: build {number} of {len(builds)}: {tag} from a fresh clone, "
+                      "--no-cache")  # fmt: skip
                 build_in(checkout, variant, tag)
-            first, second = diff_ids(tags[0]), diff_ids(tags[1])
-            same = sum(a == b for a, b in zip(first, second, strict=False))
-            total = max(len(first), len(second))
-            print(
-                f"torchlab: {same} of {total} layers identical in two --no-cache builds of "
-                f"{variant} at {commit[:12]}"
-            )
-            if same == total:
-                return 0
-            saved = []
-            for tag in tags:
-                archive = Path(folder) / f"{tag.split(':')[1]}.tar"
-                docker_must("save", "--output", str(archive), tag)
-                saved.append(layer_files(archive))
-                archive.unlink()
-            for index, ((step, one), (_, two)) in enumerate(zip(*saved, strict=False), 1):
-                if first[index - 1] == second[index - 1]:
-                    continue
-                differing = differences(one, two)
-                print(f"  layer {index} ({step_name(step)}): {len(differing)} files differ")
-                for line in differing[:SHOWN_FILES]:
-                    print(f"    {line}")
-            return 1
+            return compare([against, *builds] if against else builds, commit, variant, Path(folder))
         finally:  # by ID: each build also tagged its image with its inputs tag
             inspect = ["docker", "image", "inspect", "--format", "{{.Id}}"]
-            built = [quiet([*inspect, tag]) for tag in tags]
+            built = [quiet([*inspect, tag]) for tag in builds]
+            kept = quiet([*inspect, against]).stdout.strip() if against else ""
             ids = [found.stdout.strip() for found in built if found.returncode == 0]
+            ids = [image for image in ids if image != kept]
             if ids:
                 quiet(["docker", "image", "rm", "--force", *ids])

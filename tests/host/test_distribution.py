@@ -143,6 +143,20 @@ def test_differing_layers_name_their_first_files_and_what_differs():
     assert reproducible.step_name("/bin/sh -c #(nop) COPY dir:abc in / ") == "COPY dir:abc in /"
 
 
+def test_one_build_is_compared_only_with_an_image_of_the_same_commit(monkeypatch):
+    """AGAINST=<image> saves a build only if that image is HEAD's: any other would differ."""
+    monkeypatch.setattr(reproducible, "require_docker", lambda: None)
+    monkeypatch.setattr(reproducible, "revision", lambda: "a" * 40)
+    label = subprocess.CompletedProcess([], 0, stdout="b" * 40 + "\n", stderr="")
+    monkeypatch.setattr(reproducible, "quiet", lambda command: label)
+    monkeypatch.setattr(reproducible, "clone_head", pytest.fail)  # nothing may be built
+    with pytest.raises(HostError) as refused:
+        reproducible.verify("cpu", against="torchlab:cpu")
+    said = str(refused.value)
+    assert "built from bbbbbbbbbbbb, not HEAD (aaaaaaaaaaaa)" in said
+    assert "Fix: make build-cpu" in said and "\n" not in said
+
+
 @pytest.mark.parametrize("config", sorted(REPO.glob(".devcontainer/*/devcontainer.json")))
 def test_each_dev_container_is_a_variants_lab(config):
     variant = MANIFEST.variant(config.parent.name)
