@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import nbformat
 import pytest
@@ -156,7 +157,7 @@ def stop_server(page, hub: Hub, name: str) -> None:
     with page.expect_response(
         lambda response: (
             response.request.method == "DELETE"
-            and response.url.endswith(f"/hub/api/users/{name}/server")
+            and urlsplit(response.url).path == f"/hub/api/users/{name}/server"
         )
     ) as stopped:
         page.click("#stop")
