@@ -76,11 +76,11 @@ build-%: ## build an image: build-cpu | build-cuda | build-xla (or build-gpu, bu
 context: ## stage a build context in build/<VARIANT>/, print its docker build: VARIANT=cpu (or hub)
 	@$(HOST) context $(VARIANT)
 
-test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | test-xla-on-cpu
-	@$(HOST) test $* --on-cpu
+test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | test-xla-on-cpu [SUITE="-m ..."]
+	@$(HOST) test $* --on-cpu $(if $(SUITE),-- $(SUITE))
 
-test-%: ## probe --expect, the device suite and the notebooks in an image: test-cpu | test-cuda
-	@$(HOST) test $*
+test-%: ## probe --expect, the device suite and the notebooks in an image: test-cpu | test-cuda [SUITE="-k ..."]
+	@$(HOST) test $* $(if $(SUITE),-- $(SUITE))
 
 publish: ## push a built image to TORCHLAB_REGISTRY and sign it (the publish workflow): VARIANT=cpu
 	@$(HOST) publish $(VARIANT)
@@ -126,11 +126,11 @@ variants: ## the image variants of variants.toml, one per line
 venv: ## the host environment (.venv): the cpu variant's locks, dev tools, the toolkit
 	@$(HOST) venv $(VENV)
 
-test: venv ## lint with ruff, then the fast tests: toolkit, host tools, device suite here
+test: venv ## lint with ruff, then the fast tests: toolkit, host tools, device suite here (no notebooks)
 	$(VENV)/bin/ruff check .
 	TORCHLAB_VARIANT=cpu $(PYTEST) -m "not slow"
 
-test-host-%: ## the device suite in a host venv from a variant's locks: test-host-xla
+test-host-%: ## the device suite and the notebooks in a host venv from a variant's locks: test-host-xla
 	@$(HOST) test-host $*
 
 test-images: venv ## slow: every built image, its labs through compose, the browser

@@ -8,11 +8,16 @@ which names this hub's container (its host name on its network, of the same name
 user's container and volumes.
 """
 
+import asyncio
 import json
 import os
 import secrets
 import sys
 from pathlib import Path
+
+from dockerspawner import DockerSpawner
+
+import docker
 
 c = get_config()  # noqa: F821 (JupyterHub provides get_config to its config file)
 NAME = os.environ["HUB_NAME"]
@@ -74,11 +79,80 @@ else:
         c.GenericOAuthenticator.userdata_url = os.environ["OAUTH_USERDATA_URL"]
         c.GenericOAuthenticator.username_claim = os.environ.get("OAUTH_USERNAME_CLAIM", "email")
 
+
+class SpawnFailed(Exception):
+    """A server that could not start, in one line: JupyterHub shows jupyterhub_message on the
+    user's page, where it would otherwise show a spinner until its HTTP timeout."""
+
+    def __init__(self, line: str):
+        super().__init__(line)
+        self.jupyterhub_message = line
+
+
+class LabSpawner(DockerSpawner):
+    """DockerSpawner whose failures say what went wrong and what fixes it."""
+
+    # make hub builds or pulls every profile's image first; one missing later is an error to
+    # report, not a pull from Docker Hub.
+    pull_policy = "never"
+
+    async def start(self):
+        try:
+            ip, port = await super().start()
+        except docker.errors.ImageNotFound:
+            raise self.failed(
+                f"the image {self.image} is not on the hub's machine. Fix: whoever runs the hub "
+                "runs make hub again (it builds or pulls the images it serves)"
+            ) from None
+        except docker.errors.APIError as error:
+            reason = " ".join(str(error.explanation or error).split())
+            raise self.failed(
+                f"Docker refused your server's container: {reason}. Fix: whoever runs the hub "
+                f"reads docker logs {NAME}"
+            ) from None
+        await self.answering_or_stopped(ip, port)
+        return ip, port
+
+    async def answering_or_stopped(self, ip: str, port: int) -> None:
+        """Wait until the server takes connections; if its container stops first, fail now,
+        saying why, rather than after JupyterHub's HTTP timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.http_timeout
+        while loop.time() < deadline:
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 2)
+                writer.close()
+                return
+            except (OSError, TimeoutError):
+                pass
+            state = (await self.docker("inspect_container", self.container_id))["State"]
+            if not state["Running"]:
+                raise self.failed(await self.why_stopped(state))
+            await asyncio.sleep(0.5)
+        # Still starting: JupyterHub's own wait for its HTTP answer decides.
+
+    async def why_stopped(self, state: dict) -> str:
+        if state.get("OOMKilled"):
+            return (
+                f"your server ran out of memory while starting (HUB_MEM_LIMIT="
+                f"{os.environ['HUB_MEM_LIMIT']}). Fix: whoever runs the hub raises it: "
+                "make hub HUB_MEM_LIMIT=4G"
+            )
+        logged = await self.docker("logs", self.container_id, tail=20)
+        lines = [line for line in logged.decode(errors="replace").splitlines() if line.strip()]
+        said = lines[-1].strip() if lines else "it printed nothing"
+        return f"your server stopped while starting (exit code {state['ExitCode']}): {said}"
+
+    def failed(self, line: str) -> SpawnFailed:
+        self.log.error("%s's server did not start: %s", self.user.name, line)
+        return SpawnFailed(line)
+
+
 # Each user's server: a container of the profile they pick, their own volumes where a single
 # lab mounts work/ and lab-data/, memory and CPU limits, no capabilities.
 profiles = json.loads(os.environ["HUB_PROFILES"])
 by_image = {profile["image"]: profile for profile in profiles}
-c.JupyterHub.spawner_class = "docker"
+c.JupyterHub.spawner_class = LabSpawner
 c.DockerSpawner.allowed_images = {profile["name"]: profile["image"] for profile in profiles}
 c.DockerSpawner.image = profiles[0]["image"]
 c.DockerSpawner.cmd = ["torchlab", "singleuser"]

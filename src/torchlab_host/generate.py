@@ -13,7 +13,7 @@ from torchlab.variants import Manifest, Variant
 
 from . import ROOT
 from .containers import run_flags, wants_gpu
-from .services import lab_service, test_service
+from .services import SELFTEST, lab_service, test_service
 from .yamltext import Alias, Anchored, Comment, Spaced, dump
 
 GENERATED = (
@@ -152,7 +152,7 @@ def compose(manifest: Manifest) -> str:
             "TORCHLAB_COLAB": "${TORCHLAB_COLAB:-}",
         }),
         "x-test": Anchored("test", {
-            "<<": Alias("container"), "profiles": ["test"], "command": ["torchlab", "selftest"],
+            "<<": Alias("container"), "profiles": ["test"], "command": SELFTEST,
         }),
         Comment("The suites prove that the labs run offline, where the device needs no network."):
             None,

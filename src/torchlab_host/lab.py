@@ -21,6 +21,7 @@ from .errors import HostError
 from .images import image_exists, prune_replaced_images
 from .lab_settings import data_dir, settings
 from .services import (
+    SELFTEST,
     compose,
     compose_environment,
     in_service,
@@ -147,8 +148,9 @@ def up(name: str, manifest: Manifest) -> float:
     return elapsed
 
 
-def test(name: str, manifest: Manifest, on_cpu: bool) -> int:
-    """The probe and the device suite in a variant's image; no warning or error line allowed."""
+def test(name: str, manifest: Manifest, on_cpu: bool, pytest_options: list[str] = ()) -> int:
+    """The probe and the device suite in a variant's image; no warning or error line allowed.
+    pytest_options (after a --) go to the suite's pytest."""
     variant = manifest.variant(name)
     if not on_cpu:
         require_host_device(variant, manifest)
@@ -160,7 +162,9 @@ def test(name: str, manifest: Manifest, on_cpu: bool) -> int:
     if report.stdout.strip().startswith("{"):
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / f"probe-{service}.json").write_text(report.stdout)
-    code, output = streamed(in_service(service), compose_environment())
+    options = [option for option in pytest_options if option != "--"]
+    command = [*SELFTEST, *options] if options else []
+    code, output = streamed(in_service(service, *command), compose_environment())
     problems = problem_lines(output)
     if code == 0 and problems:
         print(

@@ -26,6 +26,10 @@ def lab_service(variant: Variant) -> str:
     return f"lab-{variant.name}"
 
 
+# What every test service runs: the probe, then the device suite (more arguments go to pytest).
+SELFTEST = ["torchlab", "selftest"]
+
+
 def test_service(variant: Variant, on_cpu: bool = False) -> str:
     """The service of a variant's suite; on the CPU, its cpu_mode twin."""
     if on_cpu and variant.device != "cpu":

@@ -20,6 +20,10 @@ from nbclient.exceptions import CellExecutionError
 
 from torchlab import packages, system
 
+# Whole notebooks take most of the device suite's time: they run in every image's suite
+# (make test-<variant>) and in make test-host-<variant>, not in the fast tier.
+pytestmark = pytest.mark.slow
+
 LABS = system.labs_dir()
 NOTEBOOKS = sorted(LABS.glob("*.ipynb"))
 BROUGHT = sorted((Path(__file__).parent / "notebooks").glob("*.ipynb"))
@@ -64,7 +68,14 @@ def test_the_labs_folder_has_the_course():
     assert BROUGHT, "expected the notebooks people bring, in tests/device/notebooks"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS + BROUGHT, ids=lambda path: path.stem)
+def with_needs(path: Path):
+    """A notebook as a test case, marked needs(package=...) for each package it declares:
+    -m "needs(package='torchvision')" selects those that need torchvision."""
+    marks = [pytest.mark.needs(package=name) for name in needed(nbformat.read(path, as_version=4))]
+    return pytest.param(path, marks=marks, id=path.stem)
+
+
+@pytest.mark.parametrize("path", [with_needs(path) for path in NOTEBOOKS + BROUGHT])
 def test_notebook_runs_and_checks_itself(path, tmp_path):
     notebook = nbformat.read(path, as_version=4)
     missing = [name for name in needed(notebook) if importlib.util.find_spec(name) is None]

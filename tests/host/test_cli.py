@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -14,6 +15,8 @@ from pathlib import Path
 import pytest
 
 from torchlab import healthcheck
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def torchlab(*args: str, **environment: str) -> subprocess.CompletedProcess:
@@ -101,7 +104,7 @@ def test_check_build_asserts_what_the_manifest_promises_the_variant():
 
 def test_check_build_reads_the_manifest_the_image_carries(tmp_path):
     manifest = tmp_path / "variants.toml"
-    text = (Path(__file__).resolve().parents[2] / "variants.toml").read_text()
+    text = (REPO / "variants.toml").read_text()
     manifest.write_text(text.replace("build = { cpu_only = true }", "build = { cpu_onyl = true }"))
     wrong = torchlab("check-build", "cpu", TORCHLAB_MANIFEST=str(manifest))
     assert wrong.returncode == 1
@@ -208,6 +211,24 @@ def test_selftest_passes_pytest_options_through():
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert "1 passed" in result.stdout
+
+
+def test_notebooks_are_selected_by_the_packages_they_need():
+    """CI runs an image's notebooks that need what the cpu image lacks: -m needs(package=...)
+    selects exactly those whose metadata declares the package."""
+    result = torchlab(
+        "selftest", "--collect-only", "-q", "-m", "needs(package='torchvision')",
+        TORCHLAB_SUITE="tests/device",
+    )  # fmt: skip
+    selected = re.findall(r"test_notebook_runs_and_checks_itself\[(\w+)\]", result.stdout)
+    notebooks = [*(REPO / "labs").glob("*.ipynb"), *(REPO / "tests/device/notebooks").glob("*")]
+    declared = [
+        path.stem
+        for path in notebooks
+        if "torchvision"
+        in json.loads(path.read_text())["metadata"].get("torchlab", {}).get("needs", ())
+    ]
+    assert len(declared) >= 3 and sorted(selected) == sorted(declared), result.stdout[-2000:]
 
 
 def test_other_commands_refuse_unknown_arguments():

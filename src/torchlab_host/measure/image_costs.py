@@ -21,7 +21,7 @@ from ..checkout import copy_tracked, run_host_tools
 from ..engine import quiet
 from ..errors import HostError
 from ..images import prune_replaced_images
-from ..services import run_in_service, test_service
+from ..services import SELFTEST, run_in_service, test_service
 from .timing import host_tools_seconds, median_of, seconds_of
 
 # pytest's --durations line for one lab notebook of the device suite.
@@ -82,7 +82,7 @@ def suite(variant: Variant) -> tuple[float, dict[str, float]]:
     """The image's suite in the mode this machine allows: its seconds, and each lab's."""
     service = test_service(variant, on_cpu=True)
     start = time.monotonic()
-    result = run_in_service(service, "torchlab", "selftest", "--durations=0")
+    result = run_in_service(service, *SELFTEST, "--durations=0")
     if result.returncode != 0:
         raise HostError(f"the suite in {service} failed: {result.stdout.strip()[-500:]}")
     seconds = time.monotonic() - start

@@ -223,6 +223,52 @@ def test_a_wrong_password_is_refused(hub, browser):
     page.context.close()
 
 
+def spawn_failure(page, hub: Hub) -> str:
+    """Start the user's server and return what the page then says: a failure within the first
+    seconds is the hub's error page, a later one the spawn page's progress message."""
+    page.goto(hub.url("/hub/spawn"))
+    page.get_by_text("Spawn failed").first.wait_for(timeout=150_000)
+    return " ".join(page.locator("body").inner_text().split())
+
+
+def test_a_server_that_cannot_start_says_why_on_the_users_page_and_in_the_hub_log(hub, browser):
+    teacher = log_in(browser, hub, TEACHER)
+    # The profile's image gone from the machine (its inputs tag keeps the layers).
+    image = docker("image", "inspect", "--format", "{{.Id}}", "torchlab:cpu").stdout.strip()
+    docker("image", "rm", "torchlab:cpu")
+    try:
+        said = spawn_failure(teacher, hub)
+    finally:
+        docker("image", "tag", image, "torchlab:cpu")
+    gone = (
+        "the image torchlab:cpu is not on the hub's machine. Fix: whoever runs the hub runs "
+        "make hub again"
+    )
+    assert gone in said
+
+    # A work folder the server cannot write: it stops at once, and its own line is shown.
+    volume = f"{HUB_NAME}-{TEACHER}-labs"
+    docker(
+        "run", "--rm", "--user", "0", "--entrypoint", "bash", "-v", f"{volume}:/home/lab/labs",
+        "torchlab:cpu", "-c", "chown root:root /home/lab/labs && chmod 755 /home/lab/labs",
+    )  # fmt: skip
+    try:
+        said = spawn_failure(teacher, hub)
+    finally:
+        teacher.context.close()
+        assert wait_until(lambda: not containers(f"{HUB_NAME}-user-{TEACHER}"), timeout=60)
+        docker("volume", "rm", volume)
+    stopped = (
+        "your server stopped while starting (exit code 1): torchlab: the labs folder "
+        "/home/lab/labs is not writable by uid 1000"
+    )
+    assert stopped in said
+
+    logged = docker("logs", HUB_NAME)
+    for line in (gone, stopped):
+        assert f"{TEACHER}'s server did not start: {line}" in logged.stdout + logged.stderr
+
+
 def test_the_hub_restarted_keeps_users_volumes_and_files_and_culls_idle_servers(hub, browser):
     assert hub.host("hub-down").returncode == 0
     assert containers() == []  # the hub and every user's server
