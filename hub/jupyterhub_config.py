@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from dockerspawner import DockerSpawner
+from tornado import web
 
 import docker
 
@@ -80,13 +81,17 @@ else:
         c.GenericOAuthenticator.username_claim = os.environ.get("OAUTH_USERNAME_CLAIM", "email")
 
 
-class SpawnFailed(Exception):
-    """A server that could not start, in one line: JupyterHub shows jupyterhub_message on the
-    user's page, where it would otherwise show a spinner until its HTTP timeout."""
+class SpawnFailed(web.HTTPError):
+    """A server that could not start, in one line. JupyterHub logs an HTTPError's text without
+    a traceback and shows its jupyterhub_message on the user's page (the error page, or the
+    spawn page's progress)."""
 
     def __init__(self, line: str):
-        super().__init__(line)
+        super().__init__(500)
         self.jupyterhub_message = line
+
+    def __str__(self) -> str:
+        return self.jupyterhub_message
 
 
 class LabSpawner(DockerSpawner):
@@ -98,54 +103,54 @@ class LabSpawner(DockerSpawner):
 
     async def start(self):
         try:
-            ip, port = await super().start()
+            return await super().start()
         except docker.errors.ImageNotFound:
-            raise self.failed(
+            raise SpawnFailed(
                 f"the image {self.image} is not on the hub's machine. Fix: whoever runs the hub "
                 "runs make hub again (it builds or pulls the images it serves)"
             ) from None
         except docker.errors.APIError as error:
             reason = " ".join(str(error.explanation or error).split())
-            raise self.failed(
+            raise SpawnFailed(
                 f"Docker refused your server's container: {reason}. Fix: whoever runs the hub "
                 f"reads docker logs {NAME}"
             ) from None
-        await self.answering_or_stopped(ip, port)
-        return ip, port
 
-    async def answering_or_stopped(self, ip: str, port: int) -> None:
-        """Wait until the server takes connections; if its container stops first, fail now,
-        saying why, rather than after JupyterHub's HTTP timeout."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.http_timeout
-        while loop.time() < deadline:
-            try:
-                _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), 2)
-                writer.close()
+    async def progress(self):
+        """The spawn page's events. A container that stops while it starts fails the page at
+        once, with why, instead of a spinner until the hub's HTTP timeout (120 s)."""
+        yield {"progress": 50, "message": "Spawning server..."}
+        while True:  # the hub stops reading these when the spawn ends
+            await asyncio.sleep(1)
+            status = await self.poll() if self.object_id else None
+            if status is not None:
+                why = status or "your server's container is gone"
+                self.log.error("%s's server stopped while starting: %s", self.user.name, why)
+                yield {"progress": 100, "failed": True, "message": f"Spawn failed: {why}"}
                 return
-            except (OSError, TimeoutError):
-                pass
-            state = (await self.docker("inspect_container", self.container_id))["State"]
-            if not state["Running"]:
-                raise self.failed(await self.why_stopped(state))
-            await asyncio.sleep(0.5)
-        # Still starting: JupyterHub's own wait for its HTTP answer decides.
+
+    async def poll(self):
+        """None while the server's container runs; once it has stopped, why, in one line (the
+        hub shows it when a server stops while it starts: 'Spawner failed to start
+        [status=...]')."""
+        container = await self.get_object()
+        if container is None:
+            return 0
+        if container["State"]["Running"]:
+            return None
+        return await self.why_stopped(container["State"])
 
     async def why_stopped(self, state: dict) -> str:
         if state.get("OOMKilled"):
             return (
-                f"your server ran out of memory while starting (HUB_MEM_LIMIT="
+                f"your server ran out of memory (HUB_MEM_LIMIT="
                 f"{os.environ['HUB_MEM_LIMIT']}). Fix: whoever runs the hub raises it: "
                 "make hub HUB_MEM_LIMIT=4G"
             )
         logged = await self.docker("logs", self.container_id, tail=20)
         lines = [line for line in logged.decode(errors="replace").splitlines() if line.strip()]
         said = lines[-1].strip() if lines else "it printed nothing"
-        return f"your server stopped while starting (exit code {state['ExitCode']}): {said}"
-
-    def failed(self, line: str) -> SpawnFailed:
-        self.log.error("%s's server did not start: %s", self.user.name, line)
-        return SpawnFailed(line)
+        return f"your server stopped (exit code {state['ExitCode']}): {said}"
 
 
 # Each user's server: a container of the profile they pick, their own volumes where a single
@@ -171,8 +176,9 @@ c.Spawner.http_timeout = 120
 
 def host_config(spawner) -> dict:
     """The chosen profile's container settings: confined like make lab-cpu, shared memory for
-    DataLoader workers, and what its device needs (GPUs)."""
-    return by_image[spawner.image]["host_config"]
+    DataLoader workers, and what its device needs (GPUs). A container that exits stays until
+    the spawner's stop removes it (remove=True), so LabSpawner.poll can read why it stopped."""
+    return {**by_image[spawner.image]["host_config"], "auto_remove": False}
 
 
 c.DockerSpawner.extra_host_config = host_config
