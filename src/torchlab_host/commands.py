@@ -130,12 +130,10 @@ COMMANDS = (
     Command("lab", "start a variant's lab (auto: the best one here)",
             lambda args, manifest: lab.up(args.variant, manifest),
             (VARIANT,)),
-    Command("test", "the probe and the suite in a variant's image",
-            lambda args, manifest: lab.test(args.variant, manifest, args.on_cpu, args.pytest),
+    Command("test", "the probe and the suite in a variant's image (after --: pytest options)",
+            lambda args, manifest: lab.test(args.variant, manifest, args.on_cpu, args.passed_on),
             (VARIANT, (("--on-cpu",), {"action": "store_true",
-                                       "help": "in CPU mode, for machines without the device"}),
-             (("pytest",), {"nargs": argparse.REMAINDER,
-                            "help": "after --: options for the suite's pytest (-m, -k)"}))),
+                                       "help": "in CPU mode, for machines without the device"}))),
     Command("shell", "a bash shell in a variant's lab", lambda a, m: lab.shell(a.variant, m),
             (VARIANT,)),
     Command("prepare", "a variant's image and the lab's folders, for .devcontainer/<variant>",
@@ -222,7 +220,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # After a --: options for the suite's pytest (test only).
+    passed_on = argv[argv.index("--") + 1 :] if "--" in argv else []
+    args = parser().parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    if "--" in argv and args.command != "test":
+        parser().error(f"{args.command} takes no options after --")
+    args.passed_on = passed_on
     try:
         status = args.run(args, variants.load())
     except (HostError, KeyError, variants.ManifestError) as error:

@@ -150,7 +150,7 @@ def up(name: str, manifest: Manifest) -> float:
 
 def test(name: str, manifest: Manifest, on_cpu: bool, pytest_options: list[str] = ()) -> int:
     """The probe and the device suite in a variant's image; no warning or error line allowed.
-    pytest_options (after a --) go to the suite's pytest."""
+    pytest_options go to the suite's pytest."""
     variant = manifest.variant(name)
     if not on_cpu:
         require_host_device(variant, manifest)
@@ -162,8 +162,7 @@ def test(name: str, manifest: Manifest, on_cpu: bool, pytest_options: list[str] 
     if report.stdout.strip().startswith("{"):
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / f"probe-{service}.json").write_text(report.stdout)
-    options = [option for option in pytest_options if option != "--"]
-    command = [*SELFTEST, *options] if options else []
+    command = [*SELFTEST, *pytest_options] if pytest_options else []
     code, output = streamed(in_service(service, *command), compose_environment())
     problems = problem_lines(output)
     if code == 0 and problems:

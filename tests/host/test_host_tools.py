@@ -20,6 +20,7 @@ from torchlab_host import (
     addresses,
     building,
     buildspec,
+    commands,
     context,
     engine,
     envfile,
@@ -57,6 +58,17 @@ def one_line(error: HostError) -> str:
     message = str(error)
     assert "\n" not in message and ". Fix: " in message
     return message
+
+
+def test_options_after_a_double_dash_go_to_the_suites_pytest_and_cpu_mode_stays(monkeypatch):
+    """make test-cuda-on-cpu SUITE='-m ...' runs: test cuda --on-cpu -- -m ..."""
+    asked = []
+    monkeypatch.setattr(lab, "test", lambda *args: asked.append(args[:1] + args[2:]) or 0)
+    assert commands.main(["test", "cuda", "--on-cpu", "--", "-m", "not slow", "-q"]) == 0
+    assert commands.main(["test", "xla", "--on-cpu"]) == 0
+    assert asked == [("cuda", True, ["-m", "not slow", "-q"]), ("xla", True, [])]
+    with pytest.raises(SystemExit):
+        commands.main(["variants", "--", "-q"])
 
 
 def test_missing_docker(fake_bin):
