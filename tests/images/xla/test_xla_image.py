@@ -40,7 +40,7 @@ def test_an_xla_lab_without_a_tpu_is_one_line(labs_folder):
         lab.host("down")
 
 
-def test_the_distributed_proof_refuses_xla_with_the_reason_on_every_rank(container):
+def test_the_distributed_proof_refuses_xla_with_the_reason(container):
     code, output = container.run_to_end(
         "torchlab:xla",
         "torchrun",
@@ -56,8 +56,11 @@ def test_the_distributed_proof_refuses_xla_with_the_reason_on_every_rank(contain
         clean_log=False,
     )
     assert code == 1
-    refused = [line for line in output.splitlines() if line.startswith("torchlab: rank ")]
-    assert len(refused) == 2, output[-3000:]
-    for line in refused:
+    # torchrun stops the other ranks as soon as one exits, so a rank still importing torch_xla
+    # is killed before it can say anything: one line or two, and each one is the refusal.
+    said = [line for line in output.splitlines() if line.startswith("torchlab: ")]
+    assert said, output[-3000:]
+    for line in said:
+        assert line.startswith("torchlab: rank "), line
         assert "torchlab distributed does not cover XLA" in line
         assert "Fix: on a TPU VM, train with torch_xla.launch" in line
