@@ -16,11 +16,11 @@ VARIANT ?= cpu
 HOST := PYTHONPATH=src $(PYTHON) -m torchlab_host
 PYTEST := $(VENV)/bin/python -m pytest
 export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA_DIR LAB_UID LAB_GID \
-	IMAGE_UID IMAGE_GID BASE_IMAGE PIP_INDEX_URL TORCH_CPU_WHEELS TORCHLAB_WITHOUT \
+	IMAGE_UID IMAGE_GID BASE_IMAGE PLATFORM PIP_INDEX_URL TORCH_CPU_WHEELS TORCHLAB_WITHOUT \
 	HUB_ADMIN HUB_PROFILES HUB_BIND HUB_PORT HUB_MEM_LIMIT HUB_CPU_LIMIT HUB_IDLE_TIMEOUT \
 	HUB_AUTHENTICATOR HUB_NAME
 
-.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock wheels base-image lint bench \
+.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock check-locks wheels base-image lint bench \
 	check generate ci-matrix variants rebuild-check verify-reproducible image-save image-load publish context
 
 help: ## list the targets
@@ -97,8 +97,8 @@ verify-reproducible: ## build HEAD twice (fresh clones, --no-cache) and compare 
 wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for offline builds
 	@WHEELHOUSE= $(HOST) wheels $(WHEELHOUSE_DIR)
 
-base-image: ## make the Debian base image without a registry (debootstrap, as root)
-	scripts/make-base-image torchlab/debian:bookworm
+base-image: ## make the Debian base image without a registry (debootstrap, as root) [PLATFORM=linux/arm64]
+	@$(HOST) base-image
 
 clean: ## remove the lab containers, the torchlab images and dangling layers (lab-data/ stays)
 	@$(HOST) clean
@@ -150,6 +150,9 @@ probe: venv ## this machine's probe report
 
 lock: venv ## resolve requirements/*.in into the exact, hashed pins of requirements/*.txt
 	@UV=$(VENV)/bin/uv $(HOST) lock
+
+check-locks: ## every lock has a hash for each platform its images ship for (asks the indexes)
+	@$(HOST) check-locks
 
 lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs, make check
 	$(VENV)/bin/ruff check .

@@ -55,15 +55,22 @@ def check_build(args: argparse.Namespace) -> int:
 
     try:
         variant = variants.load().variant(args.variant)
+        here = variants.this_platform()
     except (variants.ManifestError, KeyError) as error:
         return _fail(str(error.args[0]))
-    problems = get(variant.device).check_build(variant.build)
+    if here not in variant.platforms:
+        problems = [
+            f"it was built for {here}, and variants.toml ships {variant.name} for "
+            f"{', '.join(variant.platforms)} only"
+        ]
+    else:
+        problems = get(variant.device).check_build(variant.build_for(here))
     for problem in problems:
         print(f"torchlab: the {variant.name} image is wrong: {problem}", file=sys.stderr)
     if not problems:
         import torch
 
-        print(f"torchlab: {variant.name} build ok (torch {torch.__version__})")
+        print(f"torchlab: {variant.name} build ok for {here} (torch {torch.__version__})")
     return EXIT_EXPECTATION if problems else 0
 
 

@@ -8,24 +8,29 @@ from __future__ import annotations
 
 import functools
 import os
+import platform
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 TORCH_SOURCES = ("pypi", "pytorch-cpu")
+# The platforms an image can ship for, by Docker's name, and the machine each one's wheels
+# and Python report (platform.machine(), a wheel's manylinux_2_28_<machine> tag).
+MACHINES = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 _FIELDS = {
     "device": str,
     "aliases": list,
     "summary": str,
     "lock": str,
-    "torch_from": str,
+    "platforms": dict,
     "size_ceiling_gb": (int, float),
     "build": dict,
+    "platform_build": dict,
     "omittable": list,
 }
-_OPTIONAL = ("omittable",)
+_OPTIONAL = ("omittable", "platform_build")
 # What every variant of one device kind shares: how a container reaches the device, and how
 # its suite runs without it. All optional (the cpu needs none).
 _DEVICE_FIELDS = {"cpu_mode": dict, "compose": dict, "kubernetes": dict}
@@ -45,7 +50,7 @@ class Variant:
     aliases: tuple[str, ...]
     summary: str
     lock: str
-    torch_from: str
+    platforms: dict[str, str]  # each platform it ships for -> where pip finds its torch there
     size_ceiling_gb: float
     build: dict[str, Any]  # what `torchlab check-build` asserts
     # From its device kind's [devices.<kind>] table: the environment of its suite on a machine
@@ -56,10 +61,24 @@ class Variant:
     kubernetes: dict[str, Any]
     # Packages a build may leave out when told to (TORCHLAB_WITHOUT), where no index has them.
     omittable: tuple[str, ...] = ()
+    # What check-build asserts differently on a platform: its keys replace build's.
+    platform_build: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def image(self) -> str:
         return f"torchlab:{self.name}"
+
+    @property
+    def torch_sources(self) -> set[str]:
+        return set(self.platforms.values())
+
+    def build_for(self, platform_name: str) -> dict[str, Any]:
+        """What `torchlab check-build` asserts in this variant's image for one platform."""
+        return {**self.build, **self.platform_build.get(platform_name, {})}
+
+    def build_here(self) -> dict[str, Any]:
+        """What its image promises on this machine's platform."""
+        return self.build_for(this_platform())
 
     @property
     def per_user(self) -> bool:
@@ -93,6 +112,15 @@ class Manifest:
     def images_for(self, device: str) -> list[str]:
         """The images that carry a device kind, for hints that say which one to use."""
         return [variant.image for variant in self.variants if variant.device == device]
+
+
+def this_platform() -> str:
+    """The platform of this machine (or this container), by Docker's name."""
+    machine = platform.machine()
+    for name, known in MACHINES.items():
+        if machine == known:
+            return name
+    raise ManifestError(f"torchlab has no images for this machine ({machine})")
 
 
 def manifest_path() -> Path:
@@ -129,9 +157,23 @@ def _variant(name: str, table: dict[str, Any], device: dict[str, Any], where: st
     for key, kind in _FIELDS.items():
         if key in table and not isinstance(table[key], kind):
             raise ManifestError(f"{where}: variants.{name}.{key} has the wrong type")
-    if table["torch_from"] not in TORCH_SOURCES:
+    platforms = table["platforms"]
+    unknown_platforms = sorted(set(platforms) - set(MACHINES))
+    if not platforms or unknown_platforms:
         raise ManifestError(
-            f"{where}: variants.{name}.torch_from must be one of {', '.join(TORCH_SOURCES)}"
+            f"{where}: variants.{name}.platforms must name platforms among "
+            f"{', '.join(MACHINES)}" + (f", not {unknown_platforms[0]}" if platforms else "")
+        )
+    if not set(platforms.values()) <= set(TORCH_SOURCES):
+        raise ManifestError(
+            f"{where}: variants.{name}.platforms must take torch from one of "
+            f"{', '.join(TORCH_SOURCES)}"
+        )
+    unshipped = sorted(set(table.get("platform_build", {})) - set(platforms))
+    if unshipped:
+        raise ManifestError(
+            f"{where}: variants.{name}.platform_build names {unshipped[0]}, "
+            "not one of its platforms"
         )
     return Variant(
         name=name,
@@ -139,13 +181,14 @@ def _variant(name: str, table: dict[str, Any], device: dict[str, Any], where: st
         aliases=tuple(table["aliases"]),
         summary=table["summary"],
         lock=table["lock"],
-        torch_from=table["torch_from"],
+        platforms=dict(platforms),
         size_ceiling_gb=float(table["size_ceiling_gb"]),
         cpu_mode={key: str(value) for key, value in device.get("cpu_mode", {}).items()},
         build=dict(table["build"]),
         compose=dict(device.get("compose", {})),
         kubernetes=dict(device.get("kubernetes", {})),
         omittable=tuple(table.get("omittable", ())),
+        platform_build={key: dict(value) for key, value in table.get("platform_build", {}).items()},
     )
 
 

@@ -11,12 +11,12 @@ import shlex
 import time
 from pathlib import Path
 
-from torchlab.variants import Manifest, Variant
+from torchlab.variants import MACHINES, Manifest, Variant, this_platform
 
 from . import ROOT, registry, wheelhouse
-from .buildspec import Build, build_arguments, variant_build
+from .buildspec import LOCAL_BASE_IMAGE, Build, build_arguments, local_base, variant_build
 from .context import inputs_digest, stage
-from .engine import docker_must, require_docker, streamed
+from .engine import docker_must, require_docker, run, streamed
 from .errors import HostError
 from .images import image_exists, inputs_tag
 from .lockfiles.files import require_locks, require_omittable
@@ -49,6 +49,8 @@ def build_command(
         inputs_tag(build.image, inputs_digest(build, context)),
         *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
     ]
+    if build.platform != this_platform():  # built under emulation (QEMU's binfmt_misc)
+        command += ["--platform", build.platform]
     if wheelhouse_url:
         # The build's pip reaches the wheelhouse server on the host's loopback.
         command += ["--network", "host"]
@@ -67,7 +69,13 @@ def explain_build_failure(build: Build, output: list[str]) -> HostError:
         return HostError(
             f"the base image {base} cannot be pulled: no container registry answers here",
             f"make a local one (make base-image, as root), then "
-            f"{build.target} BASE_IMAGE=torchlab/debian:bookworm",
+            f"{build.target} BASE_IMAGE={LOCAL_BASE_IMAGE}",
+        )
+    if build.platform != this_platform() and "exec format error" in text:
+        return HostError(
+            f"this machine cannot run {build.platform} programs, so it cannot build for it",
+            "apt-get install qemu-user-static binfmt-support (Docker then runs them under "
+            f"emulation), then {build.target} PLATFORM={build.platform}",
         )
     if INDEX_UNREACHABLE.search(text) and not os.environ.get("WHEELHOUSE"):
         return HostError(
@@ -109,7 +117,11 @@ def build_image(build: Build, manifest: Manifest, context: Path | None = None) -
     source = f"wheelhouse {wheelhouse_dir}" if wheelhouse_dir else "the package indexes"
     left_out = build.args.get("WITHOUT")
     without = f", without {left_out} (TORCHLAB_WITHOUT)" if left_out else ""
-    print(f"torchlab: built {build.image} from {source}{without} in {elapsed:.1f} s", flush=True)
+    print(
+        f"torchlab: built {build.image} for {build.platform} from {source}{without} "
+        f"in {elapsed:.1f} s",
+        flush=True,
+    )
     return elapsed
 
 
@@ -146,3 +158,18 @@ def ensure_image(build: Build, manifest: Manifest) -> None:
         return
     print(f"torchlab: building {build.image} here ({build.target})", flush=True)
     build_image(build, manifest, context)
+
+
+def make_base_image() -> None:
+    """make base-image: the Debian base of the images, made here (debootstrap) for PLATFORM or
+    this machine's platform, for machines that reach no registry."""
+    platform = os.environ.get("PLATFORM") or this_platform()
+    if platform not in MACHINES:
+        raise HostError(
+            f"torchlab builds no images for {platform}",
+            f"choose one of {', '.join(MACHINES)}: make base-image PLATFORM=linux/arm64",
+        )
+    architecture = platform.rpartition("/")[2]  # amd64, arm64: Debian's names too
+    script = ROOT / "scripts" / "make-base-image"
+    if run([str(script), local_base(LOCAL_BASE_IMAGE, platform), architecture]).returncode:
+        raise HostError("making the base image failed (its output is above)")

@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from torchlab.variants import Manifest, Variant
+from torchlab.variants import Manifest, Variant, this_platform
 
 from . import proxy
 from .checkout import revision
+from .errors import HostError
 from .lockfiles import files as lockfiles
 from .lockfiles.sources import sources
 
@@ -37,6 +38,8 @@ LAB_CONTEXT = {
 }
 REQUIREMENTS_IN_IMAGE = "opt/torchlab/requirements"
 HUB_IMAGE = "torchlab-hub"
+# What make base-image makes, for machines that reach no registry (BASE_IMAGE=...).
+LOCAL_BASE_IMAGE = "torchlab/debian:bookworm"
 HUB_FILES = ("docker/install-lock", "hub/Dockerfile", "hub/jupyterhub_config.py")
 # Build arguments a user may set in the environment, by the name the Dockerfile knows them.
 # The image's own user is IMAGE_UID/IMAGE_GID: LAB_UID/LAB_GID choose who runs a lab, at start.
@@ -59,6 +62,28 @@ class Build:
     user_args: dict[str, str]  # environment variables a user may set -> build arguments
     target: str  # the make target that builds it, for messages
     generated: Callable[[Path], None]  # writes the generated files into a staged context
+    platform: str = field(default_factory=this_platform)  # linux/amd64, linux/arm64
+
+
+def target_platform(variant: Variant) -> str:
+    """The platform to build a variant for: PLATFORM, else this machine's; one it ships for."""
+    wanted = os.environ.get("PLATFORM") or this_platform()
+    if wanted not in variant.platforms:
+        shipped = ", ".join(variant.platforms)
+        first = next(iter(variant.platforms))
+        raise HostError(
+            f"variants.toml ships {variant.image} for {shipped} only, not {wanted}",
+            f"build one of those: make build-{variant.name} PLATFORM={first}",
+        )
+    return wanted
+
+
+def local_base(base: str, platform: str) -> str:
+    """A local base image (make base-image) of another platform than this machine's carries its
+    architecture in its tag: torchlab/debian:bookworm-arm64. Docker keeps one platform per name."""
+    if platform == this_platform():
+        return base
+    return f"{base}-{platform.rpartition('/')[2]}"
 
 
 def variant_build(variant: Variant, manifest: Manifest) -> Build:
@@ -93,6 +118,7 @@ def variant_build(variant: Variant, manifest: Manifest) -> Build:
         user_args=USER_BUILD_ARGS,
         target=f"make build-{variant.name}",
         generated=generated,
+        platform=target_platform(variant),
     )
 
 
@@ -120,7 +146,7 @@ def input_arguments(build: Build) -> dict[str, str]:
     BASE_IMAGE, the image's user by IMAGE_UID and IMAGE_GID)."""
     arguments = dict(build.args)
     if os.environ.get("BASE_IMAGE"):
-        arguments["BASE_IMAGE"] = os.environ["BASE_IMAGE"]
+        arguments["BASE_IMAGE"] = local_base(os.environ["BASE_IMAGE"], build.platform)
     for name, argument in build.user_args.items():
         if os.environ.get(name):
             arguments[argument] = os.environ[name]

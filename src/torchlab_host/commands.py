@@ -32,7 +32,7 @@ from . import (
 from .buildspec import hub_build, variant_build
 from .engine import require_docker
 from .errors import HostError
-from .lockfiles import download, resolve
+from .lockfiles import download, platforms, resolve
 from .lockfiles.files import all_locks, lock_file
 from .lockfiles.venv import venv
 from .measure import image_costs
@@ -183,6 +183,8 @@ COMMANDS = (
                 VARIANT,
                 (("--against",), {"help": "an image built from HEAD to compare one build with"}),
             )),
+    Command("base-image", "make the Debian base image here (PLATFORM=linux/arm64: another's)",
+            lambda a, m: building.make_base_image()),
     Command("wheels", "download every lock's wheels into a folder", wheels,
             ((("folder",), {}),)),
     Command("venv", "a venv from locks, with the checkout's src/ editable", make_venv, (
@@ -191,6 +193,8 @@ COMMANDS = (
     )),
     Command("lock", "resolve requirements/*.in into requirements/*.txt",
             lambda a, m: resolve.lock(m, os.environ.get("UV") or "uv")),
+    Command("check-locks", "every lock has a hash for each platform its images ship for",
+            lambda a, m: platforms.check_locks(m)),
     Command("check", "the locks and the generated files agree with variants.toml",
             check_manifest),
     Command("generate", "write compose.yaml, the dev containers and the cluster profiles "

@@ -53,11 +53,13 @@ def stage(build: Build, folder: Path | None = None) -> Path:
 def inputs_digest(build: Build, context: Path) -> str:
     """What an image is made of, as 12 hex digits: its staged context (paths, modes, contents)
     and the build arguments that are inputs, less what only says how it was made (the commit,
-    where pip found the wheels). The same inputs give the same digest on any machine."""
+    where pip found the wheels), and its platform. The same inputs give the same digest on any
+    machine."""
     digest = hashlib.sha256()
     for path in sorted(context.rglob("*")):
         digest.update(f"{path.relative_to(context)}\0{path.stat().st_mode:o}\0".encode())
         if path.is_file():
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     digest.update(json.dumps(input_arguments(build), sort_keys=True).encode())
+    digest.update(build.platform.encode())
     return digest.hexdigest()[:12]

@@ -90,7 +90,7 @@ def profile(variant: Variant, manifest: Manifest) -> dict[str, Any]:
     refuse_unless_per_user(
         variant, "the hub", "serve a class with Zero to JupyterHub (README, 'A lab for a class')"
     )
-    hint = get(variant.device).host_requirements(variant.build)
+    hint = get(variant.device).host_requirements(variant.build_here())
     if hint:
         raise HostError(
             f"the {variant.name} profile needs its device to reach containers, and {hint.problem}",
@@ -116,7 +116,7 @@ def default_profiles(manifest: Manifest) -> list[str]:
         if variant.device == "cpu" or (
             variant.per_user
             and backend.checks_host
-            and backend.host_requirements(variant.build) is None
+            and backend.host_requirements(variant.build_here()) is None
         ):
             chosen[variant.device] = variant.name
     return list(chosen.values())

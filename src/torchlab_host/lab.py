@@ -36,7 +36,7 @@ HEALTHY_TIMEOUT_S = 180
 def require_host_device(variant: Variant, manifest: Manifest) -> None:
     """The variant's device reaches containers here, and the host's driver and GPUs suit its
     image; else one line, naming the variant of the same device that does suit, if one does."""
-    hint = get(variant.device).host_requirements(variant.build)
+    hint = get(variant.device).host_requirements(variant.build_here())
     if hint is None:
         return
     if not isinstance(hint, HostTooOld):
@@ -46,7 +46,7 @@ def require_host_device(variant: Variant, manifest: Manifest) -> None:
         for other in manifest.variants
         if other.device == variant.device
         and other is not variant
-        and get(other.device).host_requirements(other.build) is None
+        and get(other.device).host_requirements(other.build_here()) is None
     ]
     instead = f"use make lab-{suiting[0]}, or " if suiting else ""
     raise HostError(f"{hint.found}, but {variant.image} needs {hint.needs}", instead + hint.fix)
@@ -62,7 +62,7 @@ def auto_variant(manifest: Manifest) -> Variant:
         backend = get(variant.device)
         if not backend.checks_host:
             continue
-        hint = backend.host_requirements(variant.build)
+        hint = backend.host_requirements(variant.build_here())
         if hint is None:
             return variant
         if isinstance(hint, HostTooOld):

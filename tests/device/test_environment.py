@@ -51,7 +51,7 @@ def test_pip_check_is_clean():
 @pytest.mark.skipif("TORCHLAB_VARIANT" not in os.environ, reason="no image variant named")
 def test_torch_is_the_build_the_manifest_promises_the_variant():
     variant = variants.load().variant(os.environ["TORCHLAB_VARIANT"])
-    assert get(variant.device).check_build(variant.build) == []
+    assert get(variant.device).check_build(variant.build_here()) == []
 
 
 def test_expected_device_is_usable_and_computes_right():

@@ -331,7 +331,7 @@ def build_args(command: list[str]) -> dict[str, str]:
 
 @pytest.fixture
 def clean_build_environment(monkeypatch):
-    for name in ("WHEELHOUSE", "DOCKER_BUILD_FLAGS", "TORCH_CPU_WHEELS"):
+    for name in ("WHEELHOUSE", "DOCKER_BUILD_FLAGS", "TORCH_CPU_WHEELS", "PLATFORM"):
         monkeypatch.delenv(name, raising=False)
     for name in ("BASE_IMAGE", *buildspec.USER_BUILD_ARGS, *buildspec.ONLINE_BUILD_ARGS):
         monkeypatch.delenv(name, raising=False)
@@ -408,6 +408,47 @@ def test_online_settings_do_not_touch_the_offline_build(clean_build_environment,
     assert online["PIP_SOURCES_VARIANT"] == "--find-links /some/folder"
     assert online["PIP_INDEX_URL"] == "https://mirror.example/simple"
     assert "/some/folder" not in offline["PIP_SOURCES_VARIANT"] and "PIP_INDEX_URL" not in offline
+
+
+def test_another_platform_is_built_under_emulation_from_its_own_base(
+    clean_build_environment, monkeypatch
+):
+    cuda = MANIFEST.variant("cuda")
+    monkeypatch.setenv("BASE_IMAGE", "torchlab/debian:bookworm")
+    here = buildspec.variant_build(cuda, MANIFEST)
+    monkeypatch.setenv("PLATFORM", "linux/arm64")
+    arm = buildspec.variant_build(cuda, MANIFEST)
+    command = building.build_command(arm, MANIFEST, CONTEXT)
+    assert command[command.index("--platform") + 1] == "linux/arm64"
+    assert build_args(command)["BASE_IMAGE"] == "torchlab/debian:bookworm-arm64"
+    # One name for both platforms (docker keeps one of them under it), and apart by their
+    # inputs tag, so make lab never takes the other platform's image for this one's.
+    assert arm.image == here.image == "torchlab:cuda"
+    assert context.inputs_digest(arm, REPO / "docker") != context.inputs_digest(
+        here, REPO / "docker"
+    )
+    assert "--platform" not in building.build_command(here, MANIFEST, CONTEXT)
+
+
+def test_a_platform_the_manifest_does_not_ship_a_variant_for_is_one_line(
+    clean_build_environment, monkeypatch
+):
+    monkeypatch.setenv("PLATFORM", "linux/arm64")
+    with pytest.raises(HostError) as raised:
+        buildspec.variant_build(MANIFEST.variant("xla"), MANIFEST)
+    assert one_line(raised.value) == (
+        "variants.toml ships torchlab:xla for linux/amd64 only, not linux/arm64. "
+        "Fix: build one of those: make build-xla PLATFORM=linux/amd64"
+    )
+
+
+def test_a_foreign_build_without_emulation_names_qemu(clean_build_environment, monkeypatch):
+    monkeypatch.setenv("PLATFORM", "linux/arm64")
+    arm = buildspec.variant_build(MANIFEST.variant("cuda"), MANIFEST)
+    said = ["Step 6/37 : RUN apt-get update", "exec /bin/sh: exec format error"]
+    line = one_line(building.explain_build_failure(arm, said))
+    assert line.startswith("this machine cannot run linux/arm64 programs")
+    assert "apt-get install qemu-user-static binfmt-support" in line
 
 
 # What `docker build` printed in the two failures a new user meets first (engine 20.10, the

@@ -31,7 +31,7 @@ device = "cuda"
 aliases = []
 summary = "NVIDIA GPUs, the next torch release"
 lock = "cudanext"
-torch_from = "pypi"
+platforms = { "linux/amd64" = "pypi", "linux/arm64" = "pypi" }
 size_ceiling_gb = 5.6
 build = { cuda_major = 13, archs = ["sm_80"] }
 """
@@ -50,12 +50,37 @@ def test_the_manifest_lists_the_four_images_with_their_devices():
     assert MANIFEST.variant("cuda12").cpu_mode == {"TORCHLAB_EXPECT": "cpu"}
 
 
+def test_each_platform_has_its_own_promises_where_the_manifest_says_so():
+    cuda = MANIFEST.variant("cuda")
+    assert list(cuda.platforms) == ["linux/amd64", "linux/arm64"]
+    # The Arm build has Grace Hopper's kernels and not the T4's; the rest of build holds there.
+    arm = cuda.build_for("linux/arm64")
+    assert "sm_90" in arm["archs"] and "sm_75" not in arm["archs"]
+    assert arm["cuda_major"] == cuda.build_for("linux/amd64")["cuda_major"] == 13
+    assert "sm_75" in cuda.build_for("linux/amd64")["archs"]
+    # torch_xla has no aarch64 wheels.
+    assert list(MANIFEST.variant("xla").platforms) == ["linux/amd64"]
+
+
 @pytest.mark.parametrize(
     ("table", "complaint"),
     [
         ('[variants.rocm]\ndevice = "rocm"\n', "variants.rocm lacks aliases, summary, lock"),
         (NEW_VARIANT.replace("lock =", "lokc ="), "lacks lock and has unknown keys lokc"),
-        (NEW_VARIANT.replace('"pypi"', '"conda"'), "torch_from must be one of pypi, pytorch-cpu"),
+        (
+            NEW_VARIANT.replace('"pypi" }', '"conda" }'),
+            "platforms must take torch from one of pypi",
+        ),
+        (
+            NEW_VARIANT.replace("linux/arm64", "linux/riscv64"),
+            "platforms must name .* not linux/riscv64",
+        ),
+        (
+            NEW_VARIANT.replace(
+                "platforms = {", 'platform_build."linux/s390x" = {}\nplatforms = {'
+            ),
+            "platform_build names linux/s390x, not one of its platforms",
+        ),
         (NEW_VARIANT.replace("aliases = []", 'aliases = ["gpu"]'), "gpu names more than one"),
         (NEW_VARIANT.replace("cudanext]", "cuda-next]"), "must be lowercase letters and digits"),
         ("[devices.cdua]\ncpu_mode = {}\n", "devices.cdua is the device of no variant"),

@@ -1,4 +1,4 @@
-"""make wheels: every lock's wheels for the images' platform, in <folder>/<lock>/, for builds
+"""make wheels: every lock's wheels for the images' platforms, in <folder>/<lock>/, for builds
 that reach no index (WHEELHOUSE=<folder>)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 
 from torchlab.locks import canonical, pins
-from torchlab.variants import Manifest
+from torchlab.variants import MACHINES, Manifest
 
 from ..engine import run
 from ..errors import HostError
-from .files import GLIBC_MINOR, PYTHON_VERSION, as_installed
+from .files import GLIBC_MINOR, PYTHON_VERSION, as_installed, lock_platforms
 from .sources import shielded, sources
 
 # Pinned packages PyPI publishes only as source archives: downloaded as such, built by pip
@@ -20,11 +20,12 @@ from .sources import shielded, sources
 SOURCE_ONLY = ("onetimepass",)
 
 
-def platform_options() -> list[str]:
-    """pip download's options for the images' interpreter and platform."""
+def platform_options(platform: str) -> list[str]:
+    """pip download's options for the images' interpreter on one platform (linux/arm64)."""
     abi = "cp" + PYTHON_VERSION.replace(".", "")
-    platforms = [f"manylinux_2_{minor}_x86_64" for minor in range(17, GLIBC_MINOR + 1)]
-    platforms += ["manylinux2014_x86_64", "linux_x86_64"]
+    machine = MACHINES[platform]
+    platforms = [f"manylinux_2_{minor}_{machine}" for minor in range(17, GLIBC_MINOR + 1)]
+    platforms += [f"manylinux2014_{machine}", f"linux_{machine}"]
     return [
         "--implementation",
         "cp",
@@ -55,38 +56,49 @@ def link_shared_wheels(folder: Path, target: Path, lock_text: str) -> int:
 
 
 def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
+    """Each lock's wheels for every platform its images ship for, side by side in its folder
+    (pip in each image picks its own)."""
     for name in locks:
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
-        print(f"torchlab: downloading requirements/{name}.txt into {target}/", flush=True)
         with as_installed(name, manifest) as lock_copy:
             linked = link_shared_wheels(folder, target, lock_copy.read_text())
             if linked:
                 print(f"torchlab: {linked} wheels linked from other locks' folders", flush=True)
-            result = run(
-                [
-                    sys.executable,
-                    "-m",
-                    "pip",
-                    "download",
-                    "--quiet",
-                    "--progress-bar",
-                    "off",
-                    "--no-deps",
-                    "--require-hashes",
-                    "--only-binary=:all:",
-                    *(f"--no-binary={package}" for package in SOURCE_ONLY),
-                    *platform_options(),
-                    *sources(name, manifest, os.environ.get("WHEELHOUSE")),
-                    "--dest",
-                    str(target),
-                    "--requirement",
-                    str(lock_copy),
-                ],
-                env=shielded(name, manifest, target),
-            )
-        if result.returncode != 0:
-            raise HostError(
-                f"downloading the wheels of requirements/{name}.txt failed (pip's output is above)",
-                "check that this machine reaches the package index, then make wheels",
-            )
+            for platform in lock_platforms(name, manifest):
+                download_one(name, platform, lock_copy, target, manifest)
+
+
+def download_one(
+    name: str, platform: str, lock_copy: Path, target: Path, manifest: Manifest
+) -> None:
+    print(f"torchlab: downloading {name}.txt for {platform} into {target}/", flush=True)
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--progress-bar",
+            "off",
+            "--no-deps",
+            "--require-hashes",
+            "--only-binary=:all:",
+            *(f"--no-binary={package}" for package in SOURCE_ONLY),
+            *platform_options(platform),
+            *sources(name, manifest, os.environ.get("WHEELHOUSE")),
+            "--dest",
+            str(target),
+            "--requirement",
+            str(lock_copy),
+        ],
+        env=shielded(name, manifest, target),
+    )
+    if result.returncode != 0:
+        raise HostError(
+            f"downloading the {platform} wheels of requirements/{name}.txt failed (pip's output "
+            "is above)",
+            "check that this machine reaches the package index and that make check-locks "
+            "passes, then make wheels",
+        )

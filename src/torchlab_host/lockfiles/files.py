@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torchlab import variants
 from torchlab.locks import canonical, pins
-from torchlab.variants import Manifest, Variant
+from torchlab.variants import Manifest, Variant, this_platform
 
 from .. import ROOT
 from ..errors import HostError
@@ -113,6 +113,17 @@ def constraints_text(names: list[str]) -> str:
     return f"# The pins of {sources}: pip keeps every install in this image to them.\n" + "".join(
         f"{package}=={version}\n" for package, version in sorted(pinned.items())
     )
+
+
+def lock_platforms(lock: str, manifest: Manifest) -> list[str]:
+    """The platforms whose images install a lock: its variants', every variant's for the
+    shared lock; a lock no variant installs (the host's, the hub's) is this machine's."""
+    if lock == manifest.shared_lock:
+        shipping = list(manifest.variants)
+    else:
+        shipping = [variant for variant in manifest.variants if variant.lock == lock]
+    found = [platform for variant in shipping for platform in variant.platforms]
+    return list(dict.fromkeys(found)) or [this_platform()]
 
 
 def all_locks(manifest: Manifest) -> list[str]:

@@ -14,12 +14,16 @@ from ..engine import run
 from ..errors import HostError
 from . import files
 from .files import GLIBC_MINOR, PYTHON_VERSION, all_locks, constraints, entries, joined, lock_file
-from .sources import LOCAL_PIN, torch_cpu_links, torch_source, unreachable_local_pins
+from .platforms import check_locks
+from .sources import LOCAL_PIN, torch_cpu_links, torch_sources, unreachable_local_pins
 
 
 def lock(manifest: Manifest, uv: str) -> None:
     for name in all_locks(manifest):
         lock_one(name, manifest, uv)
+    # uv resolves for x86_64 and keeps every file's hash of each pin: the check proves that
+    # covers every platform the images ship for.
+    check_locks(manifest)
 
 
 def kept_entries(name: str, unreachable: dict[str, str]) -> dict[str, str]:
@@ -43,7 +47,7 @@ def kept_entries(name: str, unreachable: dict[str, str]) -> dict[str, str]:
 def lock_one(name: str, manifest: Manifest, uv: str) -> None:
     options = [f"--constraint=requirements/{c}.txt" for c in constraints(name, manifest)]
     kept: dict[str, str] = {}
-    if torch_source(name, manifest) == "pytorch-cpu":
+    if "pytorch-cpu" in torch_sources(name, manifest):
         options += [f"--find-links={link}" for link in torch_cpu_links()]
         unreachable = unreachable_local_pins(name)
         kept = kept_entries(name, unreachable)

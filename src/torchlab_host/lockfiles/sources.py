@@ -27,11 +27,15 @@ LOCAL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+\+\S+)\s*$", re.M)
 PAGE_TIMEOUT_S = 10
 
 
-def torch_source(lock: str, manifest: Manifest) -> str | None:
-    for variant in manifest.variants:
-        if variant.lock == lock:
-            return variant.torch_from
-    return None
+def torch_sources(lock: str, manifest: Manifest) -> set[str]:
+    """Where the torch of a lock's images comes from, on all their platforms (none: a lock
+    without torch)."""
+    return {
+        source
+        for variant in manifest.variants
+        if variant.lock == lock
+        for source in variant.torch_sources
+    }
 
 
 def torch_cpu_links() -> list[str]:
@@ -42,7 +46,7 @@ def sources(lock: str, manifest: Manifest, wheelhouse: str | None = None) -> lis
     """pip's options saying where the wheels of one lock come from."""
     if wheelhouse:
         return ["--no-index", "--find-links", f"{wheelhouse.rstrip('/')}/{lock}/"]
-    if torch_source(lock, manifest) == "pytorch-cpu":
+    if "pytorch-cpu" in torch_sources(lock, manifest):
         return [option for link in torch_cpu_links() for option in ("--find-links", link)]
     return []
 
@@ -57,7 +61,7 @@ def shielded(lock: str, manifest: Manifest, folder: Path) -> dict[str, str]:
     wheelhouse = os.environ.get("WHEELHOUSE")
     if wheelhouse:
         environment["PIP_FIND_LINKS"] = f"{wheelhouse.rstrip('/')}/{lock}/"
-    elif torch_source(lock, manifest) == "pypi":
+    elif torch_sources(lock, manifest) == {"pypi"}:
         environment["PIP_FIND_LINKS"] = str(folder)
     return environment
 

@@ -16,7 +16,7 @@ from .. import ROOT
 from ..engine import quiet, run
 from ..errors import HostError
 from .files import PYTHON_VERSION, as_installed, left_out_of, lock_file, require_locks
-from .sources import local_pins, shielded, sources, torch_cpu_links, torch_source, wheel_place_has
+from .sources import local_pins, shielded, sources, torch_cpu_links, torch_sources, wheel_place_has
 
 INSTALL_LOCK = ROOT / "docker/install-lock"
 WHEELHOUSE_DIR = Path(os.environ.get("WHEELHOUSE_DIR") or ROOT / "wheelhouse")
@@ -54,7 +54,7 @@ def require_cpu_wheels(lock: str, manifest: Manifest, python: str) -> None:
     """Before pip retries for minutes: every CPU-build pin of the lock that will be installed
     (torch==2.13.0+cpu) is offered by a place pip looks, or one line names the pins, the pages
     that do not answer, and the TORCHLAB_WITHOUT that gets past the ones a build may omit."""
-    if os.environ.get("WHEELHOUSE") or torch_source(lock, manifest) != "pytorch-cpu":
+    if os.environ.get("WHEELHOUSE") or "pytorch-cpu" not in torch_sources(lock, manifest):
         return
     places = list(dict.fromkeys([*torch_cpu_links(), *pip_setting(python, "find-links")]))
     left_out = left_out_of([lock], manifest)

@@ -104,7 +104,7 @@ def lab_runs_here(variant: Variant) -> str | None:
         return None
     if not backend.checks_host:
         return f"the host cannot tell whether a {variant.device} device is here"
-    hint = backend.host_requirements(variant.build)
+    hint = backend.host_requirements(variant.build_here())
     return hint.problem if hint else None
 
 
