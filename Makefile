@@ -82,7 +82,7 @@ test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | t
 test-%: ## probe --expect, the device suite and the notebooks in an image: test-cpu | test-cuda [SUITE="-k ..."]
 	@$(HOST) test $* $(if $(SUITE),-- $(SUITE))
 
-publish: ## push a built image to TORCHLAB_REGISTRY and sign it (the publish workflow): VARIANT=cpu
+publish: ## push a variant's images and the names over all its platforms to TORCHLAB_REGISTRY, signed: VARIANT=cuda [PLATFORM=...]
 	@$(HOST) publish $(VARIANT)
 
 image-save: ## the image as a file for machines without a registry: VARIANT=cpu [FILE=x.tar.gz]

@@ -86,7 +86,8 @@ def local_base(base: str, platform: str) -> str:
     return f"{base}-{platform.rpartition('/')[2]}"
 
 
-def variant_build(variant: Variant, manifest: Manifest) -> Build:
+def variant_build(variant: Variant, manifest: Manifest, platform: str | None = None) -> Build:
+    """A variant's image for a platform (default: PLATFORM, else this machine's)."""
     shared, own = manifest.shared_lock, variant.lock
 
     def generated(context: Path) -> None:
@@ -118,7 +119,7 @@ def variant_build(variant: Variant, manifest: Manifest) -> Build:
         user_args=USER_BUILD_ARGS,
         target=f"make build-{variant.name}",
         generated=generated,
-        platform=target_platform(variant),
+        platform=platform or target_platform(variant),
     )
 
 

@@ -37,6 +37,16 @@ def problems(manifest: Manifest) -> list[str]:
     return found
 
 
+# GitHub's hosted runner of each platform: images build natively there, never emulated.
+RUNNERS = {"linux/amd64": "ubuntu-24.04", "linux/arm64": "ubuntu-24.04-arm"}
+
+
 def ci_matrix(manifest: Manifest) -> str:
-    """The CI workflow's image matrix (GitHub Actions reads it from this line)."""
-    return "matrix=" + json.dumps({"variant": manifest.names})
+    """The workflows' image matrix, one row per variant and platform it ships for, and the
+    variants alone (GitHub Actions reads each from its line as a job output)."""
+    rows = [
+        {"variant": variant.name, "platform": platform, "runner": RUNNERS[platform]}
+        for variant in manifest.variants
+        for platform in variant.platforms
+    ]
+    return f"matrix={json.dumps({'include': rows})}\nvariants={json.dumps(manifest.names)}"

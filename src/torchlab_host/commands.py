@@ -167,8 +167,9 @@ COMMANDS = (
             (VARIANT, (("--tag",), {"help": "tag it so instead of the variant's image name"}))),
     Command("context", "stage a build context in build/<variant>/ and print its docker build",
             context, ((("variant",), {"help": "a variant of variants.toml, or hub"}),)),
-    Command("publish", "push a built image to TORCHLAB_REGISTRY under its names, and sign it",
-            lambda a, m: publish.publish(m.variant(a.variant), a.sbom),
+    Command("publish", "push a variant's images (one per platform) and the names over them to "
+            "TORCHLAB_REGISTRY, and sign them",
+            lambda a, m: publish.publish(m.variant(a.variant), m, a.sbom),
             (VARIANT, (("--sbom",), {"default": "sbom.cdx.json",
                                      "help": "where to write its SBOM"}))),
     Command("image-save", "write a variant's image to a .tar.gz",

@@ -1,9 +1,14 @@
-"""make publish: push a built image to $TORCHLAB_REGISTRY under the names users pull, and sign it.
+"""make publish: push a variant's images to $TORCHLAB_REGISTRY, one per platform, and the names
+users pull over all of them, and sign those.
 
-.github/workflows/publish.yml runs it after make build-<variant> and the image's tests, then
-attaches the SBOM (written here from the image itself) and the build provenance to the
-pushed digest. Names, for torchlab:cpu at version 0.1.0 and commit 1a2b3c4:
-    <registry>/torchlab:cpu, cpu-0.1.0, cpu-1a2b3c4, and cpu-inputs-<digest> (make lab's own)
+Each platform's image goes under its inputs tag (make lab's own: the inputs include the
+platform, so each platform has its own). The names, for cuda at version 0.1.0 and commit
+1a2b3c4: <registry>/torchlab:cuda, cuda-0.1.0 and cuda-1a2b3c4, each one manifest list over
+every platform of variants.toml, so that docker pull gives each machine its own. PLATFORM=...
+pushes that platform's image alone (a runner of that platform, in .github/workflows/
+publish.yml); without it, every platform built here goes, then the names, once the registry
+holds every platform. The workflow then attaches the SBOM and the build provenance to the
+digest of the names.
 """
 
 from __future__ import annotations
@@ -14,23 +19,34 @@ import shutil
 from pathlib import Path
 
 import torchlab
-from torchlab.variants import Variant
+from torchlab.variants import Manifest, Variant
 
+from .buildspec import variant_build
 from .checkout import revision
+from .context import inputs_digest, stage
 from .engine import docker_must, quiet, require_docker, streamed
 from .errors import HostError
-from .images import image_tags, inputs_tag_among
-from .registry import configured_registry
+from .images import image_exists, inputs_tag
+from .registry import configured_registry, insecure
 
 
-def published_names(variant: Variant, registry: str, commit: str, inputs: str) -> list[str]:
+def published_names(variant: Variant, registry: str, commit: str) -> list[str]:
+    """The names users pull: each one manifest list over every platform's image."""
     repository = f"{registry}/{variant.image.partition(':')[0]}"
     return [
         f"{repository}:{variant.name}",
         f"{repository}:{variant.name}-{torchlab.__version__}",
         f"{repository}:{variant.name}-{commit[:7]}",
-        f"{registry}/{inputs}",
     ]
+
+
+def platform_images(variant: Variant, manifest: Manifest) -> dict[str, str]:
+    """platform -> the inputs tag of the variant's image for it (local name)."""
+    tags = {}
+    for platform in variant.platforms:
+        build = variant_build(variant, manifest, platform)
+        tags[platform] = inputs_tag(build.image, inputs_digest(build, stage(build)))
+    return tags
 
 
 def sbom_of(image: str, into: Path) -> None:
@@ -45,35 +61,97 @@ def sbom_of(image: str, into: Path) -> None:
     into.write_text(shown.stdout)
 
 
-def publish(variant: Variant, sbom_file: str) -> None:
-    require_docker()
-    registry = configured_registry()
-    tags = image_tags(variant.image)
-    inputs = inputs_tag_among(tags)
-    if inputs is None:
-        raise HostError(f"{variant.image} is not built here", f"make build-{variant.name}")
-    commit = revision().removesuffix("-dirty")
-    names = published_names(variant, registry, commit, inputs)
-    for name in names:
-        docker_must("tag", variant.image, name)
-        code, _ = streamed(["docker", "push", name])
-        if code != 0:
-            host = registry.split("/")[0]
-            raise HostError(f"pushing {name} failed", f"log in first: docker login {host}")
-    repository = names[0].partition(":")[0]
-    pushed = quiet(
-        ["docker", "image", "inspect", "--format", "{{json .RepoDigests}}", variant.image]
-    ).stdout
-    digest = next(d.split("@")[1] for d in json.loads(pushed) if d.startswith(f"{repository}@"))
-    sbom_of(variant.image, Path(sbom_file))
-    if shutil.which("cosign"):  # keyless in CI: GitHub's OIDC token names the workflow
-        signed = quiet(["cosign", "sign", "--yes", f"{repository}@{digest}"])
-        if signed.returncode != 0:
-            raise HostError(f"cosign sign failed: {signed.stderr.strip()[-500:]}")
-    else:
-        print("torchlab: cosign is not installed, so the image is not signed")
-    print(f"torchlab: pushed {', '.join(names)} at {digest}")
+def push(local: str, published: str) -> None:
+    docker_must("tag", local, published)
+    code, _ = streamed(["docker", "push", published])
+    if code != 0:
+        host = published.split("/")[0]
+        raise HostError(f"pushing {published} failed", f"log in first: docker login {host}")
+
+
+def in_registry(published: str) -> bool:
+    return quiet(["docker", "manifest", "inspect", *insecure(published), published]).returncode == 0
+
+
+def list_over(name: str, images: list[str]) -> str:
+    """Push one manifest list under name over these pushed images; its digest."""
+    docker_must("manifest", "create", "--amend", *insecure(name), name, *images)
+    pushed = quiet(["docker", "manifest", "push", "--purge", *insecure(name), name])
+    if pushed.returncode != 0:
+        raise HostError(f"pushing the manifest list {name} failed: {pushed.stderr.strip()[-300:]}")
+    return pushed.stdout.strip().splitlines()[-1]
+
+
+def pushed_digest(local: str, repository: str) -> str:
+    """The registry's digest of an image just pushed to repository."""
+    said = docker_must("image", "inspect", "--format", "{{json .RepoDigests}}", local)
+    return next(d.split("@")[1] for d in json.loads(said) if d.startswith(f"{repository}@"))
+
+
+def sign(reference: str) -> None:
+    if not shutil.which("cosign"):
+        print(f"torchlab: cosign is not installed, so {reference} is not signed")
+        return
+    # Keyless in CI (GitHub's OIDC token names the workflow); a list with its platforms' images.
+    signed = quiet(["cosign", "sign", "--yes", "--recursive", reference])
+    if signed.returncode != 0:
+        raise HostError(f"cosign sign failed: {signed.stderr.strip()[-500:]}")
+
+
+def github_outputs(name: str, digest: str) -> None:
     outputs = os.environ.get("GITHUB_OUTPUT")
     if outputs:  # for the workflow's attestation steps
         with open(outputs, "a") as step_outputs:
-            step_outputs.write(f"name={repository}\ndigest={digest}\n")
+            step_outputs.write(f"name={name}\ndigest={digest}\n")
+
+
+def publish_platform(variant: Variant, platform: str, tag: str, registry: str, sbom: Path) -> None:
+    """One platform's image, under its inputs tag, with its SBOM written beside."""
+    if not image_exists(tag):
+        raise HostError(
+            f"{variant.image} for {platform} is not built here",
+            f"make build-{variant.name} PLATFORM={platform}",
+        )
+    published = f"{registry}/{tag}"
+    push(tag, published)
+    repository = published.rpartition(":")[0]
+    digest = pushed_digest(tag, repository)
+    sbom_of(tag, sbom)
+    print(f"torchlab: pushed {published} ({platform}) at {digest}", flush=True)
+    github_outputs(repository, digest)
+
+
+def publish(variant: Variant, manifest: Manifest, sbom_file: str) -> None:
+    """PLATFORM=...: that platform's image. Otherwise every platform's built here, then the
+    names over all of them, once the registry holds each."""
+    require_docker()
+    registry = configured_registry()
+    local = platform_images(variant, manifest)
+    only = os.environ.get("PLATFORM")
+    if only:
+        if only not in local:
+            raise HostError(
+                f"variants.toml ships {variant.image} for {', '.join(local)} only, not {only}",
+                f"make publish VARIANT={variant.name} PLATFORM={next(iter(local))}",
+            )
+        publish_platform(variant, only, local[only], registry, Path(sbom_file))
+        return
+    for platform, tag in local.items():
+        if image_exists(tag):
+            publish_platform(variant, platform, tag, registry, Path(sbom_file))
+    images = [f"{registry}/{tag}" for tag in local.values()]
+    missing = [p for p, image in zip(local, images, strict=True) if not in_registry(image)]
+    if missing:
+        raise HostError(
+            f"the registry has no {variant.image} for {', '.join(missing)}, so its names "
+            "cannot cover every platform",
+            f"build and push it first: make build-{variant.name} PLATFORM={missing[0]} "
+            f"&& make publish VARIANT={variant.name} PLATFORM={missing[0]}",
+        )
+    names = published_names(variant, registry, revision().removesuffix("-dirty"))
+    digests = {list_over(name, images) for name in names}
+    [digest] = digests  # one list, under every name
+    repository = names[0].partition(":")[0]
+    sign(f"{repository}@{digest}")
+    print(f"torchlab: {', '.join(names)} cover {', '.join(local)} at {digest}")
+    github_outputs(repository, digest)

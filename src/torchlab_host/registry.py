@@ -3,6 +3,7 @@ its inputs from there before it builds one."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import urllib.error
 import urllib.request
@@ -19,12 +20,30 @@ def configured_registry() -> str:
     return os.environ.get("TORCHLAB_REGISTRY", DEFAULT_REGISTRY).rstrip("/").lower()
 
 
+def on_loopback(reference: str) -> bool:
+    """Whether a registry (or an image's name) is on this machine, where Docker speaks plain
+    HTTP to it (a local registry: docker-registry, registry:2)."""
+    host = reference.split("/")[0].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure(reference: str) -> list[str]:
+    """docker manifest's option for a registry on this machine, which speaks plain HTTP."""
+    return ["--insecure"] if on_loopback(reference) else []
+
+
 def registry_problem(registry: str) -> str | None:
     """Why the registry does not answer (a refused, unresolved or silent host), else None. Any
     HTTP answer counts: an anonymous /v2/ request is answered 401 by a working registry."""
     host = registry.split("/")[0]
+    scheme = "http" if on_loopback(host) else "https"
     try:
-        urllib.request.urlopen(f"https://{host}/v2/", timeout=REGISTRY_TIMEOUT_S).close()
+        urllib.request.urlopen(f"{scheme}://{host}/v2/", timeout=REGISTRY_TIMEOUT_S).close()
     except urllib.error.HTTPError:
         return None
     except (urllib.error.URLError, OSError) as error:

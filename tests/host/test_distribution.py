@@ -117,16 +117,28 @@ def test_the_checksum_file_is_what_sha256sum_checks(saved):
     assert checked.returncode == 0 and checked.stdout.strip().endswith(": OK")
 
 
-def test_published_names_are_the_variant_its_version_its_commit_and_its_inputs():
-    names = publish.published_names(
-        CPU, "ghcr.io/torchlab", "1a2b3c4d5e6f", "torchlab:cpu-inputs-0123456789ab"
-    )
+def test_published_names_are_the_variant_its_version_and_its_commit():
+    names = publish.published_names(CPU, "ghcr.io/torchlab", "1a2b3c4d5e6f")
     assert names == [
         "ghcr.io/torchlab/torchlab:cpu",
         f"ghcr.io/torchlab/torchlab:cpu-{torchlab.__version__}",
         "ghcr.io/torchlab/torchlab:cpu-1a2b3c4",
-        "ghcr.io/torchlab/torchlab:cpu-inputs-0123456789ab",
     ]
+
+
+def test_each_platform_is_published_under_its_own_inputs_tag():
+    tags = publish.platform_images(MANIFEST.variant("cuda"), MANIFEST)
+    assert list(tags) == ["linux/amd64", "linux/arm64"]
+    amd, arm = tags.values()
+    assert amd.startswith("torchlab:cuda-inputs-") and arm.startswith("torchlab:cuda-inputs-")
+    assert amd != arm
+
+
+def test_a_registry_on_this_machine_is_spoken_to_in_plain_http_and_no_other():
+    assert registry.insecure("127.0.0.1:5000/torchlab:cuda") == ["--insecure"]
+    assert registry.insecure("localhost:5000/torchlab:cuda") == ["--insecure"]
+    assert registry.insecure("ghcr.io/torchlab/torchlab:cuda") == []
+    assert registry.insecure("127.example.com/torchlab:cuda") == []
 
 
 def test_differing_layers_name_their_first_files_and_what_differs():

@@ -94,9 +94,23 @@ def test_a_wrong_manifest_is_one_line_that_names_the_key(table, complaint):
     assert "\n" not in str(raised.value)
 
 
-def test_the_ci_matrix_is_the_manifest():
+def test_the_ci_matrix_is_the_manifests_variants_on_each_of_their_platforms():
     result = subprocess.run(["make", "-s", "ci-matrix"], cwd=REPO, capture_output=True, text=True)
-    assert result.stdout.strip() == 'matrix={"variant": ["cpu", "cuda", "cuda12", "xla"]}'
+    matrix, names = result.stdout.strip().splitlines()
+    assert json.loads(names.removeprefix("variants=")) == ["cpu", "cuda", "cuda12", "xla"]
+    rows = json.loads(matrix.removeprefix("matrix="))["include"]
+    assert [(row["variant"], row["platform"]) for row in rows] == [
+        ("cpu", "linux/amd64"),
+        ("cuda", "linux/amd64"),
+        ("cuda", "linux/arm64"),
+        ("cuda12", "linux/amd64"),
+        ("xla", "linux/amd64"),
+    ]
+    # Each platform builds on a runner of its own kind: never under emulation.
+    assert {row["platform"]: row["runner"] for row in rows} == {
+        "linux/amd64": "ubuntu-24.04",
+        "linux/arm64": "ubuntu-24.04-arm",
+    }
 
 
 @pytest.fixture

@@ -22,10 +22,10 @@ JOBS = {
 
 def manifest_matrix() -> dict:
     """What `make ci-matrix` hands the workflow."""
-    line = subprocess.run(
+    lines = subprocess.run(
         ["make", "-s", "ci-matrix"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(line.removeprefix("matrix="))
+    ).stdout.splitlines()
+    return json.loads(lines[0].removeprefix("matrix="))
 
 
 def matrix_rows(job: dict) -> list[dict]:
@@ -75,11 +75,12 @@ def test_ci_builds_every_variant():
     assert images["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
 
 
-def test_each_image_is_built_tested_in_cpu_mode_and_its_slow_tier_run():
+def test_each_image_is_built_natively_tested_in_cpu_mode_and_its_slow_tier_run():
     [images] = [job for name, job in JOBS.items() if name.endswith(":images")]
+    assert images["runs-on"] == "${{ matrix.runner }}"
     runs = [step.get("run", "") for step in images["steps"]]
     for expected in (
-        "make build-${{ matrix.variant }}",
+        "make build-${{ matrix.variant }} PLATFORM=${{ matrix.platform }}",
         "make test-${{ matrix.variant }}-on-cpu",
         "sudo --preserve-env=CI,CHROMIUM,PATH make test-images-${{ matrix.variant }}",
     ):
@@ -121,28 +122,39 @@ def test_disk_is_freed_before_the_large_images_are_built():
     assert free < build
 
 
-def test_published_images_are_tested_first_then_pushed_signed_and_attested():
+def test_published_images_are_built_natively_tested_pushed_then_named_signed_and_attested():
     [publish] = [job for name, job in JOBS.items() if name == "publish.yml:publish"]
+    [names] = [job for name, job in JOBS.items() if name == "publish.yml:names"]
     assert publish["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
-    assert publish["permissions"]["id-token"] == "write"  # cosign keyless, attestations
-    assert publish["permissions"]["packages"] == "write"
+    assert publish["runs-on"] == "${{ matrix.runner }}"  # arm64 on an arm64 runner
+    assert names["needs"] == ["variants", "publish"]  # the names wait for every platform
+    assert names["strategy"]["matrix"]["variant"] == (
+        "${{ fromJSON(needs.variants.outputs.variants) }}"
+    )
+    for job in (publish, names):
+        assert job["permissions"]["id-token"] == "write"  # cosign keyless, attestations
+        assert job["permissions"]["packages"] == "write"
     steps = [step.get("run", step.get("uses", "")) for step in publish["steps"]]
     order = [
         next(i for i, step in enumerate(steps) if step == expected)
         for expected in (
-            "make build-${{ matrix.variant }}",
+            "make build-${{ matrix.variant }} PLATFORM=${{ matrix.platform }}",
             "make test-${{ matrix.variant }}-on-cpu",
-            "make publish VARIANT=${{ matrix.variant }}",
+            "make publish VARIANT=${{ matrix.variant }} PLATFORM=${{ matrix.platform }}",
         )
     ]
     assert order == sorted(order)
-    attestations = [s for s in publish["steps"] if s.get("uses", "").startswith("actions/attest")]
-    assert {s["uses"].split("@")[0] for s in attestations} == {
-        "actions/attest-sbom",
-        "actions/attest-build-provenance",
+    named = [step.get("run", step.get("uses", "")) for step in names["steps"]]
+    assert "make publish VARIANT=${{ matrix.variant }}" in named
+    assert any(step.startswith("sigstore/cosign-installer") for step in named)
+    attested = {
+        step["uses"].split("@")[0]: step
+        for job in (publish, names)
+        for step in job["steps"]
+        if step.get("uses", "").startswith("actions/attest")
     }
-    for step in attestations:
+    assert set(attested) == {"actions/attest-sbom", "actions/attest-build-provenance"}
+    for step in attested.values():
         assert step["with"]["subject-digest"] == "${{ steps.publish.outputs.digest }}"
-    assert any(step.startswith("sigstore/cosign-installer") for step in steps)
     triggers = yaml.safe_load((REPO / ".github/workflows/publish.yml").read_text())[True]
     assert triggers["push"] == {"branches": ["main"], "tags": ["v*"]}
