@@ -151,7 +151,7 @@ def publish(variant: Variant, manifest: Manifest, sbom_file: str) -> None:
     names = published_names(variant, registry, revision().removesuffix("-dirty"))
     digests = {list_over(name, images) for name in names}
     [digest] = digests  # one list, under every name
-    repository = names[0].partition(":")[0]
+    repository = names[0].rpartition(":")[0]
     sign(f"{repository}@{digest}")
     print(f"torchlab: {', '.join(names)} cover {', '.join(local)} at {digest}")
     github_outputs(repository, digest)
