@@ -94,7 +94,7 @@ image-load: ## check an image-save archive against its .sha256 and load it: FILE
 verify-reproducible: ## build HEAD twice (fresh clones, --no-cache) and compare layers: VARIANT=cpu [AGAINST=image of HEAD: one build]
 	@$(HOST) verify-reproducible $(VARIANT) $(if $(AGAINST),--against "$(AGAINST)")
 
-wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for offline builds
+wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for offline builds [PLATFORM=...]
 	@WHEELHOUSE= $(HOST) wheels $(WHEELHOUSE_DIR)
 
 base-image: ## make the Debian base image without a registry (debootstrap, as root) [PLATFORM=linux/arm64]

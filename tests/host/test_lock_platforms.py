@@ -10,7 +10,7 @@ import pytest
 
 from torchlab import variants
 from torchlab_host.errors import HostError
-from torchlab_host.lockfiles import files, platforms
+from torchlab_host.lockfiles import download, files, platforms
 
 MANIFEST = variants.load()
 BOTH = ["linux/amd64", "linux/arm64"]
@@ -94,3 +94,17 @@ def test_check_locks_fails_with_one_line_naming_the_fix(tmp_path, monkeypatch):
         platforms.check_locks(MANIFEST)
     assert "cannot be installed with --require-hashes on a platform" in str(raised.value)
     assert "make lock where the index" in str(raised.value)
+
+
+def test_make_wheels_fetches_every_platform_or_the_one_named(tmp_path, monkeypatch):
+    fetched = []
+    monkeypatch.setattr(
+        download, "download_one", lambda name, platform, *rest: fetched.append((name, platform))
+    )
+    monkeypatch.delenv("PLATFORM", raising=False)
+    download.download(tmp_path, ["lab", "xla"], MANIFEST)
+    assert fetched == [("lab", "linux/amd64"), ("lab", "linux/arm64"), ("xla", "linux/amd64")]
+    fetched.clear()
+    monkeypatch.setenv("PLATFORM", "linux/arm64")  # a wheelhouse for arm64 builds alone
+    download.download(tmp_path, ["lab", "xla"], MANIFEST)
+    assert fetched == [("lab", "linux/arm64")]

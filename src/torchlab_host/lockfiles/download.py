@@ -56,8 +56,9 @@ def link_shared_wheels(folder: Path, target: Path, lock_text: str) -> int:
 
 
 def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
-    """Each lock's wheels for every platform its images ship for, side by side in its folder
-    (pip in each image picks its own)."""
+    """Each lock's wheels for every platform its images ship for (PLATFORM=...: for that one
+    alone), side by side in its folder (pip in each image picks its own)."""
+    only = os.environ.get("PLATFORM")
     for name in locks:
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
@@ -66,7 +67,8 @@ def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
             if linked:
                 print(f"torchlab: {linked} wheels linked from other locks' folders", flush=True)
             for platform in lock_platforms(name, manifest):
-                download_one(name, platform, lock_copy, target, manifest)
+                if not only or platform == only:
+                    download_one(name, platform, lock_copy, target, manifest)
 
 
 def download_one(
