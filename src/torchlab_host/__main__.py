@@ -8,6 +8,6 @@ if sys.version_info < (3, 11):  # noqa: UP036 (the host's python3 may be older t
         f"{platform.python_version()}. Fix: install python3.11 and run make PYTHON=python3.11 ..."
     )
 
-from .commands import main
+from torchlab_host.cli import main
 
 sys.exit(main())

@@ -135,7 +135,7 @@ def test_what_distributed_runs_fail_with_becomes_a_hint(backend, text, said):
 )
 def test_clusters_start_each_node_as_make_test_ddp_does(path):
     """One torchrun line, in the toolkit: every launcher runs `torchlab torchrun`."""
-    from torchlab_host import ddp
+    from torchlab_host.distributed import torchrun as ddp
 
     text = (REPO / path).read_text()
     assert " ".join(ddp.node_command([])) in text, f"{path} starts its nodes another way"
@@ -173,8 +173,8 @@ def test_torchlab_torchrun_without_its_settings_is_one_line(monkeypatch, capsys)
 
 
 def test_make_ddp_runs_a_script_of_the_labs_folder_with_its_arguments(tmp_path, monkeypatch):
-    from torchlab_host import ddp
-    from torchlab_host.errors import HostError
+    from torchlab_host.core.errors import HostError
+    from torchlab_host.distributed import torchrun as ddp
 
     labs = tmp_path / "labs"
     (labs / "runs").mkdir(parents=True)

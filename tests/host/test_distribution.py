@@ -15,9 +15,10 @@ import pytest
 import torchlab
 from torchlab import variants
 from torchlab.backends import get
-from torchlab_host import archive, context, images, publish, registry, reproducible
-from torchlab_host.buildspec import variant_build
-from torchlab_host.errors import HostError
+from torchlab_host.core.errors import HostError
+from torchlab_host.image import archive, context, publish, registry, reproducible
+from torchlab_host.image import tags as images
+from torchlab_host.image.spec import variant_build
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()

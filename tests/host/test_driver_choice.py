@@ -12,8 +12,8 @@ import pytest
 
 from torchlab import variants
 from torchlab.backends import HostTooOld, cuda, get
-from torchlab_host import lab
-from torchlab_host.errors import HostError
+from torchlab_host.core.errors import HostError
+from torchlab_host.lab import manage as lab
 
 RECORDED = Path(__file__).parent / "data/nvidia-smi"
 MANIFEST = variants.load()

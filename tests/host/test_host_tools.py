@@ -16,20 +16,15 @@ import pytest
 
 from torchlab import variants
 from torchlab.backends import cuda, get
-from torchlab_host import (
-    addresses,
-    building,
-    buildspec,
-    commands,
-    context,
-    engine,
-    envfile,
-    lab,
-    lab_settings,
-    services,
-    wheelhouse,
-)
-from torchlab_host.errors import HostError
+from torchlab_host import cli as commands
+from torchlab_host.core import addresses, engine, envfile
+from torchlab_host.core.errors import HostError
+from torchlab_host.image import build as building
+from torchlab_host.image import context, wheelhouse
+from torchlab_host.image import spec as buildspec
+from torchlab_host.lab import config as lab_settings
+from torchlab_host.lab import manage as lab
+from torchlab_host.lab import services
 from torchlab_host.lockfiles import files
 
 REPO = Path(__file__).resolve().parents[2]

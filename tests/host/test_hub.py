@@ -7,8 +7,9 @@ import stat
 import pytest
 
 from torchlab import variants
-from torchlab_host import envfile, hub
-from torchlab_host.errors import HostError
+from torchlab_host.core import envfile
+from torchlab_host.core.errors import HostError
+from torchlab_host.hub import manage as hub
 
 MANIFEST = variants.load()
 CONFINED = MANIFEST.containers

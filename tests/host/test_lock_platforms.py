@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from torchlab import variants
-from torchlab_host.errors import HostError
+from torchlab_host.core.errors import HostError
 from torchlab_host.lockfiles import download, files, platforms
 
 MANIFEST = variants.load()

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from torchlab import variants
-from torchlab_host.errors import HostError
+from torchlab_host.core.errors import HostError
 from torchlab_host.lockfiles import download, files, resolve, sources, venv
 
 MANIFEST = variants.load()

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from torchlab import variants
-from torchlab_host import hub
-from torchlab_host.checkout import copy_tracked, run_host_tools
+from torchlab_host.core.checkout import copy_tracked, run_host_tools
+from torchlab_host.hub import manage as hub
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()

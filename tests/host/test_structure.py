@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from torchlab import variants
-from torchlab_host import check
+from torchlab_host.manifest import check
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 
 from torchlab import variants
-from torchlab_host.engine import problem_lines
+from torchlab_host.core.engine import problem_lines
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()

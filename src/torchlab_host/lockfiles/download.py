@@ -9,11 +9,10 @@ from pathlib import Path
 
 from torchlab.locks import canonical, pins
 from torchlab.variants import MACHINES, Manifest
-
-from ..engine import run
-from ..errors import HostError
-from .files import GLIBC_MINOR, PYTHON_VERSION, as_installed, lock_platforms
-from .sources import shielded, sources
+from torchlab_host.core.engine import run
+from torchlab_host.core.errors import HostError
+from torchlab_host.lockfiles.files import GLIBC_MINOR, PYTHON_VERSION, as_installed, lock_platforms
+from torchlab_host.lockfiles.sources import shielded, sources
 
 # Pinned packages PyPI publishes only as source archives: downloaded as such, built by pip
 # inside the image (their build requirements are in the same lock: requirements/hub.in).

@@ -12,9 +12,8 @@ from pathlib import Path
 from torchlab import variants
 from torchlab.locks import canonical, pins
 from torchlab.variants import Manifest, Variant, this_platform
-
-from .. import ROOT
-from ..errors import HostError
+from torchlab_host import ROOT
+from torchlab_host.core.errors import HostError
 
 REQUIREMENTS = ROOT / "requirements"
 # The images' interpreter: Debian bookworm's CPython 3.11 on glibc 2.36.

@@ -14,11 +14,17 @@ from pathlib import Path
 
 from torchlab.locks import canonical
 from torchlab.variants import MACHINES, Manifest
-
-from ..errors import HostError
-from .download import SOURCE_ONLY
-from .files import GLIBC_MINOR, PYTHON_VERSION, all_locks, entries, lock_file, lock_platforms
-from .sources import page_listing, torch_cpu_links
+from torchlab_host.core.errors import HostError
+from torchlab_host.lockfiles.download import SOURCE_ONLY
+from torchlab_host.lockfiles.files import (
+    GLIBC_MINOR,
+    PYTHON_VERSION,
+    all_locks,
+    entries,
+    lock_file,
+    lock_platforms,
+)
+from torchlab_host.lockfiles.sources import page_listing, torch_cpu_links
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 LINK = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')

@@ -8,14 +8,26 @@ from pathlib import Path
 
 from torchlab.locks import canonical
 from torchlab.variants import Manifest
-
-from .. import ROOT
-from ..engine import run
-from ..errors import HostError
-from . import files
-from .files import GLIBC_MINOR, PYTHON_VERSION, all_locks, constraints, entries, joined, lock_file
-from .platforms import check_locks
-from .sources import LOCAL_PIN, torch_cpu_links, torch_sources, unreachable_local_pins
+from torchlab_host import ROOT
+from torchlab_host.core.engine import run
+from torchlab_host.core.errors import HostError
+from torchlab_host.lockfiles import files
+from torchlab_host.lockfiles.files import (
+    GLIBC_MINOR,
+    PYTHON_VERSION,
+    all_locks,
+    constraints,
+    entries,
+    joined,
+    lock_file,
+)
+from torchlab_host.lockfiles.platforms import check_locks
+from torchlab_host.lockfiles.sources import (
+    LOCAL_PIN,
+    torch_cpu_links,
+    torch_sources,
+    unreachable_local_pins,
+)
 
 
 def lock(manifest: Manifest, uv: str) -> None:

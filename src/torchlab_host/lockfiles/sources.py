@@ -16,8 +16,7 @@ from pathlib import Path
 
 from torchlab.locks import canonical
 from torchlab.variants import Manifest
-
-from . import files
+from torchlab_host.lockfiles import files
 
 TORCH_CPU_PAGES = (
     "https://download.pytorch.org/whl/cpu/torch/",

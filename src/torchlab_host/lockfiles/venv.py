@@ -11,12 +11,24 @@ import urllib.request
 from pathlib import Path
 
 from torchlab.variants import Manifest
-
-from .. import ROOT
-from ..engine import quiet, run
-from ..errors import HostError
-from .files import PYTHON_VERSION, as_installed, left_out_of, lock_file, require_locks
-from .sources import local_pins, shielded, sources, torch_cpu_links, torch_sources, wheel_place_has
+from torchlab_host import ROOT
+from torchlab_host.core.engine import quiet, run
+from torchlab_host.core.errors import HostError
+from torchlab_host.lockfiles.files import (
+    PYTHON_VERSION,
+    as_installed,
+    left_out_of,
+    lock_file,
+    require_locks,
+)
+from torchlab_host.lockfiles.sources import (
+    local_pins,
+    shielded,
+    sources,
+    torch_cpu_links,
+    torch_sources,
+    wheel_place_has,
+)
 
 INSTALL_LOCK = ROOT / "docker/install-lock"
 WHEELHOUSE_DIR = Path(os.environ.get("WHEELHOUSE_DIR") or ROOT / "wheelhouse")

@@ -16,11 +16,10 @@ from typing import Any
 
 from torchlab import system
 from torchlab.variants import Manifest
-
-from .. import ARTIFACTS, ROOT
-from ..engine import quiet, require_engine
-from ..errors import HostError
-from . import ddp_speed, hub_scale, image_costs, report
+from torchlab_host import ARTIFACTS, ROOT
+from torchlab_host.core.engine import quiet, require_engine
+from torchlab_host.core.errors import HostError
+from torchlab_host.measure import ddp_speed, hub_scale, image_costs, report
 
 PARTS = ("images", "hub", "ddp")
 

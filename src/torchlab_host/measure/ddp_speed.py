@@ -12,9 +12,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from ..checkout import run_host_tools
-from ..ddp import PROOF, node_command, node_settings
-from ..errors import HostError
+from torchlab_host.core.checkout import run_host_tools
+from torchlab_host.core.errors import HostError
+from torchlab_host.distributed.torchrun import PROOF, node_command, node_settings
 
 TOPOLOGIES = ((1, 2), (2, 1), (2, 2))
 

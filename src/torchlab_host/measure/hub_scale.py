@@ -24,10 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchlab import system
-
-from ..checkout import run_host_tools
-from ..engine import quiet
-from ..errors import HostError
+from torchlab_host.core.checkout import run_host_tools
+from torchlab_host.core.engine import quiet
+from torchlab_host.core.errors import HostError
 
 HUB_NAME = "torchlab-hub-bench"
 ADMIN = "bench-admin"

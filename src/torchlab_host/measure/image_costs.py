@@ -16,13 +16,12 @@ from typing import Any
 from torchlab.backends import get
 from torchlab.bench import median_of_reports
 from torchlab.variants import Manifest, Variant
-
-from ..checkout import copy_tracked, run_host_tools
-from ..engine import quiet
-from ..errors import HostError
-from ..images import prune_replaced_images
-from ..services import SELFTEST, run_in_service, test_service
-from .timing import host_tools_seconds, median_of, seconds_of
+from torchlab_host.core.checkout import copy_tracked, run_host_tools
+from torchlab_host.core.engine import quiet
+from torchlab_host.core.errors import HostError
+from torchlab_host.image.tags import prune_replaced_images
+from torchlab_host.lab.services import SELFTEST, run_in_service, test_service
+from torchlab_host.measure.timing import host_tools_seconds, median_of, seconds_of
 
 # pytest's --durations line for one lab notebook of the device suite.
 LAB_DURATION = re.compile(

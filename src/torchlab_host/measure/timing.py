@@ -7,8 +7,8 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from ..checkout import run_host_tools
-from ..errors import HostError
+from torchlab_host.core.checkout import run_host_tools
+from torchlab_host.core.errors import HostError
 
 
 def seconds_of(done: Callable[[], subprocess.CompletedProcess], what: str) -> float:

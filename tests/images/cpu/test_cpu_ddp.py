@@ -10,7 +10,7 @@ import time
 import pytest
 from support import docker, make_lab, require_image, wait_until
 
-from torchlab_host.ddp import NODE
+from torchlab_host.distributed.torchrun import NODE
 
 OTHER_REVISION = "torchlab-test:other-revision"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import MANIFEST, REPO, docker, require_image
 
-from torchlab_host.checkout import copy_tracked
+from torchlab_host.core.checkout import copy_tracked
 
 CLI_FOLDER = REPO / "tools/devcontainer"
 CLI = CLI_FOLDER / "node_modules/.bin/devcontainer"

@@ -18,7 +18,7 @@ from support import (
     save_notebook,
 )
 
-from torchlab_host.engine import problem_lines
+from torchlab_host.core.engine import problem_lines
 
 START_LINE = re.compile(
     r"^torchlab: lab-cpu is ready at (?P<url>http://127\.0\.0\.1:\d+/lab\?token=\S+) "

@@ -9,7 +9,7 @@ import time
 
 from support import REPO, docker
 
-from torchlab_host.images import image_tags, inputs_tag, inputs_tag_among
+from torchlab_host.image.tags import image_tags, inputs_tag, inputs_tag_among
 
 
 def test_without_the_image_the_lab_reports_the_failed_pull_in_one_line_and_builds(lab_cpu):

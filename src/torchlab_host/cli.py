@@ -14,28 +14,21 @@ from typing import Any
 
 from torchlab import variants
 from torchlab.variants import Manifest
-
-from . import (
-    ROOT,
-    archive,
-    building,
-    check,
-    ddp,
-    generate,
-    hub,
-    lab,
-    measure,
-    proxy,
-    publish,
-    reproducible,
-)
-from .buildspec import hub_build, variant_build
-from .engine import require_docker
-from .errors import HostError
-from .lockfiles import download, platforms, resolve
-from .lockfiles.files import all_locks, lock_file
-from .lockfiles.venv import venv
-from .measure import image_costs
+from torchlab_host import ROOT, measure
+from torchlab_host.core.engine import require_docker
+from torchlab_host.core.errors import HostError
+from torchlab_host.distributed import torchrun as ddp
+from torchlab_host.hub import manage as hub
+from torchlab_host.hub import proxy
+from torchlab_host.image import archive, publish, reproducible
+from torchlab_host.image import build as building
+from torchlab_host.image.spec import hub_build, variant_build
+from torchlab_host.lab import manage as lab
+from torchlab_host.lockfiles import download, platforms, resolve
+from torchlab_host.lockfiles.files import all_locks, lock_file
+from torchlab_host.lockfiles.venv import venv
+from torchlab_host.manifest import check, generate
+from torchlab_host.measure import image_costs
 
 # A handler's int is the exit status; anything else it returns (a time, the files it wrote)
 # means success.

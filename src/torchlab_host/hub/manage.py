@@ -17,15 +17,20 @@ from typing import Any
 
 from torchlab.backends import get
 from torchlab.variants import Manifest, Variant
-
-from . import ROOT
-from .addresses import LOOPBACK, browser_url, port_number, require_free_port, warn_if_exposed
-from .building import build_image, ensure_image
-from .buildspec import hub_build, variant_build
-from .containers import host_config, refuse_unless_per_user
-from .engine import compose_command, container_ids, quiet, require_engine, run
-from .envfile import configured
-from .errors import HostError
+from torchlab_host import ROOT
+from torchlab_host.core.addresses import (
+    LOOPBACK,
+    browser_url,
+    port_number,
+    require_free_port,
+    warn_if_exposed,
+)
+from torchlab_host.core.engine import compose_command, container_ids, quiet, require_engine, run
+from torchlab_host.core.envfile import configured
+from torchlab_host.core.errors import HostError
+from torchlab_host.image.build import build_image, ensure_image
+from torchlab_host.image.spec import hub_build, variant_build
+from torchlab_host.lab.containers import host_config, refuse_unless_per_user
 
 HUB_COMPOSE = ROOT / "hub/compose.yaml"
 HEALTHY_TIMEOUT_S = 120

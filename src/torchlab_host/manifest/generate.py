@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from torchlab.variants import Manifest, Variant
-
-from . import ROOT
-from .containers import run_flags, wants_gpu
-from .services import SELFTEST, lab_service, test_service
-from .yamltext import Alias, Anchored, Comment, Spaced, dump
+from torchlab_host import ROOT
+from torchlab_host.lab.containers import run_flags, wants_gpu
+from torchlab_host.lab.services import SELFTEST, lab_service, test_service
+from torchlab_host.manifest.yamltext import Alias, Anchored, Comment, Spaced, dump
 
 GENERATED = (
     "Generated from variants.toml by `make generate` (src/torchlab_host/generate.py): edit\n"

@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 
-from .engine import quiet, run
+from torchlab_host.core.engine import quiet, run
 
 # Every image this project builds carries it (lab images and the hub).
 SOURCE_LABEL = "org.opencontainers.image.source=https://github.com/torchlab/torchlab"

@@ -8,7 +8,7 @@ import os
 import urllib.error
 import urllib.request
 
-from .engine import docker_must, problem_lines, streamed
+from torchlab_host.core.engine import docker_must, problem_lines, streamed
 
 DEFAULT_REGISTRY = "ghcr.io/torchlab"
 REGISTRY_TIMEOUT_S = 5

@@ -12,14 +12,20 @@ import time
 from pathlib import Path
 
 from torchlab.variants import MACHINES, Manifest, Variant, this_platform
-
-from . import ROOT, registry, wheelhouse
-from .buildspec import LOCAL_BASE_IMAGE, Build, build_arguments, local_base, variant_build
-from .context import inputs_digest, stage
-from .engine import docker_must, require_docker, run, streamed
-from .errors import HostError
-from .images import image_exists, inputs_tag
-from .lockfiles.files import require_locks, require_omittable
+from torchlab_host import ROOT
+from torchlab_host.core.engine import docker_must, require_docker, run, streamed
+from torchlab_host.core.errors import HostError
+from torchlab_host.image import registry, wheelhouse
+from torchlab_host.image.context import inputs_digest, stage
+from torchlab_host.image.spec import (
+    LOCAL_BASE_IMAGE,
+    Build,
+    build_arguments,
+    local_base,
+    variant_build,
+)
+from torchlab_host.image.tags import image_exists, inputs_tag
+from torchlab_host.lockfiles.files import require_locks, require_omittable
 
 # What a failed build printed, and what it means: the line the user gets instead of the log.
 REGISTRY_UNREACHABLE = re.compile(

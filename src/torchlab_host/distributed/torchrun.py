@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 
 from torchlab.variants import Manifest
-
-from . import ARTIFACTS, ROOT
-from .building import ensure_image
-from .buildspec import variant_build
-from .engine import compose_command, quiet, remove_containers, require_engine
-from .errors import HostError
-from .lab_settings import settings, shown
-from .services import LAB_COMPOSE, compose_environment
+from torchlab_host import ARTIFACTS, ROOT
+from torchlab_host.core.engine import compose_command, quiet, remove_containers, require_engine
+from torchlab_host.core.errors import HostError
+from torchlab_host.image.build import ensure_image
+from torchlab_host.image.spec import variant_build
+from torchlab_host.lab.config import settings, shown
+from torchlab_host.lab.services import LAB_COMPOSE, compose_environment
 
 PROOF = ("-m", "torchlab", "distributed")
 NODE = "torchlab-ddp-node-{index}"

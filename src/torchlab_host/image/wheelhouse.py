@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import HostError
+from torchlab_host.core.errors import HostError
 
 # A fixed port keeps the URL, and so Docker's layer cache, the same from build to build.
 DEFAULT_PORT = 8799

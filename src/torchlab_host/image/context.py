@@ -9,9 +9,9 @@ import os
 import shutil
 from pathlib import Path
 
-from . import ROOT
-from .buildspec import Build, input_arguments
-from .checkout import commit_time
+from torchlab_host import ROOT
+from torchlab_host.core.checkout import commit_time
+from torchlab_host.image.spec import Build, input_arguments
 
 STAGED = ROOT / "build"
 NOT_IN_CONTEXT = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")

@@ -12,11 +12,10 @@ import subprocess
 from pathlib import Path
 
 from torchlab.variants import Variant
-
-from . import ROOT
-from .engine import quiet, require_docker
-from .errors import HostError
-from .images import image_tags, inputs_tag_among
+from torchlab_host import ROOT
+from torchlab_host.core.engine import quiet, require_docker
+from torchlab_host.core.errors import HostError
+from torchlab_host.image.tags import image_tags, inputs_tag_among
 
 CHUNK = 1 << 20
 

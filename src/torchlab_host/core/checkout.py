@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import ROOT
+from torchlab_host import ROOT
 
 
 def git(root: Path, *arguments: str) -> subprocess.CompletedProcess:

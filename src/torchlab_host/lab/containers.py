@@ -7,8 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from torchlab.variants import Manifest, Variant
-
-from .errors import HostError
+from torchlab_host.core.errors import HostError
 
 
 def refuse_unless_per_user(variant: Variant, where: str, instead: str) -> None:

@@ -10,11 +10,10 @@ import subprocess
 from typing import Any
 
 from torchlab.variants import Variant
-
-from . import ROOT
-from .engine import compose_command, quiet, run
-from .envfile import configured
-from .errors import HostError
+from torchlab_host import ROOT
+from torchlab_host.core.engine import compose_command, quiet, run
+from torchlab_host.core.envfile import configured
+from torchlab_host.core.errors import HostError
 
 LAB_COMPOSE = ROOT / "compose.yaml"
 # compose.yaml refuses to interpolate without a token, even for commands that start no lab

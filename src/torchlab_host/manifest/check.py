@@ -7,9 +7,8 @@ import json
 
 from torchlab.backends import all_backends
 from torchlab.variants import Manifest
-
-from . import generate
-from .lockfiles.files import REQUIREMENTS, lock_file
+from torchlab_host.lockfiles.files import REQUIREMENTS, lock_file
+from torchlab_host.manifest import generate
 
 
 def problems(manifest: Manifest) -> list[str]:

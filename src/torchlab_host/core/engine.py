@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import ROOT
-from .errors import HostError
+from torchlab_host import ROOT
+from torchlab_host.core.errors import HostError
 
 DOCKER_URL = "https://docs.docker.com/engine/install/"
 COMPOSE_URL = "https://docs.docker.com/compose/install/linux/"

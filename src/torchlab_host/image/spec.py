@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchlab.variants import Manifest, Variant, this_platform
-
-from . import proxy
-from .checkout import revision
-from .errors import HostError
-from .lockfiles import files as lockfiles
-from .lockfiles.sources import sources
+from torchlab_host.core.checkout import revision
+from torchlab_host.core.errors import HostError
+from torchlab_host.hub import proxy
+from torchlab_host.lockfiles import files as lockfiles
+from torchlab_host.lockfiles.sources import sources
 
 # A lab image's build context: each checkout file by where it goes in the context. The
 # Dockerfile COPYs each tree (a first folder: scripts/, toolkit/, ...) to /, so what follows

@@ -9,9 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import ROOT
-from .addresses import LOOPBACK, port_number
-from .errors import HostError
+from torchlab_host import ROOT
+from torchlab_host.core.addresses import LOOPBACK, port_number
+from torchlab_host.core.errors import HostError
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import ipaddress
 import socket
 import sys
 
-from .errors import HostError
+from torchlab_host.core.errors import HostError
 
 EVERY_ADDRESS = ("0.0.0.0", "::")
 LOOPBACK = "127.0.0.1"

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import torchlab
 from torchlab.variants import Manifest, Variant
-
-from .buildspec import variant_build
-from .checkout import revision
-from .context import inputs_digest, stage
-from .engine import docker_must, quiet, require_docker, streamed
-from .errors import HostError
-from .images import image_exists, inputs_tag
-from .registry import configured_registry, insecure
+from torchlab_host.core.checkout import revision
+from torchlab_host.core.engine import docker_must, quiet, require_docker, streamed
+from torchlab_host.core.errors import HostError
+from torchlab_host.image.context import inputs_digest, stage
+from torchlab_host.image.registry import configured_registry, insecure
+from torchlab_host.image.spec import variant_build
+from torchlab_host.image.tags import image_exists, inputs_tag
 
 
 def published_names(variant: Variant, registry: str, commit: str) -> list[str]:

@@ -8,7 +8,7 @@ import re
 import secrets
 from pathlib import Path
 
-from . import ROOT
+from torchlab_host import ROOT
 
 
 def env_file() -> Path:

@@ -16,10 +16,10 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from . import ROOT
-from .checkout import revision, run_host_tools
-from .engine import docker_must, quiet, require_docker
-from .errors import HostError
+from torchlab_host import ROOT
+from torchlab_host.core.checkout import revision, run_host_tools
+from torchlab_host.core.engine import docker_must, quiet, require_docker
+from torchlab_host.core.errors import HostError
 
 SHOWN_FILES = 5
 VERIFY_IMAGE = "torchlab-verify"

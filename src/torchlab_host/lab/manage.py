@@ -10,17 +10,16 @@ import time
 
 from torchlab.backends import HostTooOld, get
 from torchlab.variants import Manifest, Variant
-
-from . import ARTIFACTS
-from .addresses import browser_url, require_free_port, warn_if_exposed
-from .building import ensure_image
-from .buildspec import variant_build
-from .engine import problem_lines, require_docker, require_engine, run, streamed
-from .envfile import configured, token
-from .errors import HostError
-from .images import image_exists, prune_replaced_images
-from .lab_settings import data_dir, settings
-from .services import (
+from torchlab_host import ARTIFACTS
+from torchlab_host.core.addresses import browser_url, require_free_port, warn_if_exposed
+from torchlab_host.core.engine import problem_lines, require_docker, require_engine, run, streamed
+from torchlab_host.core.envfile import configured, token
+from torchlab_host.core.errors import HostError
+from torchlab_host.image.build import ensure_image
+from torchlab_host.image.spec import variant_build
+from torchlab_host.image.tags import image_exists, prune_replaced_images
+from torchlab_host.lab.config import data_dir, settings
+from torchlab_host.lab.services import (
     SELFTEST,
     compose,
     compose_environment,

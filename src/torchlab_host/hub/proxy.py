@@ -11,9 +11,9 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from . import ROOT
-from .engine import run
-from .errors import HostError
+from torchlab_host import ROOT
+from torchlab_host.core.engine import run
+from torchlab_host.core.errors import HostError
 
 PROXY = ROOT / "hub/proxy"
 PROXY_TARBALL = "proxy.tar.gz"

@@ -1,0 +1,1 @@
+"""Training on more than one machine: torchrun across containers of one image."""
