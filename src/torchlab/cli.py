@@ -6,7 +6,10 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 EXIT_EXPECTATION = 1
 
@@ -14,22 +17,6 @@ EXIT_EXPECTATION = 1
 def _fail(message: str) -> int:
     print(f"torchlab: {message}", file=sys.stderr)
     return EXIT_EXPECTATION
-
-
-def _backend_names() -> list[str]:
-    from .backends import all_backends
-
-    return [backend.name for backend in all_backends()]
-
-
-def _add_expect(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--expect",
-        choices=_backend_names(),
-        default=os.environ.get("TORCHLAB_EXPECT") or None,
-        help="fail unless this kind of device is usable and computes right "
-        "(default: $TORCHLAB_EXPECT)",
-    )
 
 
 def probe(args: argparse.Namespace) -> int:
@@ -56,8 +43,8 @@ def check_build(args: argparse.Namespace) -> int:
     try:
         variant = variants.load().variant(args.variant)
         here = variants.this_platform()
-    except (variants.ManifestError, KeyError) as error:
-        return _fail(str(error.args[0]))
+    except variants.ManifestError as error:  # an unknown variant too (UnknownVariant)
+        return _fail(str(error))
     if here not in variant.platforms:
         problems = [
             f"it was built for {here}, and variants.toml ships {variant.name} for "
@@ -199,122 +186,108 @@ def healthcheck(_: argparse.Namespace) -> int:
     return health.main()
 
 
-def main(argv: list[str] | None = None) -> int:
+# A handler's int is the exit status.
+Handler = Callable[[argparse.Namespace], int]
+Argument = tuple[tuple[str, ...], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    help: str
+    run: Handler
+    arguments: tuple[Argument, ...] = field(default=())
+    # The arguments it does not know go on to the program it starts (pytest, jupyter lab,
+    # jupyterhub-singleuser, the program torchrun starts); elsewhere they are an error.
+    passes_on: bool = False
+
+
+def commands() -> tuple[Command, ...]:
+    """The table, made with the parser: --expect's choices are the backends found, and the
+    defaults from the environment are the environment's at that moment."""
+    from .backends import all_backends
+
+    expect = (
+        ("--expect",),
+        {
+            "choices": [backend.name for backend in all_backends()],
+            "default": os.environ.get("TORCHLAB_EXPECT") or None,
+            "help": "fail unless this kind of device is usable and computes right "
+            "(default: $TORCHLAB_EXPECT)",
+        },
+    )
+    return (
+        Command("probe", "report the environment and its devices", probe, (
+            (("--json",), {"action": "store_true", "help": "machine-readable output"}),
+            (("--no-smoke",), {"action": "store_true", "help": "skip the timed smoke ops"}),
+            (("--bench",), {"action": "store_true",
+                            "help": "also measure matmul TFLOP/s and memory bandwidth per device"}),
+            expect,
+        )),
+        Command("distributed", "under torchrun: prove the ranks compute as one (world, software, "
+                "collectives, DDP) and measure all_reduce's bandwidth", distributed, (
+            (("--json",), {"action": "store_true", "help": "machine-readable output (rank 0)"}),
+            (("--max-bytes",), {"type": int, "default": 256 * 2**20,
+                                "help": "largest all_reduce message"}),
+            (("--batch-bytes",), {"type": int, "default": 32 * 2**20,
+                                  "help": "each rank's DDP batch, read through DataLoader "
+                                  "workers (/dev/shm)"}),
+            (("--steps",), {"type": int, "default": 5, "help": "DDP training steps"}),
+            (("--timeout",), {"type": int, "default": 60,
+                              "help": "seconds a rank waits for the others"}),
+            expect,
+        )),
+        Command("torchrun", "one node of a distributed run: torchrun with the settings of the "
+                "environment (NNODES, NPROC_PER_NODE, RDZV_HOST, RDZV_PORT, RDZV_ID), then the "
+                "program after it", torchrun, passes_on=True),
+        Command("check-build", "assert that torch is the build the manifest promises a variant",
+                check_build, ((("variant",), {"help": "an image variant of variants.toml"}),)),
+        Command("selftest", "probe, then run the device suite (other arguments go to pytest)",
+                selftest, (expect,), passes_on=True),
+        Command("serve", "check the lab's needs, then start JupyterLab (other arguments go to it)",
+                serve, (expect,), passes_on=True),
+        Command("singleuser", "a user's server in a hub: the course brought in, then "
+                "jupyterhub-singleuser (other arguments go to it)", singleuser, passes_on=True),
+        Command("course", "bring what is new in the image's course into the work folder, never "
+                "over a file you changed (serve and singleuser do it at every start)", course),
+        Command("bench", "CPU matmul GFLOP/s and DataLoader MB/s, as JSON (medians)", bench,
+                ((("--repeats",), {"type": int, "default": 3}),)),
+        Command("packages", "the packages you added with pip, as requirement lines for "
+                "requirements/*.in", packages,
+                ((("--remove",), {"nargs": "*", "metavar": "NAME",
+                                  "help": "uninstall these, or all you added (the locks' "
+                                  "packages stay)"}),)),
+        Command("sbom", "write the CycloneDX SBOM of this environment's Python and Debian "
+                "packages", sbom,
+                ((("--output",), {"default": os.environ.get("TORCHLAB_SBOM"),
+                                  "required": not os.environ.get("TORCHLAB_SBOM"),
+                                  "help": "where to write it (in an image: $TORCHLAB_SBOM, the "
+                                  "path its label names)"}),)),
+        Command("healthcheck", "ask the running Jupyter server if it is up", healthcheck),
+    )  # fmt: skip
+
+
+def parser(table: tuple[Command, ...]) -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="torchlab", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"torchlab {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    made = argparse.ArgumentParser(prog="torchlab", description=__doc__)
+    made.add_argument("--version", action="version", version=f"torchlab {__version__}")
+    subparsers = made.add_subparsers(dest="command", required=True)
+    for command in table:
+        sub = subparsers.add_parser(command.name, help=command.help)
+        for names, options in command.arguments:
+            sub.add_argument(*names, **options)
+        sub.set_defaults(run=command.run)
+    return made
 
-    command = commands.add_parser("probe", help="report the environment and its devices")
-    command.add_argument("--json", action="store_true", help="machine-readable output")
-    command.add_argument("--no-smoke", action="store_true", help="skip the timed smoke ops")
-    command.add_argument(
-        "--bench",
-        action="store_true",
-        help="also measure matmul TFLOP/s and memory bandwidth per device",
-    )
-    _add_expect(command)
-    command.set_defaults(run=probe)
 
-    command = commands.add_parser(
-        "distributed",
-        help="under torchrun: prove the ranks compute as one (world, software, collectives, "
-        "DDP) and measure all_reduce's bandwidth",
-    )
-    command.add_argument("--json", action="store_true", help="machine-readable output (rank 0)")
-    command.add_argument(
-        "--max-bytes", type=int, default=256 * 2**20, help="largest all_reduce message"
-    )
-    command.add_argument(
-        "--batch-bytes",
-        type=int,
-        default=32 * 2**20,
-        help="each rank's DDP batch, read through DataLoader workers (/dev/shm)",
-    )
-    command.add_argument("--steps", type=int, default=5, help="DDP training steps")
-    command.add_argument(
-        "--timeout", type=int, default=60, help="seconds a rank waits for the others"
-    )
-    _add_expect(command)
-    command.set_defaults(run=distributed)
-
-    command = commands.add_parser(
-        "torchrun",
-        help="one node of a distributed run: torchrun with the settings of the environment "
-        "(NNODES, NPROC_PER_NODE, RDZV_HOST, RDZV_PORT, RDZV_ID), then the program after it",
-    )
-    command.set_defaults(run=torchrun)
-
-    command = commands.add_parser(
-        "check-build", help="assert that torch is the build the manifest promises a variant"
-    )
-    command.add_argument("variant", help="an image variant of variants.toml")
-    command.set_defaults(run=check_build)
-
-    command = commands.add_parser(
-        "selftest", help="probe, then run the device suite (other arguments go to pytest)"
-    )
-    _add_expect(command)
-    command.set_defaults(run=selftest)
-
-    command = commands.add_parser(
-        "serve", help="check the lab's needs, then start JupyterLab (other arguments go to it)"
-    )
-    _add_expect(command)
-    command.set_defaults(run=serve)
-
-    command = commands.add_parser(
-        "singleuser",
-        help="a user's server in a hub: the course brought in, then jupyterhub-singleuser "
-        "(other arguments go to it)",
-    )
-    command.set_defaults(run=singleuser)
-
-    command = commands.add_parser(
-        "course",
-        help="bring what is new in the image's course into the work folder, never over a file "
-        "you changed (serve and singleuser do it at every start)",
-    )
-    command.set_defaults(run=course)
-
-    command = commands.add_parser(
-        "bench", help="CPU matmul GFLOP/s and DataLoader MB/s, as JSON (medians)"
-    )
-    command.add_argument("--repeats", type=int, default=3)
-    command.set_defaults(run=bench)
-
-    command = commands.add_parser(
-        "packages",
-        help="the packages you added with pip, as requirement lines for requirements/*.in",
-    )
-    command.add_argument(
-        "--remove",
-        nargs="*",
-        metavar="NAME",
-        help="uninstall these, or all you added (the locks' packages stay)",
-    )
-    command.set_defaults(run=packages)
-
-    command = commands.add_parser(
-        "sbom", help="write the CycloneDX SBOM of this environment's Python and Debian packages"
-    )
-    command.add_argument(
-        "--output",
-        default=os.environ.get("TORCHLAB_SBOM"),
-        required=not os.environ.get("TORCHLAB_SBOM"),
-        help="where to write it (in an image: $TORCHLAB_SBOM, the path its label names)",
-    )
-    command.set_defaults(run=sbom)
-
-    command = commands.add_parser("healthcheck", help="ask the running Jupyter server if it is up")
-    command.set_defaults(run=healthcheck)
-
-    # selftest, serve, singleuser and torchrun pass the arguments they do not know on to
-    # pytest, jupyter lab, jupyterhub-singleuser and the program torchrun starts.
-    args, unknown = parser.parse_known_args(argv)
-    if unknown and args.command not in ("selftest", "serve", "singleuser", "torchrun"):
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+def main(argv: list[str] | None = None) -> int:
+    table = commands()
+    made = parser(table)
+    args, unknown = made.parse_known_args(argv)
+    passes_on = next(command.passes_on for command in table if command.name == args.command)
+    if unknown and not passes_on:
+        made.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.passed_on = unknown[1:] if unknown[:1] == ["--"] else unknown
     return args.run(args)
 

@@ -43,6 +43,10 @@ class ManifestError(ValueError):
     """The manifest is missing or says something it may not; the message is one line."""
 
 
+class UnknownVariant(ManifestError):
+    """A variant asked for by a name or alias the manifest does not give."""
+
+
 @dataclass(frozen=True)
 class Variant:
     name: str  # the image (torchlab:<name>), its lock, its make targets and compose services
@@ -107,7 +111,9 @@ class Manifest:
         for variant in self.variants:
             if name == variant.name or name in variant.aliases:
                 return variant
-        raise KeyError(f"unknown image variant '{name}': choose one of {', '.join(self.names)}")
+        raise UnknownVariant(
+            f"unknown image variant '{name}': choose one of {', '.join(self.names)}"
+        )
 
     def images_for(self, device: str) -> list[str]:
         """The images that carry a device kind, for hints that say which one to use."""

@@ -1,10 +1,10 @@
 """Device backends: everything torchlab knows about one kind of device, behind `Backend`.
 
-Every module in this package that defines `BACKEND` is a backend, so adding one (ROCm,
-torch_tpu) is adding one file. A backend recognises its own torch build and claims the devices
-of its `device_type`: a ROCm backend claims the `cuda` devices of a HIP build, which the CUDA
-backend then leaves alone. Modules import torch lazily: the host tools read this package
-without torch installed.
+Every module in this package that defines `BACKEND` is a backend (a package, like cuda/,
+counts as one), so adding one (ROCm, torch_tpu) is adding one file. A backend recognises its
+own torch build and claims the devices of its `device_type`: a ROCm backend claims the `cuda`
+devices of a HIP build, which the CUDA backend then leaves alone. Modules import torch
+lazily: the host tools read this package without torch installed.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ class HostTooOld(Hint):
 
     found: str = ""
     needs: str = ""
+
+
+class UnknownDevice(ValueError):
+    """A device kind no backend drives (a name, or a torch device's type); the message is one
+    line that names the kinds there are. Not a KeyError: a KeyError is a bug, and shows so."""
 
 
 class DeviceUnavailable(RuntimeError):
@@ -241,7 +246,7 @@ def get(name: str) -> Backend:
         if backend.name == name:
             return backend
     names = ", ".join(backend.name for backend in all_backends())
-    raise KeyError(f"unknown device kind '{name}': choose one of {names}")
+    raise UnknownDevice(f"unknown device kind '{name}': choose one of {names}")
 
 
 def for_device(device: torch.device) -> Backend:
@@ -249,4 +254,4 @@ def for_device(device: torch.device) -> Backend:
     for backend in all_backends():
         if backend.device_type == device.type and backend.recognises_build():
             return backend
-    raise KeyError(f"no torchlab backend drives devices of type '{device.type}' in this build")
+    raise UnknownDevice(f"no torchlab backend drives devices of type '{device.type}' in this build")

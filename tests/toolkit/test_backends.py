@@ -8,14 +8,23 @@ import pytest
 import torch
 
 import torchlab
-from torchlab.backends import DeviceUnavailable, all_backends, cuda, for_device, get
+from torchlab.backends import (
+    DeviceUnavailable,
+    UnknownDevice,
+    all_backends,
+    cuda,
+    for_device,
+    get,
+)
 
 
 def test_every_device_kind_has_one_backend_module():
     assert [backend.name for backend in all_backends()] == ["cuda", "xla", "cpu"]
     assert for_device(torch.device("cpu")).name == "cpu"
-    with pytest.raises(KeyError, match="unknown device kind 'rocm'"):
+    with pytest.raises(UnknownDevice, match="unknown device kind 'rocm': choose one of cuda, xla"):
         get("rocm")
+    with pytest.raises(UnknownDevice, match="no torchlab backend drives devices of type 'meta'"):
+        for_device(torch.device("meta"))
 
 
 @pytest.mark.parametrize(

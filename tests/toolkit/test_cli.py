@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from torchlab import healthcheck
+from torchlab import cli, healthcheck, variants
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,6 +109,22 @@ def test_check_build_reads_the_manifest_the_image_carries(tmp_path):
     wrong = torchlab("check-build", "cpu", TORCHLAB_MANIFEST=str(manifest))
     assert wrong.returncode == 1
     assert "the manifest asks for 'cpu_onyl', which the cpu backend does not check" in wrong.stderr
+
+
+def test_check_build_of_an_unknown_variant_is_one_line_that_names_the_variants(capsys):
+    assert cli.main(["check-build", "foo"]) == 1
+    names = ", ".join(variants.load().names)
+    assert capsys.readouterr().err == (
+        f"torchlab: unknown image variant 'foo': choose one of {names}\n"
+    )
+
+
+def test_a_key_error_is_a_bug_and_keeps_its_traceback(monkeypatch):
+    """Only the toolkit's own errors become one line: a KeyError from a bug in check-build's
+    path is not passed off as a problem the user can fix."""
+    monkeypatch.setattr(variants, "this_platform", lambda: {}["linux/riscv64"])
+    with pytest.raises(KeyError, match="linux/riscv64"):
+        cli.main(["check-build", "cpu"])
 
 
 def test_bench_adds_device_measurements():

@@ -1,0 +1,163 @@
+"""The NVIDIA driver: which one is there and the newest CUDA it supports, read from nvidia-smi
+on the host and from the driver's own libraries (libcuda, NVML) in a container; and whether a
+host's driver and GPUs suit an image (host_requirements, which the host tools call without
+torch).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from .. import Hint, HostTooOld
+from .kernels import serving_arch
+
+TOOLKIT_URL = (
+    "https://docs.nvidia.com/datacenter/cloud-native/container-toolkit/latest/install-guide.html"
+)
+DRIVER_URL = "https://www.nvidia.com/Download/index.aspx"
+# Any of these on the host means Docker can hand GPUs to containers (--gpus).
+CONTAINER_TOOLKIT_COMMANDS = ("nvidia-ctk", "nvidia-container-runtime-hook", "nvidia-container-cli")
+
+# The oldest driver branch that supports each CUDA major (NVIDIA's CUDA compatibility table);
+# a build for any 12.x runs on all of them (minor version compatibility).
+MINIMUM_DRIVER = {11: 450, 12: 525, 13: 580}
+# nvidia-smi's header: the driver, and the newest CUDA it supports. That CUDA is what the
+# driver's cuDriverGetVersion answers, the number the NVIDIA Container Toolkit checks too.
+SMI_HEADER = re.compile(
+    r"Driver Version:\s*(?P<driver>\d[\d.]*)\s+CUDA Version:\s*(?P<major>\d+)\.(?P<minor>\d+)"
+)
+
+
+def smi_driver(said: str) -> tuple[str, tuple[int, int]] | None:
+    """(driver version, the newest CUDA it supports) from nvidia-smi's output; None where it
+    printed no header (an error instead)."""
+    match = SMI_HEADER.search(said)
+    return (match["driver"], (int(match["major"]), int(match["minor"]))) if match else None
+
+
+def smi_gpus(said: str) -> list[tuple[str, tuple[int, int]]]:
+    """(name, compute capability) of each GPU in nvidia-smi's --query-gpu=name,compute_cap
+    --format=csv,noheader output."""
+    gpus = []
+    for line in said.splitlines():
+        name, _, capability = line.rpartition(",")
+        major, _, minor = capability.strip().partition(".")
+        if name and major.isdigit() and minor.isdigit():
+            gpus.append((name.strip(), (int(major), int(minor))))
+    return gpus
+
+
+def needed_driver(cuda_major: int) -> str:
+    oldest = MINIMUM_DRIVER.get(cuda_major)
+    return f"CUDA {cuda_major} (driver {oldest} or newer)" if oldest else f"CUDA {cuda_major}"
+
+
+def cuda_text(version: int) -> str:
+    """A CUDA version as the driver answers it (13000) in words (13.0)."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def host_requirements(
+    build: Mapping[str, Any], explain: Callable[[str], Hint | None]
+) -> Hint | None:
+    """What the host lacks before containers reach its GPUs, or what keeps its driver and GPUs
+    from suiting an image with these build promises; None: nothing. `explain` is the backend's
+    reading of a known failure, for what nvidia-smi says instead of listing the GPUs."""
+    if not shutil.which("nvidia-smi"):
+        return Hint(
+            "no NVIDIA driver on this host (nvidia-smi not found)",
+            f"install the NVIDIA driver ({DRIVER_URL}) and check that nvidia-smi lists the GPU",
+        )
+    listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+    if listing.returncode != 0 or "GPU" not in listing.stdout:
+        said = (listing.stdout + listing.stderr).strip() or "no GPU listed"
+        return explain(said) or Hint(
+            f"nvidia-smi sees no usable GPU ({said.splitlines()[0]})",
+            "fix the host's driver until nvidia-smi -L lists the GPU",
+        )
+    if not any(shutil.which(tool) for tool in CONTAINER_TOOLKIT_COMMANDS):
+        return Hint(
+            "the NVIDIA Container Toolkit is not installed, so containers cannot reach the GPU",
+            f"install it ({TOOLKIT_URL}), then: sudo nvidia-ctk runtime configure "
+            "--runtime=docker && sudo systemctl restart docker",
+        )
+    if "cuda_major" in build and (too_old := _driver_suits(build["cuda_major"])):
+        return too_old
+    return _gpus_suit(build["archs"]) if "archs" in build else None
+
+
+def _nvidia_smi(*arguments: str) -> str:
+    return subprocess.run(["nvidia-smi", *arguments], capture_output=True, text=True).stdout
+
+
+def _driver_suits(cuda_major: int) -> HostTooOld | None:
+    driver = smi_driver(_nvidia_smi())
+    if driver is None or driver[1][0] >= cuda_major:
+        return None  # no header to judge by: the image's probe says what is wrong, if anything
+    version, (major, minor) = driver
+    return HostTooOld(
+        f"the NVIDIA driver {version} supports CUDA {major}.{minor}, but this image needs "
+        f"{needed_driver(cuda_major)}",
+        f"upgrade the host's NVIDIA driver to {MINIMUM_DRIVER.get(cuda_major, 'a newer one')} "
+        f"or newer: {DRIVER_URL}",
+        found=f"the NVIDIA driver {version} supports CUDA {major}.{minor}",
+        needs=needed_driver(cuda_major),
+    )
+
+
+def _gpus_suit(archs: list[str]) -> HostTooOld | None:
+    for name, capability in smi_gpus(
+        _nvidia_smi("--query-gpu=name,compute_cap", "--format=csv,noheader")
+    ):
+        if serving_arch(capability, archs) is None:
+            sm = f"sm_{capability[0]}{capability[1]}"
+            return HostTooOld(
+                f"the {name} ({sm}) has no kernels in this image (built for {' '.join(archs)})",
+                f"use an image whose build carries {sm}",
+                found=f"the {name} is {sm}",
+                needs=f"a GPU it has kernels for ({' '.join(archs)})",
+            )
+    return None
+
+
+# In a container, the driver's libraries (the NVIDIA Container Toolkit mounts them) answer
+# what nvidia-smi would, without nvidia-smi.
+def _library(name: str) -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def driver_cuda_version() -> int | None:
+    """The newest CUDA the installed driver supports, as 13000 for 13.0; None without one."""
+    libcuda = _library("libcuda.so.1")
+    if libcuda is None:
+        return None
+    version = ctypes.c_int()
+    if libcuda.cuDriverGetVersion(ctypes.byref(version)) != 0 or version.value == 0:
+        return None
+    return version.value
+
+
+def nvml_driver() -> tuple[str | None, str | None]:
+    """(driver version, NVML error): what nvidia-smi would print first."""
+    nvml = _library("libnvidia-ml.so.1")
+    if nvml is None:
+        return None, None
+    nvml.nvmlErrorString.restype = ctypes.c_char_p
+    code = nvml.nvmlInit_v2()
+    if code != 0:
+        return None, f"Failed to initialize NVML: {nvml.nvmlErrorString(code).decode()}"
+    try:
+        buffer = ctypes.create_string_buffer(96)
+        if nvml.nvmlSystemGetDriverVersion(buffer, len(buffer)) != 0:
+            return None, None
+        return buffer.value.decode(), None
+    finally:
+        nvml.nvmlShutdown()
