@@ -1,10 +1,10 @@
-"""make bench's tables (artifacts/bench.md, and the README's Performance section)."""
+"""make bench's tables (artifacts/bench.md, and the tables of docs/performance.md)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-# The goals this project set itself (README, "Performance"); image sizes are the manifest's.
+# The goals this project set itself (docs/performance.md); image sizes are the manifest's.
 TARGETS = {
     "rebuild_s": 15.0,
     "healthy_s": 5.0,
