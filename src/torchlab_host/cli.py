@@ -13,10 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from torchlab import variants
+from torchlab.backends import UnknownDevice
 from torchlab.variants import Manifest
 from torchlab_host import ROOT, measure
+from torchlab_host.ci import images as ci_images
+from torchlab_host.ci import plan as ci_plan
 from torchlab_host.core.engine import require_docker
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.distributed import torchrun as ddp
 from torchlab_host.hub import manage as hub
 from torchlab_host.hub import proxy
@@ -27,12 +31,12 @@ from torchlab_host.lab import manage as lab
 from torchlab_host.lockfiles import download, platforms, resolve
 from torchlab_host.lockfiles.files import all_locks, lock_file
 from torchlab_host.lockfiles.venv import venv
-from torchlab_host.manifest import check, generate
+from torchlab_host.manifest import check, generate, reference
 from torchlab_host.measure import image_costs
 
 # A handler's int is the exit status; anything else it returns (a time, the files it wrote)
-# means success.
-Handler = Callable[[argparse.Namespace, Manifest], Any]
+# means success. Every handler gets the manifest and the settings, each read once at start.
+Handler = Callable[[argparse.Namespace, Manifest, Settings], Any]
 VARIANT = (("variant",), {"help": "a variant of variants.toml (or an alias: gpu, tpu)"})
 
 
@@ -44,17 +48,12 @@ class Command:
     arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = field(default=())
 
 
-def variant_of(handler: Callable[..., Any]) -> Handler:
-    """A handler of one variant, by the name or alias the command was given."""
-    return lambda args, manifest: handler(manifest.variant(args.variant), manifest)
-
-
-def test_host(args: argparse.Namespace, manifest: Manifest) -> int:
+def test_host(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     """The device suite in a host venv from one variant's locks (on the CPU unless there)."""
     variant = manifest.variant(args.variant)
     own = [manifest.shared_lock, variant.lock]
     path = ROOT / f".venv-{variant.name}"
-    venv(path, own, manifest)
+    venv(path, own, manifest, settings)
     environment = {**variant.cpu_mode, **os.environ}
     environment.update(
         TORCHLAB_EXPECT=variant.device,
@@ -68,7 +67,7 @@ def test_host(args: argparse.Namespace, manifest: Manifest) -> int:
     ).returncode
 
 
-def check_manifest(_: argparse.Namespace, manifest: Manifest) -> int:
+def check_manifest(_: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     found = check.problems(manifest)
     for problem in found:
         print(f"torchlab: {problem}", file=sys.stderr)
@@ -77,74 +76,85 @@ def check_manifest(_: argparse.Namespace, manifest: Manifest) -> int:
     return 1 if found else 0
 
 
-def write_generated(_: argparse.Namespace, manifest: Manifest) -> int:
+def write_generated(_: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     changed = generate.write(manifest)
     print(f"torchlab: wrote {', '.join(changed)}" if changed else "torchlab: nothing to write")
     return 0
 
 
-def make_venv(args: argparse.Namespace, manifest: Manifest) -> int:
+def make_venv(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     path = Path(args.path)
-    if venv(path, args.locks or list(manifest.host_locks), manifest):
+    if venv(path, args.locks or list(manifest.host_locks), manifest, settings):
         print(f"torchlab: {path} is built from its locks")
     return 0
 
 
-def wheels(args: argparse.Namespace, manifest: Manifest) -> int:
-    folder = Path(args.folder)
-    download.download(folder, all_locks(manifest), manifest)
+def wheels(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
+    folder = Path(args.folder or settings["WHEELHOUSE_DIR"])
+    # The wheels come from the indexes, never from another wheelhouse.
+    download.download(folder, all_locks(manifest), manifest, settings.with_values(WHEELHOUSE=""))
     proxy.write_to_wheelhouse(folder)
     return 0
 
 
-def run_ddp(args: argparse.Namespace, manifest: Manifest) -> int:
+def run_ddp(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     program = (
-        ddp.script_program(args.script) if args.script else ddp.proof_program(args.json, args.steps)
+        ddp.script_program(args.script, settings)
+        if args.script
+        else ddp.proof_program(args.json, args.steps)
     )
     node_images = {int(node): image for node, _, image in (i.partition("=") for i in args.image_of)}
-    return ddp.run(manifest, program, args.nodes, args.nproc, node_images, args.shm_size)
+    return ddp.run(manifest, settings, program, args.nodes, args.nproc, node_images, args.shm_size)
 
 
-def rebuild_check(args: argparse.Namespace, manifest: Manifest) -> int:
+def rebuild_check(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     require_docker()
     return image_costs.rebuild_check(manifest.variant(args.variant), args.ceiling)
 
 
-def context(args: argparse.Namespace, manifest: Manifest) -> None:
+def context(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> None:
     build = (
-        hub_build(manifest)
+        hub_build(manifest, settings)
         if args.variant == "hub"
-        else variant_build(manifest.variant(args.variant), manifest)
+        else variant_build(manifest.variant(args.variant), manifest, settings)
     )
     building.print_context(build, manifest)
 
 
+def ci_suite(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
+    """The suite CI's plan runs in a variant's image: in CPU mode, with what it leaves out."""
+    suite = ci_plan.suite_of(manifest.variant(args.variant), manifest, settings)
+    print(f"torchlab: {suite.variant.name}'s suite in CI: {suite.why}", flush=True)
+    return lab.test(suite.variant.name, manifest, settings, True, list(suite.options))
+
+
 COMMANDS = (
     Command("lab", "start a variant's lab (auto: the best one here)",
-            lambda args, manifest: lab.up(args.variant, manifest),
+            lambda args, manifest, settings: lab.up(args.variant, manifest, settings),
             (VARIANT,)),
     Command("test", "the probe and the suite in a variant's image (after --: pytest options)",
-            lambda args, manifest: lab.test(args.variant, manifest, args.on_cpu, args.passed_on),
+            lambda args, manifest, settings: lab.test(
+                args.variant, manifest, settings, args.on_cpu, args.passed_on),
             (VARIANT, (("--on-cpu",), {"action": "store_true",
                                        "help": "in CPU mode, for machines without the device"}))),
-    Command("shell", "a bash shell in a variant's lab", lambda a, m: lab.shell(a.variant, m),
+    Command("shell", "a bash shell in a variant's lab", lambda a, m, s: lab.shell(a.variant, m, s),
             (VARIANT,)),
     Command("prepare", "a variant's image and the lab's folders, for .devcontainer/<variant>",
-            lambda a, m: lab.prepare(a.variant, m), (VARIANT,)),
+            lambda a, m, s: lab.prepare(a.variant, m, s), (VARIANT,)),
     Command("test-host", "the device suite in a host venv from a variant's locks", test_host,
             (VARIANT,)),
-    Command("down", "stop and remove the lab containers", lambda a, m: lab.down()),
-    Command("logs", "the labs' recent log lines", lambda a, m: lab.logs()),
+    Command("down", "stop and remove the lab containers", lambda a, m, s: lab.down(s)),
+    Command("logs", "the labs' recent log lines", lambda a, m, s: lab.logs(s)),
     Command("clean", "remove the lab containers, the images and their dangling layers",
-            lambda a, m: lab.clean(m)),
+            lambda a, m, s: lab.clean(m, s)),
     Command("clean-cache", "remove the caches in the lab's data folder (pip, torch hub, datasets)",
-            lambda a, m: lab.clean_data("cache")),
+            lambda a, m, s: lab.clean_data("cache", s)),
     Command("clean-packages", "remove the packages you added in the labs",
-            lambda a, m: lab.clean_data("packages")),
-    Command("hub", "start JupyterHub for a class", lambda a, m: hub.up(m)),
+            lambda a, m, s: lab.clean_data("packages", s)),
+    Command("hub", "start JupyterHub for a class", lambda a, m, s: hub.up(m, s)),
     Command("hub-down", "stop the hub and every user's server; the volumes stay",
-            lambda a, m: hub.down()),
-    Command("hub-build", "build the hub image", lambda a, m: hub.build(m)),
+            lambda a, m, s: hub.down(s)),
+    Command("hub-build", "build the hub image", lambda a, m, s: hub.build(m, s)),
     Command("ddp", "torchrun across containers: the distributed proof, or --script", run_ddp, (
         (("--nodes",), {"type": int, "default": 2}),
         (("--nproc",), {"type": int, "default": 2}),
@@ -156,49 +166,62 @@ COMMANDS = (
                            "help": "run node NODE from another image (a mismatch is refused)"}),
     )),
     Command("build", "build a variant's image",
-            lambda a, m: building.build_variant(m.variant(a.variant), m, a.tag),
+            lambda a, m, s: building.build_variant(m.variant(a.variant), m, s, a.tag),
             (VARIANT, (("--tag",), {"help": "tag it so instead of the variant's image name"}))),
     Command("context", "stage a build context in build/<variant>/ and print its docker build",
             context, ((("variant",), {"help": "a variant of variants.toml, or hub"}),)),
     Command("publish", "push a variant's images (one per platform) and the names over them to "
             "TORCHLAB_REGISTRY, and sign them",
-            lambda a, m: publish.publish(m.variant(a.variant), m, a.sbom),
+            lambda a, m, s: publish.publish(m.variant(a.variant), m, s, a.sbom),
             (VARIANT, (("--sbom",), {"default": "sbom.cdx.json",
                                      "help": "where to write its SBOM"}))),
     Command("image-save", "write a variant's image to a .tar.gz",
-            lambda a, m: archive.save(m.variant(a.variant), a.file),
+            lambda a, m, s: archive.save(m.variant(a.variant), a.file),
             (VARIANT, (("--file",), {"help": "where (default: torchlab-<variant>-inputs-...)"}))),
     Command("image-load", "check an image-save archive and load it",
-            lambda a, m: archive.load(a.file), ((("file",), {}),)),
+            lambda a, m, s: archive.load(a.file), ((("file",), {}),)),
     Command("verify-reproducible",
             "build HEAD from fresh clones with --no-cache, twice or once --against an image of "
             "HEAD, and compare the layers",
-            lambda a, m: reproducible.verify(m.variant(a.variant).name, a.against), (
+            lambda a, m, s: reproducible.verify(m.variant(a.variant).name, s, a.against), (
                 VARIANT,
                 (("--against",), {"help": "an image built from HEAD to compare one build with"}),
             )),
     Command("base-image", "make the Debian base image here (PLATFORM=linux/arm64: another's)",
-            lambda a, m: building.make_base_image()),
+            lambda a, m, s: building.make_base_image(s)),
     Command("wheels", "download every lock's wheels into a folder", wheels,
-            ((("folder",), {}),)),
+            ((("folder",), {"nargs": "?", "help": "default: WHEELHOUSE_DIR"}),)),
     Command("venv", "a venv from locks, with the checkout's src/ editable", make_venv, (
         (("path",), {}),
         (("locks",), {"nargs": "*", "help": "default: the host environment's locks"}),
     )),
     Command("lock", "resolve requirements/*.in into requirements/*.txt",
-            lambda a, m: resolve.lock(m, os.environ.get("UV") or "uv")),
+            lambda a, m, s: resolve.lock(m, s)),
     Command("check-locks", "every lock has a hash for each platform its images ship for",
-            lambda a, m: platforms.check_locks(m)),
+            lambda a, m, s: platforms.check_locks(m, s)),
     Command("check", "the locks and the generated files agree with variants.toml",
             check_manifest),
     Command("generate", "write compose.yaml, the dev containers and the cluster profiles "
             "from variants.toml", write_generated),
     Command("ci-matrix", "the CI workflow's image matrix, from variants.toml",
-            lambda a, m: print(check.ci_matrix(m))),
+            lambda a, m, s: print(check.ci_matrix(m))),
+    Command("ci-plan", "CI's steps (bash .ci/run) in order, one a line: how, phase, command, "
+            "why (tab-separated)",
+            lambda a, m, s: print("\n".join(step.line for step in ci_plan.steps(m, s)))),
+    Command("ci-suite", "the suite CI runs in a variant's image, in CPU mode: each torch "
+            "release's notebooks once", ci_suite, (VARIANT,)),
+    Command("image-sizes", "the torchlab images here, their sizes, and the disk left",
+            lambda a, m, s: ci_images.sizes()),
+    Command("image-remove", "remove a variant's image: every name of it",
+            lambda a, m, s: ci_images.remove(m.variant(a.variant)), (VARIANT,)),
+    Command("image-round-trip", "image-save, remove, image-load: a variant's image back from "
+            "its file", lambda a, m, s: ci_images.round_trip(m.variant(a.variant)), (VARIANT,)),
+    Command("help", "every make target, with the variants each pattern target takes",
+            lambda a, m, s: print(reference.make_help(m))),
     Command("variants", "the variants of variants.toml, one per line (.ci/run's images)",
-            lambda a, m: print("\n".join(m.names))),
+            lambda a, m, s: print("\n".join(m.names))),
     Command("bench", "measure the images, the hub and torchrun (BENCH_* settings)",
-            lambda a, m: measure.bench(m, a.plan),
+            lambda a, m, s: measure.bench(m, s, a.plan),
             ((("--plan",), {"action": "store_true",
                             "help": "say what it would measure, and stop"}),)),
     Command("rebuild-check", "one rebuild after a one-line toolkit change, within --ceiling s",
@@ -226,8 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         parser().error(f"{args.command} takes no options after --")
     args.passed_on = passed_on
     try:
-        status = args.run(args, variants.load())
-    except (HostError, KeyError, variants.ManifestError) as error:
+        status = args.run(args, variants.load(), Settings.load())
+    except (HostError, variants.ManifestError, UnknownDevice) as error:
         print(f"torchlab: {error.args[0]}", file=sys.stderr)
         return 1
     return status if type(status) is int else 0

@@ -38,7 +38,7 @@ DEVICE_PARAMS = _device_params()
 
 def pytest_configure(config: pytest.Config) -> None:
     # Registered here too: in an image the suite runs without the checkout's pyproject.toml.
-    config.addinivalue_line("markers", "slow: a whole notebook; not in make test's fast tier")
+    config.addinivalue_line("markers", "notebook: runs a whole notebook; not in make test")
     config.addinivalue_line("markers", "needs(package): a notebook needs this package")
     # torch's own torch/utils/mkldnn.py, which Inductor imports, still defines TorchScript classes.
     config.addinivalue_line(

@@ -22,7 +22,7 @@ from torchlab import packages, system
 
 # Whole notebooks take most of the device suite's time: they run in every image's suite
 # (make test-<variant>) and in make test-host-<variant>, not in the fast tier.
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.notebook
 
 LABS = system.labs_dir()
 NOTEBOOKS = sorted(LABS.glob("*.ipynb"))

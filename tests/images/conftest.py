@@ -51,7 +51,7 @@ def pytest_collection_modifyitems(items):
     # Hooks in a conftest see every collected test: mark only this folder's.
     for item in items:
         if item.path.is_relative_to(HERE):
-            item.add_marker(pytest.mark.slow)
+            item.add_marker(pytest.mark.docker)
 
 
 @pytest.fixture

@@ -17,9 +17,10 @@ from torchlab.variants import Manifest
 from torchlab_host import ARTIFACTS, ROOT
 from torchlab_host.core.engine import compose_command, quiet, remove_containers, require_engine
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.image.build import ensure_image
 from torchlab_host.image.spec import variant_build
-from torchlab_host.lab.config import settings, shown
+from torchlab_host.lab.config import for_lab, shown
 from torchlab_host.lab.services import LAB_COMPOSE, compose_environment
 
 PROOF = ("-m", "torchlab", "distributed")
@@ -46,11 +47,11 @@ def node_settings(names: list[str], nproc: int, run_id: str) -> dict[str, int | 
     }
 
 
-def script_program(script: str) -> list[str]:
+def script_program(script: str, settings: Settings) -> list[str]:
     """A script of the work folder, as the node containers see it, with its arguments."""
     script, *arguments = shlex.split(script)
     path = Path(script)
-    work = settings().labs
+    work = for_lab(settings).labs
     resolved = (ROOT / path).resolve() if not path.is_absolute() else path
     if not resolved.is_file():
         raise HostError(
@@ -69,9 +70,9 @@ def proof_program(as_json: bool, steps: int | None) -> list[str]:
 
 
 def start_node(index: int, names: list[str], image: str, shm_size: str, program: list[str],
-               node_env: dict[str, int | str]) -> None:  # fmt: skip
+               node_env: dict[str, int | str], settings: Settings) -> None:  # fmt: skip
     interpolated = dict(
-        settings().environment(),
+        for_lab(settings).environment(),
         TORCHLAB_DDP_NODE=names[index],
         TORCHLAB_DDP_IMAGE=image,
         TORCHLAB_DDP_SHM_SIZE=shm_size,
@@ -82,7 +83,7 @@ def start_node(index: int, names: list[str], image: str, shm_size: str, program:
             *(f"--env={key}={value}" for key, value in node_env.items()),
             "ddp-node", *node_command(program),
         ),
-        env=compose_environment(interpolated),
+        env=compose_environment(settings, interpolated),
     )  # fmt: skip
     if started.returncode != 0:
         remove_containers(*names)
@@ -91,6 +92,7 @@ def start_node(index: int, names: list[str], image: str, shm_size: str, program:
 
 def run(
     manifest: Manifest,
+    settings: Settings,
     program: list[str],
     nodes: int,
     nproc: int,
@@ -104,14 +106,14 @@ def run(
         )
     require_engine()
     cpu = manifest.variant("cpu")
-    ensure_image(variant_build(cpu, manifest), manifest)
+    ensure_image(variant_build(cpu, manifest, settings), manifest)
     names = [NODE.format(index=index) for index in range(nodes)]
     remove_containers(*names)
     node_env = node_settings(names, nproc, f"torchlab-{secrets.token_hex(4)}")
     for index in range(nodes):
         image = (images or {}).get(index, cpu.image)
         start_node(index, names, image, shm_size or manifest.containers["shm_size"], program,
-                   node_env)  # fmt: skip
+                   node_env, settings)  # fmt: skip
     print(
         f"torchlab: torchrun on {nodes} node(s) x {nproc} process(es): {shlex.join(program)}",
         flush=True,

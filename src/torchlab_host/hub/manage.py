@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchlab.backends import get
-from torchlab.variants import Manifest, Variant
+from torchlab.variants import Manifest, UnknownVariant, Variant
 from torchlab_host import ROOT
 from torchlab_host.core.addresses import (
     LOOPBACK,
@@ -26,8 +26,8 @@ from torchlab_host.core.addresses import (
     warn_if_exposed,
 )
 from torchlab_host.core.engine import compose_command, container_ids, quiet, require_engine, run
-from torchlab_host.core.envfile import configured
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.image.build import build_image, ensure_image
 from torchlab_host.image.spec import hub_build, variant_build
 from torchlab_host.lab.containers import host_config, refuse_unless_per_user
@@ -43,27 +43,12 @@ AUTHENTICATORS = {
     "generic": (*OAUTH_SETTINGS, "OAUTH_AUTHORIZE_URL", "OAUTH_TOKEN_URL", "OAUTH_USERDATA_URL"),
 }
 LIMIT = re.compile(r"\d+(?:\.\d+)?[KMGkmg]?")
-DEFAULTS = {
-    "HUB_PORT": "8000",
-    "HUB_MEM_LIMIT": "4G",
-    "HUB_CPU_LIMIT": "2",
-    "HUB_IDLE_TIMEOUT": "3600",
-}
 # Passed to the hub's container as they are (hub/compose.yaml lists them).
 PASSED_THROUGH = (
     "HUB_API_TOKEN", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
     "OAUTH_ALLOWED_USERS", "OAUTH_ALLOWED_ORGS", "OAUTH_AUTHORIZE_URL", "OAUTH_TOKEN_URL",
     "OAUTH_USERDATA_URL", "OAUTH_USERNAME_CLAIM",
 )  # fmt: skip
-
-
-def hub_name() -> str:
-    """HUB_NAME: the hub's container, network and volumes, and the prefix of its users'."""
-    return os.environ.get("HUB_NAME") or "torchlab-hub"
-
-
-def setting(name: str) -> str:
-    return configured(name) or DEFAULTS[name]
 
 
 @dataclass(frozen=True)
@@ -75,12 +60,14 @@ class HubSettings:
     profiles: list[dict[str, Any]]
     limits: dict[str, str]  # HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT
 
+    name: str  # HUB_NAME: the hub's container, network and volumes, and its users' prefix
+    passed: dict[str, str]  # PASSED_THROUGH, as set
+
     def environment(self) -> dict[str, str]:
         """What hub/compose.yaml hands the hub's container."""
-        passed = {name: configured(name) or "" for name in PASSED_THROUGH}
         return {
-            **passed,
-            "HUB_NAME": hub_name(),
+            **self.passed,
+            "HUB_NAME": self.name,
             "HUB_BIND": self.bind,
             "HUB_PORT": str(self.port),
             "HUB_ADMIN": self.admin,
@@ -93,7 +80,7 @@ class HubSettings:
 def profile(variant: Variant, manifest: Manifest) -> dict[str, Any]:
     """A variant as a profile of the hub: its image, and how its server container runs."""
     refuse_unless_per_user(
-        variant, "the hub", "serve a class with Zero to JupyterHub (README, 'A lab for a class')"
+        variant, "the hub", "serve a class with Zero to JupyterHub (docs/class/index.md)"
     )
     hint = get(variant.device).host_requirements(variant.build_here())
     if hint:
@@ -127,9 +114,9 @@ def default_profiles(manifest: Manifest) -> list[str]:
     return list(chosen.values())
 
 
-def sign_in() -> tuple[str, str]:
+def sign_in(settings: Settings) -> tuple[str, str]:
     """The admin and the authenticator, checked."""
-    admin = configured("HUB_ADMIN")
+    admin = settings["HUB_ADMIN"]
     if not admin:
         raise HostError(
             "the hub has no admin: HUB_ADMIN is not set",
@@ -141,28 +128,28 @@ def sign_in() -> tuple[str, str]:
             f"HUB_ADMIN={admin} is not a username the hub accepts",
             "use lower-case letters, digits, '.', '_' or '-': make hub HUB_ADMIN=yourname",
         )
-    authenticator = configured("HUB_AUTHENTICATOR") or "native"
+    authenticator = settings["HUB_AUTHENTICATOR"]
     if authenticator not in AUTHENTICATORS:
         raise HostError(
             f"HUB_AUTHENTICATOR={authenticator} is not one the hub knows",
-            f"choose one of {', '.join(AUTHENTICATORS)} (README, 'A lab for a class')",
+            f"choose one of {', '.join(AUTHENTICATORS)} (docs/class/index.md)",
         )
-    missing = [name for name in AUTHENTICATORS[authenticator] if not configured(name)]
+    missing = [name for name in AUTHENTICATORS[authenticator] if not settings[name]]
     if missing:
         raise HostError(
             f"the {authenticator} sign-in needs {', '.join(missing)}",
-            "put them into .env (README, 'A lab for a class')",
+            "put them into .env (docs/class/index.md)",
         )
     return admin, authenticator
 
 
-def profiles(manifest: Manifest) -> list[dict[str, Any]]:
-    names = (configured("HUB_PROFILES") or " ".join(default_profiles(manifest))).replace(",", " ")
+def profiles(manifest: Manifest, settings: Settings) -> list[dict[str, Any]]:
+    names = settings.words("HUB_PROFILES") or default_profiles(manifest)
     chosen = []
-    for name in names.split():
+    for name in names:
         try:
             variant = manifest.variant(name)
-        except KeyError:
+        except UnknownVariant:
             raise HostError(
                 f"the hub has no profile '{name}'",
                 f"choose from {', '.join(manifest.names)}: make hub HUB_PROFILES=cpu",
@@ -171,53 +158,60 @@ def profiles(manifest: Manifest) -> list[dict[str, Any]]:
     return chosen
 
 
-def limits() -> dict[str, str]:
-    found = {name: setting(name) for name in ("HUB_MEM_LIMIT", "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT")}
+def limits(settings: Settings) -> dict[str, str]:
+    found = {
+        name: settings[name] for name in ("HUB_MEM_LIMIT", "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT")
+    }
     for name, value in found.items():
         if not LIMIT.fullmatch(value) or (name != "HUB_MEM_LIMIT" and not value[-1].isdigit()):
-            raise HostError(f"{name}={value} is not a number", f"make hub {name}=2 (README)")
+            raise HostError(
+                f"{name}={value} is not a number", f"make hub {name}=2 (docs/reference/settings.md)"
+            )
     return found
 
 
-def settings(manifest: Manifest) -> HubSettings:
-    admin, authenticator = sign_in()
+def for_hub(manifest: Manifest, settings: Settings) -> HubSettings:
+    """The hub's settings, each checked."""
+    admin, authenticator = sign_in(settings)
     return HubSettings(
-        bind=configured("HUB_BIND") or LOOPBACK,
-        port=port_number(setting("HUB_PORT"), "HUB", "make hub", 8000),
+        bind=settings["HUB_BIND"],
+        port=port_number(settings["HUB_PORT"], "HUB", "make hub", 8000),
         admin=admin,
         authenticator=authenticator,
-        profiles=profiles(manifest),
-        limits=limits(),
+        profiles=profiles(manifest, settings),
+        limits=limits(settings),
+        name=settings["HUB_NAME"],
+        passed={name: settings[name] for name in PASSED_THROUGH},
     )
 
 
 def hub_compose(
-    *arguments: str, environment: dict[str, str] | None = None
+    name: str, *arguments: str, environment: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """docker compose on hub/compose.yaml. Commands that start no hub (down) interpolate it
-    with placeholders: it refuses to without a port and an address."""
-    env = dict(os.environ, HUB_NAME=hub_name(), HUB_BIND=LOOPBACK, HUB_PORT="0")
+    """docker compose on hub/compose.yaml for the hub of that HUB_NAME. Commands that start no
+    hub (down) interpolate it with placeholders: it refuses to without a port and an address."""
+    env = dict(os.environ, HUB_NAME=name, HUB_BIND=LOOPBACK, HUB_PORT="0")
     env.update(environment or {})
     return quiet(compose_command(HUB_COMPOSE, *arguments), env=env)
 
 
-def up(manifest: Manifest) -> float:
-    hub = settings(manifest)
+def up(manifest: Manifest, settings: Settings) -> float:
+    hub = for_hub(manifest, settings)
     require_engine()
-    if not container_ids(hub_name(), stopped=False):
+    if not container_ids(hub.name, stopped=False):
         require_free_port(hub.bind, hub.port, "make hub", prefix="HUB")
     for name in [entry["name"] for entry in hub.profiles]:
-        ensure_image(variant_build(manifest.variant(name), manifest), manifest)
-    ensure_image(hub_build(manifest), manifest)
+        ensure_image(variant_build(manifest.variant(name), manifest, settings), manifest)
+    ensure_image(hub_build(manifest, settings), manifest)
     start = time.monotonic()
     started = hub_compose(
-        "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S),
+        hub.name, "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S),
         environment=hub.environment(),
     )  # fmt: skip
     if started.returncode != 0:
         raise HostError(
             f"the hub did not start ({started.stderr.strip().splitlines()[-1:]})",
-            f"read its log: docker logs {hub_name()}",
+            f"read its log: docker logs {hub.name}",
         )
     elapsed = time.monotonic() - start
     names = ", ".join(entry["name"] for entry in hub.profiles)
@@ -226,23 +220,22 @@ def up(manifest: Manifest) -> float:
         f"{hub.admin} signs up first and approves the others at /hub/authorize; "
         f"healthy in {elapsed:.1f} s; stop: make hub-down)"
     )
-    warn_if_exposed(
-        hub.bind, "HUB", "the hub", "put TLS in front of it (README, 'A lab for a class')"
-    )
+    warn_if_exposed(hub.bind, "HUB", "the hub", "put TLS in front of it (docs/class/index.md)")
     return elapsed
 
 
-def down() -> int:
+def down(settings: Settings) -> int:
     """Stop the hub, then every user's server (which outlive a restarted hub). The users'
     volumes and the hub's state volume stay."""
     require_engine()
-    stopped = hub_compose("down", "--timeout", "60").returncode
-    servers = quiet(["docker", "ps", "--all", "--quiet", "--filter", f"name=^{hub_name()}-user-"])
+    name = settings["HUB_NAME"]
+    stopped = hub_compose(name, "down", "--timeout", "60").returncode
+    servers = quiet(["docker", "ps", "--all", "--quiet", "--filter", f"name=^{name}-user-"])
     if servers.stdout.split():
         run(["docker", "stop", "--time", "30", *servers.stdout.split()], capture_output=True)
         run(["docker", "rm", "--force", *servers.stdout.split()], capture_output=True)
     return stopped
 
 
-def build(manifest: Manifest) -> float:
-    return build_image(hub_build(manifest), manifest)
+def build(manifest: Manifest, settings: Settings) -> float:
+    return build_image(hub_build(manifest, settings), manifest)

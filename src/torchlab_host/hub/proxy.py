@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import shutil
 import tarfile
 import tempfile
@@ -19,12 +18,11 @@ PROXY = ROOT / "hub/proxy"
 PROXY_TARBALL = "proxy.tar.gz"
 
 
-def packed() -> bytes:
+def packed(wheelhouse: Path | None) -> bytes:
     """From the wheelhouse (make wheels packs it there), else packed here, where npm reaches
     its registry."""
-    wheelhouse = os.environ.get("WHEELHOUSE")
     if wheelhouse:
-        found = Path(wheelhouse) / "hub" / PROXY_TARBALL
+        found = wheelhouse / "hub" / PROXY_TARBALL
         if not found.exists():
             raise HostError(
                 f"the wheelhouse {wheelhouse} has no packed proxy (hub/{PROXY_TARBALL})",

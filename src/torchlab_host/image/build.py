@@ -11,10 +11,11 @@ import shlex
 import time
 from pathlib import Path
 
-from torchlab.variants import MACHINES, Manifest, Variant, this_platform
+from torchlab.variants import Manifest, Variant, this_platform
 from torchlab_host import ROOT
 from torchlab_host.core.engine import docker_must, require_docker, run, streamed
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.image import registry, wheelhouse
 from torchlab_host.image.context import inputs_digest, stage
 from torchlab_host.image.spec import (
@@ -53,7 +54,7 @@ def build_command(
         build.image,
         "--tag",
         inputs_tag(build.image, inputs_digest(build, context)),
-        *shlex.split(os.environ.get("DOCKER_BUILD_FLAGS", "")),
+        *shlex.split(build.settings["DOCKER_BUILD_FLAGS"]),
     ]
     if build.platform != this_platform():  # built under emulation (QEMU's binfmt_misc)
         command += ["--platform", build.platform]
@@ -68,7 +69,7 @@ def build_command(
 def explain_build_failure(build: Build, output: list[str]) -> HostError:
     """The one line for a failed build: its real cause where the output shows it."""
     text = "\n".join(output)
-    base = os.environ.get("BASE_IMAGE") or build.args["BASE_IMAGE"].split("@")[0]
+    base = build.settings["BASE_IMAGE"] or build.args["BASE_IMAGE"].split("@")[0]
     steps = [line for line in output if STEP.match(line)]
     pulling_base = bool(steps) and STEP.match(steps[-1])[1].startswith("FROM ")
     if pulling_base and REGISTRY_UNREACHABLE.search(text):
@@ -83,7 +84,7 @@ def explain_build_failure(build: Build, output: list[str]) -> HostError:
             "apt-get install qemu-user-static binfmt-support (Docker then runs them under "
             f"emulation), then {build.target} PLATFORM={build.platform}",
         )
-    if INDEX_UNREACHABLE.search(text) and not os.environ.get("WHEELHOUSE"):
+    if INDEX_UNREACHABLE.search(text) and not build.settings.wheelhouse:
         return HostError(
             f"pip inside the build of {build.image} could not get its packages from the index",
             "on a machine that reaches it, make wheels; then build from that wheelhouse: "
@@ -95,11 +96,11 @@ def explain_build_failure(build: Build, output: list[str]) -> HostError:
     )
 
 
-def preflight(build: Build) -> None:
+def preflight(build: Build, manifest: Manifest) -> None:
     """What a build needs before docker sees it: its locks, and a TORCHLAB_WITHOUT that the
     manifest allows."""
     require_locks(list(build.locks.values()))
-    require_omittable()
+    require_omittable(build.settings, manifest)
 
 
 def build_image(build: Build, manifest: Manifest, context: Path | None = None) -> float:
@@ -107,15 +108,16 @@ def build_image(build: Build, manifest: Manifest, context: Path | None = None) -
     prints; its seconds."""
     start = time.monotonic()
     if context is None:
-        preflight(build)
+        preflight(build, manifest)
         context = stage(build)
     require_docker()
-    wheelhouse_dir = os.environ.get("WHEELHOUSE")
+    wheelhouse_dir = build.settings.wheelhouse
     with contextlib.ExitStack() as stack:
         url = None
         if wheelhouse_dir:
             needed = list(build.locks.values())
-            url = stack.enter_context(wheelhouse.served(Path(wheelhouse_dir).resolve(), needed))
+            port = int(build.settings["WHEELHOUSE_PORT"])
+            url = stack.enter_context(wheelhouse.served(wheelhouse_dir.resolve(), needed, port))
         code, output = streamed(build_command(build, manifest, context, url))
         if code != 0:
             raise explain_build_failure(build, output)
@@ -131,24 +133,27 @@ def build_image(build: Build, manifest: Manifest, context: Path | None = None) -
     return elapsed
 
 
-def build_variant(variant: Variant, manifest: Manifest, tag: str | None = None) -> float:
+def build_variant(
+    variant: Variant, manifest: Manifest, settings: Settings, tag: str | None = None
+) -> float:
     """make build-<variant>; tag names it otherwise (make verify-reproducible builds twice)."""
-    build = variant_build(variant, manifest)
+    build = variant_build(variant, manifest, settings)
     return build_image(dataclasses.replace(build, image=tag) if tag else build, manifest)
 
 
 def print_context(build: Build, manifest: Manifest) -> Path:
     """make context: stage the context into build/<name>/ and print the docker build command
     that builds it (make build-<name> runs exactly that command)."""
-    preflight(build)
+    preflight(build, manifest)
     context = stage(build)
-    wheelhouse_dir = os.environ.get("WHEELHOUSE")
-    url = wheelhouse.url() if wheelhouse_dir else None
+    wheelhouse_dir = build.settings.wheelhouse
+    port = int(build.settings["WHEELHOUSE_PORT"])
+    url = wheelhouse.url(port) if wheelhouse_dir else None
     print(f"torchlab: the build context of {build.image} is in {context.relative_to(ROOT)}/")
     if wheelhouse_dir:
         print(
-            f"# serve the wheelhouse while it builds: python3 -m http.server {wheelhouse.port()} "
-            f"--bind 127.0.0.1 --directory {shlex.quote(wheelhouse_dir)} &"
+            f"# serve the wheelhouse while it builds: python3 -m http.server {port} "
+            f"--bind 127.0.0.1 --directory {shlex.quote(str(wheelhouse_dir))} &"
         )
     print(shlex.join(build_command(build, manifest, context, url)))
     return context
@@ -156,26 +161,26 @@ def print_context(build: Build, manifest: Manifest) -> Path:
 
 def ensure_image(build: Build, manifest: Manifest) -> None:
     """The image of this checkout's inputs: the local one, else the published one, else built."""
-    preflight(build)
+    preflight(build, manifest)
     context = stage(build)
     own = inputs_tag(build.image, inputs_digest(build, context))
-    if image_exists(own) or registry.pulled(own):
+    if image_exists(own) or registry.pulled(own, registry.configured(build.settings)):
         docker_must("tag", own, build.image)
         return
     print(f"torchlab: building {build.image} here ({build.target})", flush=True)
     build_image(build, manifest, context)
 
 
-def make_base_image() -> None:
+def make_base_image(settings: Settings) -> None:
     """make base-image: the Debian base of the images, made here (debootstrap) for PLATFORM or
     this machine's platform, for machines that reach no registry."""
-    platform = os.environ.get("PLATFORM") or this_platform()
-    if platform not in MACHINES:
-        raise HostError(
-            f"torchlab builds no images for {platform}",
-            f"choose one of {', '.join(MACHINES)}: make base-image PLATFORM=linux/arm64",
-        )
+    platform = settings.platform
     architecture = platform.rpartition("/")[2]  # amd64, arm64: Debian's names too
     script = ROOT / "scripts" / "make-base-image"
-    if run([str(script), local_base(LOCAL_BASE_IMAGE, platform), architecture]).returncode:
+    mirrors = {name: settings[name] for name in ("DEBIAN_MIRROR", "DEBIAN_SECURITY_MIRROR")}
+    made = run(
+        [str(script), local_base(LOCAL_BASE_IMAGE, platform), architecture],
+        env=dict(os.environ, **mirrors),
+    )
+    if made.returncode:
         raise HostError("making the base image failed (its output is above)")

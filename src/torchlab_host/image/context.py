@@ -17,11 +17,11 @@ STAGED = ROOT / "build"
 NOT_IN_CONTEXT = shutil.ignore_patterns("__pycache__", "*.pyc", ".ipynb_checkpoints")
 
 
-def source_date_epoch(files: list[Path]) -> int:
-    """The time every file of the build context carries: $SOURCE_DATE_EPOCH, else the commit's,
-    else (a tree that is no checkout) the newest of the files'."""
-    if os.environ.get("SOURCE_DATE_EPOCH"):
-        return int(os.environ["SOURCE_DATE_EPOCH"])
+def source_date_epoch(files: list[Path], said: str) -> int:
+    """The time every file of the build context carries: SOURCE_DATE_EPOCH (said), else the
+    commit's, else (a tree that is no checkout) the newest of the files'."""
+    if said:
+        return int(said)
     return commit_time() or int(max(path.stat().st_mtime for path in files))
 
 
@@ -40,7 +40,8 @@ def stage(build: Build, folder: Path | None = None) -> Path:
             shutil.copytree(source, target, ignore=NOT_IN_CONTEXT)
         else:
             shutil.copy2(source, target)
-    epoch = source_date_epoch([path for path in context.rglob("*") if path.is_file()])
+    files = [path for path in context.rglob("*") if path.is_file()]
+    epoch = source_date_epoch(files, build.settings["SOURCE_DATE_EPOCH"])
     build.generated(context)
     for path in [context, *context.rglob("*")]:
         if not path.is_symlink():

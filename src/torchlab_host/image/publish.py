@@ -13,6 +13,7 @@ digest of the names.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,8 +24,10 @@ from torchlab.variants import Manifest, Variant
 from torchlab_host.core.checkout import revision
 from torchlab_host.core.engine import docker_must, quiet, require_docker, streamed
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
+from torchlab_host.image import registry as registries
 from torchlab_host.image.context import inputs_digest, stage
-from torchlab_host.image.registry import configured_registry, insecure
+from torchlab_host.image.registry import insecure
 from torchlab_host.image.spec import variant_build
 from torchlab_host.image.tags import image_exists, inputs_tag
 
@@ -39,13 +42,17 @@ def published_names(variant: Variant, registry: str, commit: str) -> list[str]:
     ]
 
 
-def platform_images(variant: Variant, manifest: Manifest) -> dict[str, str]:
-    """platform -> the inputs tag of the variant's image for it (local name)."""
-    tags = {}
-    for platform in variant.platforms:
-        build = variant_build(variant, manifest, platform)
-        tags[platform] = inputs_tag(build.image, inputs_digest(build, stage(build)))
-    return tags
+def platform_images(variant: Variant, manifest: Manifest, settings: Settings) -> dict[str, str]:
+    """platform -> the inputs tag of the variant's image for it (local name). The context is
+    the same for every platform; the platform is one of the inputs."""
+    build = variant_build(variant, manifest, settings, next(iter(variant.platforms)))
+    context = stage(build)
+    return {
+        platform: inputs_tag(
+            build.image, inputs_digest(dataclasses.replace(build, platform=platform), context)
+        )
+        for platform in variant.platforms
+    }
 
 
 def sbom_of(image: str, into: Path) -> None:
@@ -120,19 +127,14 @@ def publish_platform(variant: Variant, platform: str, tag: str, registry: str, s
     github_outputs(repository, digest)
 
 
-def publish(variant: Variant, manifest: Manifest, sbom_file: str) -> None:
+def publish(variant: Variant, manifest: Manifest, settings: Settings, sbom_file: str) -> None:
     """PLATFORM=...: that platform's image. Otherwise every platform's built here, then the
     names over all of them, once the registry holds each."""
     require_docker()
-    registry = configured_registry()
-    local = platform_images(variant, manifest)
-    only = os.environ.get("PLATFORM")
-    if only:
-        if only not in local:
-            raise HostError(
-                f"variants.toml ships {variant.image} for {', '.join(local)} only, not {only}",
-                f"make publish VARIANT={variant.name} PLATFORM={next(iter(local))}",
-            )
+    registry = registries.configured(settings)
+    local = platform_images(variant, manifest, settings)
+    if settings.only_platform:
+        only = settings.platform_of(variant, f"make publish VARIANT={variant.name}")
         publish_platform(variant, only, local[only], registry, Path(sbom_file))
         return
     for platform, tag in local.items():

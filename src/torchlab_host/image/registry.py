@@ -4,20 +4,19 @@ its inputs from there before it builds one."""
 from __future__ import annotations
 
 import ipaddress
-import os
 import urllib.error
 import urllib.request
 
 from torchlab_host.core.engine import docker_must, problem_lines, streamed
+from torchlab_host.core.settings import Settings
 
-DEFAULT_REGISTRY = "ghcr.io/torchlab"
 REGISTRY_TIMEOUT_S = 5
 
 
-def configured_registry() -> str:
+def configured(settings: Settings) -> str:
     """TORCHLAB_REGISTRY, lower case as registries want it (GitHub owners may have capitals);
     empty means: never pull."""
-    return os.environ.get("TORCHLAB_REGISTRY", DEFAULT_REGISTRY).rstrip("/").lower()
+    return settings["TORCHLAB_REGISTRY"].rstrip("/").lower()
 
 
 def on_loopback(reference: str) -> bool:
@@ -52,10 +51,9 @@ def registry_problem(registry: str) -> str | None:
     return None
 
 
-def pulled(tag: str) -> bool:
-    """Pull the published image of these inputs; say in one line why not where it cannot be
-    had."""
-    registry = configured_registry()
+def pulled(tag: str, registry: str) -> bool:
+    """Pull the published image of these inputs from a registry (none: ''); say in one line
+    why not where it cannot be had."""
     if not registry:
         return False
     published = f"{registry}/{tag}"

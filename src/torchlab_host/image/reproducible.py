@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import tarfile
 import tempfile
@@ -20,6 +19,7 @@ from torchlab_host import ROOT
 from torchlab_host.core.checkout import revision, run_host_tools
 from torchlab_host.core.engine import docker_must, quiet, require_docker
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 
 SHOWN_FILES = 5
 VERIFY_IMAGE = "torchlab-verify"
@@ -34,9 +34,9 @@ def clone_head(into: Path) -> str:
     return revision(into)
 
 
-def build_in(checkout: Path, variant: str, tag: str) -> None:
+def build_in(checkout: Path, variant: str, tag: str, flags: str) -> None:
     """The clone's own host tools build the clone, with no layer from any earlier build."""
-    flags = f"{os.environ.get('DOCKER_BUILD_FLAGS', '')} --no-cache".strip()
+    flags = f"{flags} --no-cache".strip()
     built = run_host_tools(
         "build", variant, "--tag", tag, root=checkout, settings={"DOCKER_BUILD_FLAGS": flags},
         capture_output=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -143,7 +143,7 @@ def compare(tags: list[str], commit: str, variant: str, folder: Path) -> int:
     return 1
 
 
-def verify(variant: str, against: str | None = None) -> int:
+def verify(variant: str, settings: Settings, against: str | None = None) -> int:
     require_docker()
     if revision().endswith("-dirty"):
         print("torchlab: verifying the commit HEAD; the uncommitted changes are not in it")
@@ -163,7 +163,7 @@ def verify(variant: str, against: str | None = None) -> int:
                 commit = clone_head(checkout)
                 print(f"torchlab: build {number} of {len(builds)}: {tag} from a fresh clone, "
                       "--no-cache")  # fmt: skip
-                build_in(checkout, variant, tag)
+                build_in(checkout, variant, tag, settings["DOCKER_BUILD_FLAGS"])
             return compare([against, *builds] if against else builds, commit, variant, Path(folder))
         finally:  # by ID: each build also tagged its image with its inputs tag
             inspect = ["docker", "image", "inspect", "--format", "{{.Id}}"]

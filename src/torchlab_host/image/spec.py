@@ -5,14 +5,13 @@ same way (context.py stages them, building.py builds them)."""
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchlab.variants import Manifest, Variant, this_platform
 from torchlab_host.core.checkout import revision
-from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.hub import proxy
 from torchlab_host.lockfiles import files as lockfiles
 from torchlab_host.lockfiles.sources import sources
@@ -61,20 +60,8 @@ class Build:
     user_args: dict[str, str]  # environment variables a user may set -> build arguments
     target: str  # the make target that builds it, for messages
     generated: Callable[[Path], None]  # writes the generated files into a staged context
+    settings: Settings  # what the person set: the base image, the wheelhouse, build flags
     platform: str = field(default_factory=this_platform)  # linux/amd64, linux/arm64
-
-
-def target_platform(variant: Variant) -> str:
-    """The platform to build a variant for: PLATFORM, else this machine's; one it ships for."""
-    wanted = os.environ.get("PLATFORM") or this_platform()
-    if wanted not in variant.platforms:
-        shipped = ", ".join(variant.platforms)
-        first = next(iter(variant.platforms))
-        raise HostError(
-            f"variants.toml ships {variant.image} for {shipped} only, not {wanted}",
-            f"build one of those: make build-{variant.name} PLATFORM={first}",
-        )
-    return wanted
 
 
 def local_base(base: str, platform: str) -> str:
@@ -85,7 +72,9 @@ def local_base(base: str, platform: str) -> str:
     return f"{base}-{platform.rpartition('/')[2]}"
 
 
-def variant_build(variant: Variant, manifest: Manifest, platform: str | None = None) -> Build:
+def variant_build(
+    variant: Variant, manifest: Manifest, settings: Settings, platform: str | None = None
+) -> Build:
     """A variant's image for a platform (default: PLATFORM, else this machine's)."""
     shared, own = manifest.shared_lock, variant.lock
 
@@ -95,7 +84,7 @@ def variant_build(variant: Variant, manifest: Manifest, platform: str | None = N
         for tree, name in (("shared-lock", shared), ("variant-lock", own)):
             written = context / tree / REQUIREMENTS_IN_IMAGE / f"{name}.txt"
             written.parent.mkdir(parents=True)
-            written.write_text(lockfiles.installed_text(name, manifest))
+            written.write_text(lockfiles.installed_text(name, manifest, settings))
         constraints = context / "toolkit" / REQUIREMENTS_IN_IMAGE / "constraints.txt"
         constraints.parent.mkdir(parents=True)
         constraints.write_text(lockfiles.constraints_text([shared, own]))
@@ -112,21 +101,22 @@ def variant_build(variant: Variant, manifest: Manifest, platform: str | None = N
             "DEVICE": variant.device,
             "SHARED_LOCK": shared,
             "LOCK": own,
-            "WITHOUT": " ".join(sorted(lockfiles.omitted(variant))),
+            "WITHOUT": " ".join(sorted(lockfiles.omitted(variant, settings))),
             "TORCH_VERSION": lockfiles.torch_version([shared, own]),
         },
         user_args=USER_BUILD_ARGS,
         target=f"make build-{variant.name}",
         generated=generated,
-        platform=platform or target_platform(variant),
+        settings=settings,
+        platform=platform or settings.platform_of(variant, f"make build-{variant.name}"),
     )
 
 
-def hub_build(manifest: Manifest) -> Build:
+def hub_build(manifest: Manifest, settings: Settings) -> Build:
     lock = manifest.hub_lock
 
     def generated(context: Path) -> None:
-        (context / "hub/proxy.tar.gz").write_bytes(proxy.packed())
+        (context / "hub/proxy.tar.gz").write_bytes(proxy.packed(settings.wheelhouse))
 
     return Build(
         name="hub",
@@ -138,6 +128,7 @@ def hub_build(manifest: Manifest) -> Build:
         user_args={},
         target="make hub-build",
         generated=generated,
+        settings=settings,
     )
 
 
@@ -145,11 +136,11 @@ def input_arguments(build: Build) -> dict[str, str]:
     """The build arguments that make the image what it is (the base image may be replaced by
     BASE_IMAGE, the image's user by IMAGE_UID and IMAGE_GID)."""
     arguments = dict(build.args)
-    if os.environ.get("BASE_IMAGE"):
-        arguments["BASE_IMAGE"] = local_base(os.environ["BASE_IMAGE"], build.platform)
+    if build.settings["BASE_IMAGE"]:
+        arguments["BASE_IMAGE"] = local_base(build.settings["BASE_IMAGE"], build.platform)
     for name, argument in build.user_args.items():
-        if os.environ.get(name):
-            arguments[argument] = os.environ[name]
+        if build.settings[name]:
+            arguments[argument] = build.settings[name]
     return arguments
 
 
@@ -166,11 +157,11 @@ def build_arguments(build: Build, manifest: Manifest, wheelhouse_url: str | None
     wheelhouse served at wheelhouse_url), and what only says how it was made (the commit)."""
     arguments = input_arguments(build)
     for argument, lock in build.locks.items():
-        arguments[argument] = " ".join(sources(lock, manifest, wheelhouse_url))
+        arguments[argument] = " ".join(sources(lock, manifest, build.settings, wheelhouse_url))
     arguments["REVISION"] = revision()
     arguments["LOCK_SHA256"] = lock_digest(list(build.locks.values()))
     if not wheelhouse_url:
         arguments.update(
-            {name: os.environ[name] for name in ONLINE_BUILD_ARGS if os.environ.get(name)}
+            {name: build.settings[name] for name in ONLINE_BUILD_ARGS if build.settings[name]}
         )
     return arguments

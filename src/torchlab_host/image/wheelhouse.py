@@ -6,19 +6,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.server
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 from torchlab_host.core.errors import HostError
-
-# A fixed port keeps the URL, and so Docker's layer cache, the same from build to build.
-DEFAULT_PORT = 8799
-
-
-def port() -> int:
-    return int(os.environ.get("WHEELHOUSE_PORT") or DEFAULT_PORT)
 
 
 def require_wheels(wheelhouse: Path, needed: list[str]) -> None:
@@ -36,16 +28,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def served(wheelhouse: Path, needed: list[str]) -> Iterator[str]:
+def served(wheelhouse: Path, needed: list[str], port: int) -> Iterator[str]:
     """Serve a wheelhouse on 127.0.0.1 for the build's pip; yield its URL."""
     require_wheels(wheelhouse, needed)
     handler = functools.partial(_QuietHandler, directory=str(wheelhouse))
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port()), handler)
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
     except OSError:
         raise HostError(
-            f"port {port()} for serving the wheelhouse is in use",
-            f"set another one: WHEELHOUSE_PORT={port() + 1}",
+            f"port {port} for serving the wheelhouse is in use",
+            f"set another one: WHEELHOUSE_PORT={port + 1}",
         ) from None
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -56,6 +48,6 @@ def served(wheelhouse: Path, needed: list[str]) -> Iterator[str]:
         server.server_close()
 
 
-def url() -> str:
+def url(port: int) -> str:
     """Where a build finds the wheelhouse while it is served (make context prints builds for it)."""
-    return f"http://127.0.0.1:{port()}"
+    return f"http://127.0.0.1:{port}"

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from torchlab_host import ROOT
-from torchlab_host.core.addresses import LOOPBACK, port_number
+from torchlab_host.core.addresses import port_number
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -35,9 +36,9 @@ class LabSettings:
         }
 
 
-def data_dir() -> Path:
+def data_dir(settings: Settings) -> Path:
     """The lab's data folder on the host: the packages you add and the caches (LAB_DATA_DIR)."""
-    return Path(os.environ.get("LAB_DATA_DIR") or ROOT / "lab-data").resolve()
+    return Path(settings["LAB_DATA_DIR"] or ROOT / "lab-data").resolve()
 
 
 def writable_by(path: Path, uid: int, gid: int) -> bool:
@@ -62,15 +63,16 @@ def prepare_data_dir(folder: Path, uid: int, gid: int) -> None:
         )
 
 
-def lab_user(labs: Path) -> tuple[int, int]:
+def lab_user(labs: Path, settings: Settings) -> tuple[int, int]:
     """The uid:gid the lab runs as, so the files it saves belong to the host user."""
-    if os.environ.get("LAB_UID"):
-        uid = int(os.environ["LAB_UID"])
-        return uid, int(os.environ.get("LAB_GID") or uid)
+    if settings["LAB_UID"]:
+        uid = int(settings["LAB_UID"])
+        return uid, int(settings["LAB_GID"] or uid)
     if os.getuid() != 0:
         return os.getuid(), os.getgid()
-    if os.environ.get("SUDO_UID"):
-        return int(os.environ["SUDO_UID"]), int(os.environ.get("SUDO_GID", os.environ["SUDO_UID"]))
+    caller = settings.caller
+    if caller.get("SUDO_UID"):
+        return int(caller["SUDO_UID"]), int(caller.get("SUDO_GID", caller["SUDO_UID"]))
     if labs.is_dir() and labs.stat().st_uid != 0:
         return labs.stat().st_uid, labs.stat().st_gid
     raise HostError(
@@ -131,8 +133,9 @@ def start_work_folder(work: Path, uid: int, gid: int) -> None:
     )
 
 
-def settings() -> LabSettings:
-    configured = os.environ.get("LABS_DIR")
+def for_lab(settings: Settings) -> LabSettings:
+    """Who the lab runs as and what it mounts, from the settings, each checked."""
+    configured = settings["LABS_DIR"]
     labs = Path(configured).resolve() if configured else DEFAULT_WORK
     if configured and not labs.is_dir():
         raise HostError(
@@ -144,7 +147,7 @@ def settings() -> LabSettings:
             "LABS_DIR is labs/, the course's source, which no lab writes into",
             "unset LABS_DIR: your work lives in work/",
         )
-    uid, gid = lab_user(labs if labs.is_dir() else ROOT)
+    uid, gid = lab_user(labs if labs.is_dir() else ROOT, settings)
     if not labs.exists():
         start_work_folder(labs, uid, gid)
     if not writable_by(labs, uid, gid):
@@ -152,7 +155,7 @@ def settings() -> LabSettings:
             f"the work folder {labs} is not writable by uid {uid}",
             f"sudo chown -R {uid}:{gid} {labs}",
         )
-    port = port_number(os.environ.get("LAB_PORT") or "8888", "LAB", "make lab-cpu", 8888)
-    data = data_dir()
+    port = port_number(settings["LAB_PORT"], "LAB", "make lab-cpu", 8888)
+    data = data_dir(settings)
     prepare_data_dir(data, uid, gid)
-    return LabSettings(uid, gid, port, os.environ.get("LAB_BIND") or LOOPBACK, labs, data)
+    return LabSettings(uid, gid, port, settings["LAB_BIND"], labs, data)

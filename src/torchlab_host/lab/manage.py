@@ -3,7 +3,6 @@ it, its logs, stop it, and clean up."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -13,12 +12,13 @@ from torchlab.variants import Manifest, Variant
 from torchlab_host import ARTIFACTS
 from torchlab_host.core.addresses import browser_url, require_free_port, warn_if_exposed
 from torchlab_host.core.engine import problem_lines, require_docker, require_engine, run, streamed
-from torchlab_host.core.envfile import configured, token
+from torchlab_host.core.envfile import token
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.image.build import ensure_image
 from torchlab_host.image.spec import variant_build
 from torchlab_host.image.tags import image_exists, prune_replaced_images
-from torchlab_host.lab.config import data_dir, settings
+from torchlab_host.lab.config import data_dir, for_lab
 from torchlab_host.lab.services import (
     SELFTEST,
     compose,
@@ -76,60 +76,60 @@ def auto_variant(manifest: Manifest) -> Variant:
     return next(variant for variant in by_priority if variant.device == "cpu")
 
 
-def running(service: str) -> bool:
-    listed = compose("ps", "--quiet", "--status", "running", service, capture=True)
+def running(service: str, settings: Settings) -> bool:
+    listed = compose(settings, "ps", "--quiet", "--status", "running", service, capture=True)
     return bool(listed.stdout.strip())
 
 
-def failure_reason(service: str, said: str) -> HostError:
+def failure_reason(service: str, said: str, settings: Settings) -> HostError:
     """The container's own one-line reason (torchlab serve prints it), else where to look."""
     if f"no such service: {service}" in said:
         return HostError(
             f"compose.yaml has no service {service}", "write it from variants.toml: make generate"
         )
-    logs = compose("logs", "--no-log-prefix", service, capture=True).stdout.splitlines()
+    logs = compose(settings, "logs", "--no-log-prefix", service, capture=True).stdout.splitlines()
     reasons = [line for line in logs if line.startswith("torchlab: ")]
     if reasons:
         return HostError(reasons[-1].removeprefix("torchlab: "))
     return HostError(f"{service} did not become healthy", "read its log: make logs")
 
 
-def prepare(name: str, manifest: Manifest) -> None:
+def prepare(name: str, manifest: Manifest, settings: Settings) -> None:
     """What an editor's dev container (.devcontainer/<variant>) needs before it starts: the
     image of this checkout, and the work and data folders, writable by the lab's user."""
     variant = manifest.variant(name)
     require_engine()
-    lab = settings()
-    ensure_image(variant_build(variant, manifest), manifest)
+    lab = for_lab(settings)
+    ensure_image(variant_build(variant, manifest, settings), manifest)
     print(f"torchlab: {variant.image} and {lab.labs}, {lab.data} are ready for the editor")
 
 
-def up(name: str, manifest: Manifest) -> float:
+def up(name: str, manifest: Manifest, settings: Settings) -> float:
     """Start a variant's lab and print its URL with the token; seconds to healthy."""
     variant = auto_variant(manifest) if name == "auto" else manifest.variant(name)
     require_host_device(variant, manifest)
     require_engine()
-    lab = settings()
+    lab = for_lab(settings)
     service = lab_service(variant)
-    if not running(service):
+    if not running(service, settings):
         require_free_port(lab.bind, lab.port, f"make lab-{variant.name}")
-    ensure_image(variant_build(variant, manifest), manifest)
-    colab = os.environ.get("COLAB") == "1"
+    ensure_image(variant_build(variant, manifest, settings), manifest)
+    colab = settings["COLAB"] == "1"
     environment = dict(
-        lab.environment(), JUPYTER_TOKEN=token(), TORCHLAB_COLAB="1" if colab else ""
+        lab.environment(), JUPYTER_TOKEN=token(settings), TORCHLAB_COLAB="1" if colab else ""
     )
     start, since = time.monotonic(), int(time.time())
     started = compose(
-        "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S), service,
+        settings, "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S), service,
         environment=environment, capture=True,
     )  # fmt: skip
     if started.returncode != 0:
-        raise failure_reason(service, started.stderr)
+        raise failure_reason(service, started.stderr, settings)
     elapsed = time.monotonic() - start
-    for line in course_news(service, since, environment):
+    for line in course_news(service, since, environment, settings):
         print(line)
     url = browser_url(lab.bind, lab.port, "/lab")
-    login = " (log in with your password)" if configured("TORCHLAB_PASSWORD_HASH") else ""
+    login = " (log in with your password)" if settings["TORCHLAB_PASSWORD_HASH"] else ""
     if not login:
         url += f"?token={environment['JUPYTER_TOKEN']}"
     print(
@@ -147,22 +147,28 @@ def up(name: str, manifest: Manifest) -> float:
     return elapsed
 
 
-def test(name: str, manifest: Manifest, on_cpu: bool, pytest_options: list[str] = ()) -> int:
+def test(
+    name: str,
+    manifest: Manifest,
+    settings: Settings,
+    on_cpu: bool,
+    pytest_options: list[str] = (),
+) -> int:
     """The probe and the device suite in a variant's image; no warning or error line allowed.
     pytest_options go to the suite's pytest."""
     variant = manifest.variant(name)
     if not on_cpu:
         require_host_device(variant, manifest)
     require_engine()
-    ensure_image(variant_build(variant, manifest), manifest)
+    ensure_image(variant_build(variant, manifest, settings), manifest)
     service = test_service(variant, on_cpu)
     # Keep this run's probe report (CI uploads it), then run the probe and the suite.
-    report = run_in_service(service, "torchlab", "probe", "--json")
+    report = run_in_service(settings, service, "torchlab", "probe", "--json")
     if report.stdout.strip().startswith("{"):
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / f"probe-{service}.json").write_text(report.stdout)
     command = [*SELFTEST, *pytest_options] if pytest_options else []
-    code, output = streamed(in_service(service, *command), compose_environment())
+    code, output = streamed(in_service(service, *command), compose_environment(settings))
     problems = problem_lines(output)
     if code == 0 and problems:
         print(
@@ -174,40 +180,43 @@ def test(name: str, manifest: Manifest, on_cpu: bool, pytest_options: list[str] 
     return code
 
 
-def shell(name: str, manifest: Manifest) -> int:
+def shell(name: str, manifest: Manifest, settings: Settings) -> int:
     variant = manifest.variant(name)
     require_host_device(variant, manifest)
     require_engine()
-    ensure_image(variant_build(variant, manifest), manifest)
+    ensure_image(variant_build(variant, manifest, settings), manifest)
+    environment = for_lab(settings).environment()
     return compose(
-        "run", "--rm", lab_service(variant), "bash", environment=settings().environment()
+        settings, "run", "--rm", lab_service(variant), "bash", environment=environment
     ).returncode
 
 
-def down() -> int:
+def down(settings: Settings) -> int:
     require_engine()
-    return compose("--profile", "*", "down", "--remove-orphans").returncode
+    return compose(settings, "--profile", "*", "down", "--remove-orphans").returncode
 
 
-def course_news(service: str, since: int, environment: dict[str, str]) -> list[str]:
+def course_news(
+    service: str, since: int, environment: dict[str, str], settings: Settings
+) -> list[str]:
     """What the course brought at this start of the lab (the container says it in its log)."""
     logged = compose(
-        "logs", "--no-log-prefix", "--since", str(since), service,
+        settings, "logs", "--no-log-prefix", "--since", str(since), service,
         environment=environment, capture=True,
     ).stdout  # fmt: skip
     return [line for line in logged.splitlines() if line.startswith("torchlab: the course brought")]
 
 
-def logs() -> int:
+def logs(settings: Settings) -> int:
     require_engine()
-    return compose("logs", "--tail", "200").returncode
+    return compose(settings, "logs", "--tail", "200").returncode
 
 
-def clean_data(part: str) -> int:
+def clean_data(part: str, settings: Settings) -> int:
     """Remove one part of the lab's data folder: the caches, or the packages you added."""
     parts = {"cache": ("cache", "datasets"), "packages": ("packages",)}
     for name in parts[part]:
-        folder = data_dir() / name
+        folder = data_dir(settings) / name
         try:
             shutil.rmtree(folder)
         except FileNotFoundError:
@@ -220,10 +229,10 @@ def clean_data(part: str) -> int:
     return 0
 
 
-def clean(manifest: Manifest) -> int:
+def clean(manifest: Manifest, settings: Settings) -> int:
     """Remove the containers, the torchlab images and the dangling layers they left."""
     require_docker()
-    down()
+    down(settings)
     present = [v.image for v in manifest.variants if image_exists(v.image)]
     if present:
         run(["docker", "image", "rm", *present], capture_output=True)

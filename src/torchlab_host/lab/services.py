@@ -12,8 +12,8 @@ from typing import Any
 from torchlab.variants import Variant
 from torchlab_host import ROOT
 from torchlab_host.core.engine import compose_command, quiet, run
-from torchlab_host.core.envfile import configured
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 
 LAB_COMPOSE = ROOT / "compose.yaml"
 # compose.yaml refuses to interpolate without a token, even for commands that start no lab
@@ -36,20 +36,25 @@ def test_service(variant: Variant, on_cpu: bool = False) -> str:
     return f"test-{variant.name}"
 
 
-def compose_environment(environment: dict[str, str] | None = None) -> dict[str, str]:
+def compose_environment(
+    settings: Settings, environment: dict[str, str] | None = None
+) -> dict[str, str]:
     """What compose.yaml interpolates: this process's environment, the given settings and,
     when no token is configured, the placeholder."""
     env = dict(os.environ, **(environment or {}))
-    if not env.get("JUPYTER_TOKEN") and not configured("JUPYTER_TOKEN"):
+    if not env.get("JUPYTER_TOKEN") and not settings.given("JUPYTER_TOKEN"):
         env["JUPYTER_TOKEN"] = NO_LAB_TOKEN
     return env
 
 
 def compose(
-    *arguments: str, environment: dict[str, str] | None = None, capture: bool = False
+    settings: Settings,
+    *arguments: str,
+    environment: dict[str, str] | None = None,
+    capture: bool = False,
 ) -> subprocess.CompletedProcess:
     """docker compose on compose.yaml, with the environment it interpolates."""
-    env = compose_environment(environment)
+    env = compose_environment(settings, environment)
     command = compose_command(LAB_COMPOSE, *arguments)
     return quiet(command, env=env) if capture else run(command, env=env)
 
@@ -60,15 +65,15 @@ def in_service(service: str, *command: str, profile: str = "test") -> list[str]:
 
 
 def run_in_service(
-    service: str, *command: str, environment: dict[str, str] | None = None
+    settings: Settings, service: str, *command: str, environment: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """A command in a fresh container of a service, its output captured."""
-    return quiet(in_service(service, *command), env=compose_environment(environment))
+    return quiet(in_service(service, *command), env=compose_environment(settings, environment))
 
 
-def compose_services() -> dict[str, dict[str, Any]]:
+def compose_services(settings: Settings) -> dict[str, dict[str, Any]]:
     """Every service of compose.yaml (all profiles), as Compose itself resolves them."""
-    result = compose("--profile", "*", "config", "--format", "json", capture=True)
+    result = compose(settings, "--profile", "*", "config", "--format", "json", capture=True)
     if result.returncode != 0:
         raise HostError(f"compose.yaml does not resolve: {result.stderr.strip()}")
     return json.loads(result.stdout)["services"]

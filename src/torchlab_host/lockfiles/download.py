@@ -11,6 +11,7 @@ from torchlab.locks import canonical, pins
 from torchlab.variants import MACHINES, Manifest
 from torchlab_host.core.engine import run
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles.files import GLIBC_MINOR, PYTHON_VERSION, as_installed, lock_platforms
 from torchlab_host.lockfiles.sources import shielded, sources
 
@@ -54,24 +55,29 @@ def link_shared_wheels(folder: Path, target: Path, lock_text: str) -> int:
     return linked
 
 
-def download(folder: Path, locks: list[str], manifest: Manifest) -> None:
+def download(folder: Path, locks: list[str], manifest: Manifest, settings: Settings) -> None:
     """Each lock's wheels for every platform its images ship for (PLATFORM=...: for that one
     alone), side by side in its folder (pip in each image picks its own)."""
-    only = os.environ.get("PLATFORM")
+    only = settings.only_platform
     for name in locks:
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
-        with as_installed(name, manifest) as lock_copy:
+        with as_installed(name, manifest, settings) as lock_copy:
             linked = link_shared_wheels(folder, target, lock_copy.read_text())
             if linked:
                 print(f"torchlab: {linked} wheels linked from other locks' folders", flush=True)
             for platform in lock_platforms(name, manifest):
                 if not only or platform == only:
-                    download_one(name, platform, lock_copy, target, manifest)
+                    download_one(name, platform, lock_copy, target, manifest, settings)
 
 
 def download_one(
-    name: str, platform: str, lock_copy: Path, target: Path, manifest: Manifest
+    name: str,
+    platform: str,
+    lock_copy: Path,
+    target: Path,
+    manifest: Manifest,
+    settings: Settings,
 ) -> None:
     print(f"torchlab: downloading {name}.txt for {platform} into {target}/", flush=True)
     result = run(
@@ -88,13 +94,13 @@ def download_one(
             "--only-binary=:all:",
             *(f"--no-binary={package}" for package in SOURCE_ONLY),
             *platform_options(platform),
-            *sources(name, manifest, os.environ.get("WHEELHOUSE")),
+            *sources(name, manifest, settings, settings.wheelhouse),
             "--dest",
             str(target),
             "--requirement",
             str(lock_copy),
         ],
-        env=shielded(name, manifest, target),
+        env=shielded(name, manifest, target, settings),
     )
     if result.returncode != 0:
         raise HostError(

@@ -4,16 +4,15 @@ that keep a lab user's own installs to it, and the order the locks build on each
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchlab import variants
 from torchlab.locks import canonical, pins
 from torchlab.variants import Manifest, Variant, this_platform
 from torchlab_host import ROOT
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 
 REQUIREMENTS = ROOT / "requirements"
 # The images' interpreter: Debian bookworm's CPython 3.11 on glibc 2.36.
@@ -58,21 +57,19 @@ def without(text: str, names: set[str]) -> str:
     return joined(header, {name: b for name, b in blocks.items() if name not in names})
 
 
-def asked_to_omit() -> set[str]:
+def asked_to_omit(settings: Settings) -> set[str]:
     """The packages TORCHLAB_WITHOUT names (by canonical name; commas or spaces between)."""
-    said = (os.environ.get("TORCHLAB_WITHOUT") or "").replace(",", " ").split()
-    return {canonical(name) for name in said}
+    return {canonical(name) for name in settings.words("TORCHLAB_WITHOUT")}
 
 
-def omitted(variant: Variant) -> set[str]:
+def omitted(variant: Variant, settings: Settings) -> set[str]:
     """What TORCHLAB_WITHOUT leaves out of this variant: only what its manifest entry allows."""
-    return asked_to_omit() & {canonical(name) for name in variant.omittable}
+    return asked_to_omit(settings) & {canonical(name) for name in variant.omittable}
 
 
-def require_omittable(manifest: Manifest | None = None) -> None:
-    manifest = manifest or variants.load()
+def require_omittable(settings: Settings, manifest: Manifest) -> None:
     allowed = {canonical(name) for v in manifest.variants for name in v.omittable}
-    unknown = sorted(asked_to_omit() - allowed)
+    unknown = sorted(asked_to_omit(settings) - allowed)
     if unknown:
         raise HostError(
             f"TORCHLAB_WITHOUT names {', '.join(unknown)}, which no variant may leave out "
@@ -81,24 +78,24 @@ def require_omittable(manifest: Manifest | None = None) -> None:
         )
 
 
-def left_out_of(locks: list[str], manifest: Manifest) -> set[str]:
+def left_out_of(locks: list[str], manifest: Manifest, settings: Settings) -> set[str]:
     """What TORCHLAB_WITHOUT leaves out of these locks, by the variants that install them."""
-    return set().union(*(omitted(v) for v in manifest.variants if v.lock in locks))
+    return set().union(*(omitted(v, settings) for v in manifest.variants if v.lock in locks))
 
 
-def installed_text(lock: str, manifest: Manifest) -> str:
+def installed_text(lock: str, manifest: Manifest, settings: Settings) -> str:
     """What a build installs of a lock: the lock, less what TORCHLAB_WITHOUT leaves out."""
     text = lock_file(lock).read_text()
-    left_out = left_out_of([lock], manifest)
+    left_out = left_out_of([lock], manifest, settings)
     return without(text, left_out) if left_out else text
 
 
 @contextlib.contextmanager
-def as_installed(lock: str, manifest: Manifest) -> Iterator[Path]:
+def as_installed(lock: str, manifest: Manifest, settings: Settings) -> Iterator[Path]:
     """A copy of a lock as a build installs it, for pip to read."""
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder, f"{lock}.txt")
-        copy.write_text(installed_text(lock, manifest))
+        copy.write_text(installed_text(lock, manifest, settings))
         yield copy
 
 

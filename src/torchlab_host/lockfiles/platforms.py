@@ -5,7 +5,6 @@ the indexes (PEP 503 pages, sha256 in each link) and never downloads a wheel."""
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ from pathlib import Path
 from torchlab.locks import canonical
 from torchlab.variants import MACHINES, Manifest
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles.download import SOURCE_ONLY
 from torchlab_host.lockfiles.files import (
     GLIBC_MINOR,
@@ -104,10 +104,10 @@ def release_of(filename: str) -> tuple[str, str] | None:
     return canonical(name), version
 
 
-def offered(pin: Pin, index: str) -> dict[str, str] | None:
+def offered(pin: Pin, index: str, cpu_links: list[str]) -> dict[str, str] | None:
     """filename -> sha256 of this exact release's files: from the CPU wheel places for a local
     version (2.13.0+cpu), from the index otherwise; None when none of them answers."""
-    places = torch_cpu_links() if "+" in pin.version else [f"{index}/{canonical(pin.name)}/"]
+    places = cpu_links if "+" in pin.version else [f"{index}/{canonical(pin.name)}/"]
     answers = [listed for listed in map(page_files, places) if listed is not None]
     if not answers:
         return None
@@ -153,11 +153,11 @@ def problems_of(
 
 
 def check_lock(
-    lock: str, text: str, platforms: list[str], index: str
+    lock: str, text: str, platforms: list[str], index: str, cpu_links: list[str]
 ) -> tuple[list[str], list[str]]:
     pinned = lock_pins(text)
     with ThreadPoolExecutor(max_workers=32) as pool:
-        answers = list(pool.map(lambda pin: offered(pin, index), pinned))
+        answers = list(pool.map(lambda pin: offered(pin, index, cpu_links), pinned))
     wrong, unchecked = [], []
     for pin, files in zip(pinned, answers, strict=True):
         found, not_checked = problems_of(pin, platforms, files, lock)
@@ -166,12 +166,15 @@ def check_lock(
     return wrong, unchecked
 
 
-def check_locks(manifest: Manifest) -> None:
-    index = (os.environ.get("PIP_INDEX_URL") or PYPI_SIMPLE).rstrip("/")
+def check_locks(manifest: Manifest, settings: Settings) -> None:
+    index = (settings["PIP_INDEX_URL"] or PYPI_SIMPLE).rstrip("/")
+    cpu_links = torch_cpu_links(settings)
     wrong: list[str] = []
     for lock in all_locks(manifest):
         platforms = lock_platforms(lock, manifest)
-        found, unchecked = check_lock(lock, lock_file(lock).read_text(), platforms, index)
+        found, unchecked = check_lock(
+            lock, lock_file(lock).read_text(), platforms, index, cpu_links
+        )
         wrong += found
         for line in unchecked:
             print(f"torchlab: not checked here, {line}", flush=True)

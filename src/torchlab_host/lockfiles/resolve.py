@@ -11,6 +11,7 @@ from torchlab.variants import Manifest
 from torchlab_host import ROOT
 from torchlab_host.core.engine import run
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles import files
 from torchlab_host.lockfiles.files import (
     GLIBC_MINOR,
@@ -30,22 +31,21 @@ from torchlab_host.lockfiles.sources import (
 )
 
 
-def lock(manifest: Manifest, uv: str) -> None:
+def lock(manifest: Manifest, settings: Settings) -> None:
     for name in all_locks(manifest):
-        lock_one(name, manifest, uv)
+        lock_one(name, manifest, settings)
     # uv resolves for x86_64 and keeps every file's hash of each pin: the check proves that
     # covers every platform the images ship for.
-    check_locks(manifest)
+    check_locks(manifest, settings)
 
 
-def kept_entries(name: str, unreachable: dict[str, str]) -> dict[str, str]:
+def kept_entries(name: str, unreachable: dict[str, str], places: str) -> dict[str, str]:
     """The existing lock's entries for pins that cannot be resolved here: kept, never dropped."""
     _, existing = entries(lock_file(name).read_text()) if lock_file(name).exists() else ("", {})
     kept = {}
     for package, version in unreachable.items():
         entry = existing.get(canonical(package), "")
         if not entry.startswith(f"{package}=={version} "):
-            places = ", ".join(torch_cpu_links())
             raise HostError(
                 f"{package}=={version} cannot be resolved here (none of {places} offers it) "
                 f"and requirements/{name}.txt holds no pin of it to keep",
@@ -56,13 +56,14 @@ def kept_entries(name: str, unreachable: dict[str, str]) -> dict[str, str]:
     return kept
 
 
-def lock_one(name: str, manifest: Manifest, uv: str) -> None:
+def lock_one(name: str, manifest: Manifest, settings: Settings) -> None:
     options = [f"--constraint=requirements/{c}.txt" for c in constraints(name, manifest)]
     kept: dict[str, str] = {}
     if "pytorch-cpu" in torch_sources(name, manifest):
-        options += [f"--find-links={link}" for link in torch_cpu_links()]
-        unreachable = unreachable_local_pins(name)
-        kept = kept_entries(name, unreachable)
+        links = torch_cpu_links(settings)
+        options += [f"--find-links={link}" for link in links]
+        unreachable = unreachable_local_pins(name, settings)
+        kept = kept_entries(name, unreachable, ", ".join(links))
         for package, version in unreachable.items():
             print(
                 f"torchlab: kept {package}=={version} and its hashes from "
@@ -75,7 +76,7 @@ def lock_one(name: str, manifest: Manifest, uv: str) -> None:
         # uv resolves the rest; the kept pins' own dependencies are pinned by the locks.
         source = Path(folder, f"{name}.in")
         source.write_text(LOCAL_PIN.sub(lambda m: "" if canonical(m[1]) in kept else m[0], wanted))
-        resolve(uv, name, source, options)
+        resolve(settings["UV"], name, source, options)
     text = lock_file(name).read_text().replace(str(source), f"requirements/{name}.in")
     if kept:
         header, blocks = entries(text)

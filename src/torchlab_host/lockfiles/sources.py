@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torchlab.locks import canonical
 from torchlab.variants import Manifest
+from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles import files
 
 TORCH_CPU_PAGES = (
@@ -37,29 +38,30 @@ def torch_sources(lock: str, manifest: Manifest) -> set[str]:
     }
 
 
-def torch_cpu_links() -> list[str]:
-    return (os.environ.get("TORCH_CPU_WHEELS") or " ".join(TORCH_CPU_PAGES)).split()
+def torch_cpu_links(settings: Settings) -> list[str]:
+    return settings.words("TORCH_CPU_WHEELS") or list(TORCH_CPU_PAGES)
 
 
-def sources(lock: str, manifest: Manifest, wheelhouse: str | None = None) -> list[str]:
+def sources(
+    lock: str, manifest: Manifest, settings: Settings, wheelhouse: str | Path | None = None
+) -> list[str]:
     """pip's options saying where the wheels of one lock come from."""
     if wheelhouse:
-        return ["--no-index", "--find-links", f"{wheelhouse.rstrip('/')}/{lock}/"]
+        return ["--no-index", "--find-links", f"{str(wheelhouse).rstrip('/')}/{lock}/"]
     if "pytorch-cpu" in torch_sources(lock, manifest):
-        return [option for link in torch_cpu_links() for option in ("--find-links", link)]
+        return [option for link in torch_cpu_links(settings) for option in ("--find-links", link)]
     return []
 
 
-def shielded(lock: str, manifest: Manifest, folder: Path) -> dict[str, str]:
+def shielded(lock: str, manifest: Manifest, folder: Path, settings: Settings) -> dict[str, str]:
     """pip's environment for a lock on this host, whose pip configuration may name find-links
     folders (one holding torch 2.13.0+cpu, say), which --find-links adds to rather than
     replaces. With a wheelhouse, pip must see it alone; without, a folder with torch 2.13.0+cpu
     would satisfy torch==2.13.0 (local versions sort higher), so the locks that pin PyPI's
     builds look in their own folder. PIP_FIND_LINKS overrides the configuration's."""
-    environment = dict(os.environ)
-    wheelhouse = os.environ.get("WHEELHOUSE")
-    if wheelhouse:
-        environment["PIP_FIND_LINKS"] = f"{wheelhouse.rstrip('/')}/{lock}/"
+    environment = dict(os.environ)  # pip's own configuration and the proxy pass through
+    if settings.wheelhouse:
+        environment["PIP_FIND_LINKS"] = f"{settings.wheelhouse}/{lock}/"
     elif torch_sources(lock, manifest) == {"pypi"}:
         environment["PIP_FIND_LINKS"] = str(folder)
     return environment
@@ -89,10 +91,10 @@ def local_pins(lock: str) -> dict[str, str]:
     return {m[1]: m[2] for m in LOCAL_PIN.finditer((files.REQUIREMENTS / f"{lock}.in").read_text())}
 
 
-def unreachable_local_pins(lock: str) -> dict[str, str]:
+def unreachable_local_pins(lock: str, settings: Settings) -> dict[str, str]:
     """The local-version pins of a lock's input that none of the CPU wheel places offers here."""
     return {
         package: version
         for package, version in local_pins(lock).items()
-        if not any(wheel_place_has(link, package, version) for link in torch_cpu_links())
+        if not any(wheel_place_has(link, package, version) for link in torch_cpu_links(settings))
     }

@@ -5,7 +5,6 @@ packages, and the checkout's src/ installed editable, so `import torchlab` and
 from __future__ import annotations
 
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -14,6 +13,7 @@ from torchlab.variants import Manifest
 from torchlab_host import ROOT
 from torchlab_host.core.engine import quiet, run
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles.files import (
     PYTHON_VERSION,
     as_installed,
@@ -31,7 +31,6 @@ from torchlab_host.lockfiles.sources import (
 )
 
 INSTALL_LOCK = ROOT / "docker/install-lock"
-WHEELHOUSE_DIR = Path(os.environ.get("WHEELHOUSE_DIR") or ROOT / "wheelhouse")
 
 
 def require_python(python: str) -> None:
@@ -62,14 +61,16 @@ def unanswered(url: str) -> str | None:
     return None
 
 
-def require_cpu_wheels(lock: str, manifest: Manifest, python: str) -> None:
+def require_cpu_wheels(lock: str, manifest: Manifest, settings: Settings) -> None:
     """Before pip retries for minutes: every CPU-build pin of the lock that will be installed
     (torch==2.13.0+cpu) is offered by a place pip looks, or one line names the pins, the pages
     that do not answer, and the TORCHLAB_WITHOUT that gets past the ones a build may omit."""
-    if os.environ.get("WHEELHOUSE") or "pytorch-cpu" not in torch_sources(lock, manifest):
+    if settings.wheelhouse or "pytorch-cpu" not in torch_sources(lock, manifest):
         return
-    places = list(dict.fromkeys([*torch_cpu_links(), *pip_setting(python, "find-links")]))
-    left_out = left_out_of([lock], manifest)
+    python = settings["PYTHON"]
+    links = [*torch_cpu_links(settings), *pip_setting(python, "find-links")]
+    places = list(dict.fromkeys(links))
+    left_out = left_out_of([lock], manifest, settings)
     missing = {
         package: version
         for package, version in local_pins(lock).items()
@@ -94,11 +95,11 @@ def require_cpu_wheels(lock: str, manifest: Manifest, python: str) -> None:
     )
 
 
-def install_failure(lock: str, path: Path, python: str) -> HostError:
+def install_failure(lock: str, path: Path, settings: Settings) -> HostError:
     """The line for a failed install: the index that did not answer, where one did not."""
-    indexes = pip_setting(python, "index-url") or ["https://pypi.org/simple/"]
+    indexes = pip_setting(settings["PYTHON"], "index-url") or ["https://pypi.org/simple/"]
     silent = [f"{url} ({why})" for url in indexes if (why := unanswered(url))]
-    if silent and not os.environ.get("WHEELHOUSE"):
+    if silent and not settings.wheelhouse:
         return HostError(
             f"installing requirements/{lock}.txt into {path} failed: the package index "
             f"{', '.join(silent)} does not answer from here",
@@ -120,33 +121,37 @@ def fresh(path: Path, locks: list[str]) -> bool:
     )
 
 
-def install_locks(path: Path, locks: list[str], manifest: Manifest, python: str) -> None:
+def install_locks(path: Path, locks: list[str], manifest: Manifest, settings: Settings) -> None:
+    # Without a wheelhouse, pip looks in the wheels make wheels left in its usual folder too.
+    downloaded = ROOT / settings["WHEELHOUSE_DIR"]
     for name in locks:
-        require_cpu_wheels(name, manifest, python)
-        with as_installed(name, manifest) as lock_copy:
+        require_cpu_wheels(name, manifest, settings)
+        with as_installed(name, manifest, settings) as lock_copy:
             installed = run(
                 [
                     str(INSTALL_LOCK),
                     str(path),
                     str(lock_copy),
-                    *sources(name, manifest, os.environ.get("WHEELHOUSE")),
+                    *sources(name, manifest, settings, settings.wheelhouse),
                 ],
-                env=dict(shielded(name, manifest, WHEELHOUSE_DIR / name), PYTHON=python),
+                env=dict(
+                    shielded(name, manifest, downloaded / name, settings),
+                    PYTHON=settings["PYTHON"],
+                ),
             )
         if installed.returncode != 0:
-            raise install_failure(name, path, python)
+            raise install_failure(name, path, settings)
 
 
-def venv(path: Path, locks: list[str], manifest: Manifest) -> bool:
+def venv(path: Path, locks: list[str], manifest: Manifest, settings: Settings) -> bool:
     """A venv holding exactly these locks and the checkout's src/ (editable); False if it is
     fresh already."""
     require_locks(locks)
     if fresh(path, locks):
         return False
-    python = os.environ.get("PYTHON") or "python3"
     if not (path / "bin/python").exists():
-        require_python(python)
-    install_locks(path, locks, manifest, python)
+        require_python(settings["PYTHON"])
+    install_locks(path, locks, manifest, settings)
     editable = run(
         [str(path / "bin/python"), "-m", "pip", "install", "--quiet", "--no-deps",
          "--no-build-isolation", "--editable", str(ROOT)]
@@ -160,7 +165,7 @@ def venv(path: Path, locks: list[str], manifest: Manifest) -> bool:
         json.dumps(
             {
                 "TORCHLAB_LOCKS": " ".join(str(lock_file(name)) for name in locks),
-                "TORCHLAB_WITHOUT": " ".join(sorted(left_out_of(locks, manifest))),
+                "TORCHLAB_WITHOUT": " ".join(sorted(left_out_of(locks, manifest, settings))),
             }
         )
         + "\n"

@@ -13,6 +13,7 @@ from torchlab.variants import Manifest, Variant
 from torchlab_host import ROOT
 from torchlab_host.lab.containers import run_flags, wants_gpu
 from torchlab_host.lab.services import SELFTEST, lab_service, test_service
+from torchlab_host.manifest import reference
 from torchlab_host.manifest.yamltext import Alias, Anchored, Comment, Spaced, dump
 
 GENERATED = (
@@ -22,7 +23,8 @@ GENERATED = (
 NO_TOKEN = "JUPYTER_TOKEN is empty: run make lab-cpu, which writes one to .env"
 LABS = "/home/lab/labs"
 DATA = "/home/lab/lab-data"
-# Where the Zero to JupyterHub profiles pull from: replace it with your registry (README).
+# Where the Zero to JupyterHub profiles pull from: replace it with your registry
+# (docs/class/kubernetes.md).
 CLUSTER_REGISTRY = "ghcr.io/torchlab.example"
 PROFILES = ROOT / "deploy/kubernetes/jupyterhub/profiles.yaml"
 
@@ -144,7 +146,7 @@ def compose(manifest: Manifest) -> str:
         "x-lab-data": Anchored("lab-data", bind_mount("${LAB_DATA_DIR:-./lab-data}", DATA)),
         "x-token": Anchored("token", {
             "JUPYTER_TOKEN": f"${{JUPYTER_TOKEN:?{NO_TOKEN}}}",
-            Comment("A password instead of the token (README, \"Security\"): its hash, from .env."):
+            Comment("A password instead of the token (docs/security.md): its hash, from .env."):
                 None,
             "TORCHLAB_PASSWORD_HASH": "${TORCHLAB_PASSWORD_HASH:-}",
             Comment("1 lets Colab's page use the lab (make lab-<variant> COLAB=1)."): None,
@@ -215,8 +217,8 @@ def cluster_profiles(manifest: Manifest) -> str:
         Comment(
             f"{GENERATED}\n\n"
             "The profiles each user picks from on Kubernetes, one per variant, with what its\n"
-            "pod needs to reach the device; Helm reads them after values.yaml (README, 'On\n"
-            "Kubernetes').\n"
+            "pod needs to reach the device; Helm reads them after values.yaml\n"
+            "(docs/class/kubernetes.md).\n"
             f"Replace {CLUSTER_REGISTRY} with where your images are."
         ): None,
         "singleuser": {"profileList": profiles},
@@ -226,6 +228,7 @@ def cluster_profiles(manifest: Manifest) -> str:
 def outputs(manifest: Manifest) -> dict[Path, str]:
     """Every generated file, by path, as make generate writes it."""
     written = {ROOT / "compose.yaml": compose(manifest), PROFILES: cluster_profiles(manifest)}
+    written.update(reference.outputs(manifest))  # the docs' tables
     for variant in manifest.variants:
         if variant.per_user:
             path = ROOT / ".devcontainer" / variant.name / "devcontainer.json"

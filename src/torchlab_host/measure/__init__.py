@@ -9,7 +9,6 @@ is noisy. It times the same host commands a person runs, in subprocesses.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from torchlab.variants import Manifest
 from torchlab_host import ARTIFACTS, ROOT
 from torchlab_host.core.engine import quiet, require_engine
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.measure import ddp_speed, hub_scale, image_costs, report
 
 PARTS = ("images", "hub", "ddp")
@@ -37,15 +37,19 @@ def this_machine() -> dict[str, Any]:
     }
 
 
-def run_bench(manifest: Manifest, names: list[str], repeats: int, parts: list[str]) -> dict:
+def run_bench(
+    manifest: Manifest, settings: Settings, names: list[str], repeats: int, parts: list[str]
+) -> dict:
     require_engine()
-    venv_python = ROOT / os.environ.get("VENV", ".venv") / "bin/python"
+    venv_python = ROOT / settings["VENV"] / "bin/python"
     results: dict[str, Any] = {"machine": this_machine(), "repeats": repeats}
     if "images" in parts:
         selected = [manifest.variant(name) for name in names]
-        results["images"] = {v.name: image_costs.bench_variant(v, repeats) for v in selected}
-        results["container_vs_host"] = image_costs.container_vs_host(venv_python, repeats)
-        results["gpu"] = image_costs.gpu_benchmarks(manifest)
+        results["images"] = {
+            v.name: image_costs.bench_variant(v, repeats, settings) for v in selected
+        }
+        results["container_vs_host"] = image_costs.container_vs_host(venv_python, repeats, settings)
+        results["gpu"] = image_costs.gpu_benchmarks(manifest, settings)
     if "hub" in parts:
         print("bench: the hub", file=sys.stderr, flush=True)
         results["hub"] = hub_scale.measure()
@@ -55,22 +59,22 @@ def run_bench(manifest: Manifest, names: list[str], repeats: int, parts: list[st
     return results
 
 
-def bench(manifest: Manifest, plan_only: bool) -> int:
+def bench(manifest: Manifest, settings: Settings, plan_only: bool) -> int:
     """make bench (BENCH_VARIANTS, BENCH_PARTS, BENCH_REPEATS): the tables, printed and in
     artifacts/bench.md, the numbers in artifacts/bench.json."""
-    repeats = max(3, int(os.environ.get("BENCH_REPEATS") or 3))
-    names = (os.environ.get("BENCH_VARIANTS") or " ".join(manifest.names)).split()
+    repeats = max(3, int(settings["BENCH_REPEATS"]))
+    names = settings.words("BENCH_VARIANTS") or manifest.names
     if plan_only:
         print("\n".join(image_costs.plan(manifest, names)))
         return 0
-    parts = (os.environ.get("BENCH_PARTS") or " ".join(PARTS)).split()
+    parts = settings.words("BENCH_PARTS") or list(PARTS)
     unknown = sorted(set(parts) - set(PARTS))
     if unknown:
         raise HostError(
             f"BENCH_PARTS names {', '.join(unknown)}",
             f"choose from {', '.join(PARTS)}: make bench BENCH_PARTS=images",
         )
-    results = run_bench(manifest, names, repeats, parts)
+    results = run_bench(manifest, settings, names, repeats, parts)
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "bench.json").write_text(json.dumps(results, indent=2))
     table = report.markdown(results)

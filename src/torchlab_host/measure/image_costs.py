@@ -19,6 +19,7 @@ from torchlab.variants import Manifest, Variant
 from torchlab_host.core.checkout import copy_tracked, run_host_tools
 from torchlab_host.core.engine import quiet
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.image.tags import prune_replaced_images
 from torchlab_host.lab.services import SELFTEST, run_in_service, test_service
 from torchlab_host.measure.timing import host_tools_seconds, median_of, seconds_of
@@ -77,22 +78,22 @@ def start_to_healthy(variant: Variant) -> float:
         run_host_tools("down")
 
 
-def suite(variant: Variant) -> tuple[float, dict[str, float]]:
+def suite(variant: Variant, settings: Settings) -> tuple[float, dict[str, float]]:
     """The image's suite in the mode this machine allows: its seconds, and each lab's."""
     service = test_service(variant, on_cpu=True)
     start = time.monotonic()
-    result = run_in_service(service, *SELFTEST, "--durations=0")
+    result = run_in_service(settings, service, *SELFTEST, "--durations=0")
     if result.returncode != 0:
         raise HostError(f"the suite in {service} failed: {result.stdout.strip()[-500:]}")
     seconds = time.monotonic() - start
     return seconds, {name: float(taken) for taken, name in LAB_DURATION.findall(result.stdout)}
 
 
-def probe(variant: Variant) -> float:
+def probe(variant: Variant, settings: Settings) -> float:
     """The probe in the image, in the mode this machine allows (its suite's service)."""
     service = test_service(variant, on_cpu=True)
     return seconds_of(
-        lambda: run_in_service(service, "torchlab", "probe"), f"the probe in {service}"
+        lambda: run_in_service(settings, service, "torchlab", "probe"), f"the probe in {service}"
     )
 
 
@@ -122,7 +123,7 @@ def plan(manifest: Manifest, names: list[str]) -> list[str]:
     return lines
 
 
-def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
+def bench_variant(variant: Variant, repeats: int, settings: Settings) -> dict[str, Any]:
     print(f"bench: {variant.image}", file=sys.stderr, flush=True)
     results = image_facts(variant)
 
@@ -138,16 +139,16 @@ def bench_variant(variant: Variant, repeats: int) -> dict[str, Any]:
     rebuild_from_checkout(variant)
     if lab_runs_here(variant) is None:
         results["start_to_healthy_s"] = median_of(repeats, lambda: start_to_healthy(variant))
-    runs = [suite(variant) for _ in range(repeats)]
+    runs = [suite(variant, settings) for _ in range(repeats)]
     results["suite_s"] = round(statistics.median(seconds for seconds, _ in runs), 1)
     results["labs_s"] = {
         name: round(statistics.median(labs[name] for _, labs in runs), 1) for name in runs[0][1]
     }
-    results["probe_s"] = median_of(repeats, lambda: probe(variant))
+    results["probe_s"] = median_of(repeats, lambda: probe(variant, settings))
     return results
 
 
-def container_vs_host(venv_python: Path, repeats: int) -> dict[str, Any]:
+def container_vs_host(venv_python: Path, repeats: int, settings: Settings) -> dict[str, Any]:
     """Host and container runs alternate, so a slow spell on a shared machine hits both sides
     instead of making one of them look slow."""
     on_host, in_container = [], []
@@ -163,7 +164,8 @@ def container_vs_host(venv_python: Path, repeats: int) -> dict[str, Any]:
             )
         )
         # The cpu test service: the labs' shared memory and user, as a lab runs it.
-        in_container.append(json.loads(run_in_service("test-cpu", "torchlab", "bench").stdout))
+        benched = run_in_service(settings, "test-cpu", "torchlab", "bench")
+        in_container.append(json.loads(benched.stdout))
     compared = compare(median_of_reports(on_host), median_of_reports(in_container))
     return {**compared, "runs": {"host": on_host, "container": in_container}}
 
@@ -181,12 +183,13 @@ def compare(on_host: dict[str, Any], in_container: dict[str, Any]) -> dict[str, 
     return {"host": on_host, "container": in_container, "ratio": ratios}
 
 
-def gpu_benchmarks(manifest: Manifest) -> list[dict[str, Any]] | str:
+def gpu_benchmarks(manifest: Manifest, settings: Settings) -> list[dict[str, Any]] | str:
     """`torchlab probe --bench` in each variant whose accelerator reaches containers here."""
     measured = []
     for variant in manifest.variants:
         if variant.device == "cpu" or lab_runs_here(variant) is not None:
             continue
-        report = run_in_service(test_service(variant), "torchlab", "probe", "--json", "--bench")
+        service = test_service(variant)
+        report = run_in_service(settings, service, "torchlab", "probe", "--json", "--bench")
         measured += json.loads(report.stdout)["bench"]
     return measured or "no accelerator reaches containers on this machine"

@@ -5,13 +5,19 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from torchlab import variants
+from torchlab_host.ci import plan
+from torchlab_host.core.settings import Settings
+
+REPO = Path(__file__).resolve().parents[3]
+MANIFEST = variants.load()
 WORKFLOWS = sorted((REPO / ".github/workflows").glob("*.yml"))
 JOBS = {
     f"{path.name}:{name}": job
@@ -75,16 +81,29 @@ def test_ci_builds_every_variant():
     assert images["strategy"]["matrix"] == "${{ fromJSON(needs.variants.outputs.matrix) }}"
 
 
-def test_each_image_is_built_natively_tested_in_cpu_mode_and_its_slow_tier_run():
+def test_each_image_is_built_natively_tested_as_cis_plan_says_and_its_slow_tier_run():
     [images] = [job for name, job in JOBS.items() if name.endswith(":images")]
     assert images["runs-on"] == "${{ matrix.runner }}"
     runs = [step.get("run", "") for step in images["steps"]]
     for expected in (
         "make build-${{ matrix.variant }} PLATFORM=${{ matrix.platform }}",
-        "make test-${{ matrix.variant }}-on-cpu",
+        "make ci-suite-${{ matrix.variant }}",
         "sudo --preserve-env=CI,CHROMIUM,PATH make test-images-${{ matrix.variant }}",
     ):
         assert expected in runs, expected
+
+
+def test_each_image_job_runs_the_suite_cis_plan_gives_its_variant_on_its_platform():
+    """The workflow's image jobs and .ci/run run one plan (src/torchlab_host/ci/plan.py)."""
+    [images] = [job for name, job in JOBS.items() if name.endswith(":images")]
+    settings = Settings.load({}, REPO / "no.env")
+    for row in matrix_rows(images):
+        [suite] = [
+            suite
+            for suite in plan.suites(MANIFEST, settings, row["platform"])
+            if suite.variant.name == row["variant"]
+        ]
+        assert shlex.join(suite.command) in commands(images, [row]), row
 
 
 def test_steps_run_make_targets_not_logic_of_their_own():

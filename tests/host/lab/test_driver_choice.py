@@ -1,11 +1,10 @@
 """make lab chooses the CUDA image the host's driver and GPUs can run, from what nvidia-smi
 prints there (recorded in data/nvidia-smi/), and refuses in one line where none suits:
 never a CUDA 13 image on a driver that stops at CUDA 12, never a silent fall-back to the CPU
-while a GPU is there."""
+while a GPU is there. The `host` fixture (conftest.py) is the fake nvidia-smi of a recorded host."""
 
 from __future__ import annotations
 
-import stat
 from pathlib import Path
 
 import pytest
@@ -15,44 +14,8 @@ from torchlab.backends import HostTooOld, cuda, get
 from torchlab_host.core.errors import HostError
 from torchlab_host.lab import manage as lab
 
-RECORDED = Path(__file__).parent / "data/nvidia-smi"
+RECORDED = Path(__file__).parents[1] / "data/nvidia-smi"
 MANIFEST = variants.load()
-# The GPU of each recorded host, as nvidia-smi --query-gpu=name,compute_cap answers.
-GPUS = {
-    "470": "Tesla T4, 7.5",
-    "535": "Tesla V100-SXM2-16GB, 7.0",
-    "550": "NVIDIA A100-SXM4-40GB, 8.0",
-    "570": "NVIDIA H100 80GB HBM3, 9.0",
-    "580": "NVIDIA H100 80GB HBM3, 9.0",
-}
-
-
-@pytest.fixture
-def host(tmp_path, monkeypatch):
-    """host(recording, gpu=None): a PATH whose nvidia-smi prints a recorded output (and gpu
-    for the query of names and capabilities), with the NVIDIA Container Toolkit installed."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    monkeypatch.setenv("PATH", f"{folder}:/usr/bin:/bin")  # cat, and no real nvidia-smi
-
-    def add(name: str, script: str) -> None:
-        (folder / name).write_text(f"#!/bin/sh\n{script}\n")
-        (folder / name).chmod(0o755 | stat.S_IEXEC)
-
-    def recorded(name: str, gpu: str | None = None) -> None:
-        output = RECORDED / f"{name}.txt"
-        gpu = gpu or GPUS.get(name)
-        if gpu is None:  # an error: every invocation prints it and fails, as nvidia-smi does
-            add("nvidia-smi", f"cat {output}; exit 9")
-        else:
-            add(
-                "nvidia-smi",
-                f'case "$1" in -L) echo "GPU 0: {gpu.split(",")[0]} (UUID: GPU-0)";;\n'
-                f'--query-gpu=*) echo "{gpu}";;\n*) cat {output};; esac',
-            )
-        add("nvidia-ctk", "exit 0")
-
-    return recorded
 
 
 def test_every_recorded_driver_reads_as_its_series_and_cuda():

@@ -9,6 +9,7 @@ import pytest
 
 from torchlab import variants
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles import download, files, resolve, sources, venv
 
 MANIFEST = variants.load()
@@ -40,24 +41,23 @@ def test_without_drops_whole_entries_and_nothing_else():
 
 def test_a_cpu_pin_no_wheel_place_offers_is_found(tmp_path, monkeypatch):
     (tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
-    monkeypatch.setenv("TORCH_CPU_WHEELS", str(tmp_path))
-    assert sources.unreachable_local_pins("cpu") == {"torchvision": "0.28.0+cpu"}
+    settings = Settings.load({"TORCH_CPU_WHEELS": str(tmp_path)}, tmp_path / ".env")
+    assert sources.unreachable_local_pins("cpu", settings) == {"torchvision": "0.28.0+cpu"}
     (tmp_path / "torchvision-0.28.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
-    assert sources.unreachable_local_pins("cpu") == {}
+    assert sources.unreachable_local_pins("cpu", settings) == {}
 
 
 def test_an_unreachable_pin_is_kept_with_its_hashes(requirements):
-    [kept] = resolve.kept_entries("cpu", {"torchvision": "0.28.0+cpu"}).values()
+    [kept] = resolve.kept_entries("cpu", {"torchvision": "0.28.0+cpu"}, "/nowhere").values()
     assert kept.startswith("torchvision==0.28.0+cpu \\\n") and "1dad604d" in kept
 
 
-def test_an_unreachable_pin_the_lock_does_not_hold_fails_loudly(requirements, monkeypatch):
-    monkeypatch.setenv("TORCH_CPU_WHEELS", "/nowhere")
+def test_an_unreachable_pin_the_lock_does_not_hold_fails_loudly(requirements):
     (requirements / "cpu.txt").write_text(
         files.without((requirements / "cpu.txt").read_text(), {"torchvision"})
     )
     with pytest.raises(HostError) as raised:
-        resolve.kept_entries("cpu", {"torchvision": "0.28.0+cpu"})
+        resolve.kept_entries("cpu", {"torchvision": "0.28.0+cpu"}, "/nowhere")
     message = str(raised.value)
     assert message.startswith("torchvision==0.28.0+cpu cannot be resolved here (none of /nowhere")
     assert "holds no pin of it to keep. Fix: run make lock where" in message
@@ -86,19 +86,20 @@ def closed_url():
 
 @pytest.fixture
 def cpu_wheels_offering_torch_only(tmp_path, monkeypatch, closed_url):
-    """What a newcomer here has: torch's CPU wheel in a folder, torchvision's page silent."""
+    """What a newcomer here has: torch's CPU wheel in a folder, torchvision's page silent;
+    the settings of that, with more of them if given."""
     (tmp_path / "torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl").write_bytes(b"")
-    monkeypatch.setenv("TORCH_CPU_WHEELS", f"{tmp_path} {closed_url}")
     monkeypatch.setattr(venv, "pip_setting", lambda python, name: [])
-    for name in ("WHEELHOUSE", "TORCHLAB_WITHOUT"):
-        monkeypatch.delenv(name, raising=False)
+    return lambda **more: Settings.load(
+        {"TORCH_CPU_WHEELS": f"{tmp_path} {closed_url}", **more}, tmp_path / ".env"
+    )
 
 
 def test_a_venv_whose_cpu_wheel_is_out_of_reach_names_the_silent_page_and_the_way_past(
     cpu_wheels_offering_torch_only, closed_url
 ):
     with pytest.raises(HostError) as raised:
-        venv.require_cpu_wheels("cpu", MANIFEST, "python3")
+        venv.require_cpu_wheels("cpu", MANIFEST, cpu_wheels_offering_torch_only())
     line = str(raised.value)
     assert "\n" not in line
     assert "pins torchvision==0.28.0+cpu," in line and "torch==" not in line
@@ -106,15 +107,15 @@ def test_a_venv_whose_cpu_wheel_is_out_of_reach_names_the_silent_page_and_the_wa
     assert "Fix: set TORCHLAB_WITHOUT=torchvision to go without it" in line
 
 
-def test_torchlab_without_gets_past_the_silent_page(cpu_wheels_offering_torch_only, monkeypatch):
-    monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
-    venv.require_cpu_wheels("cpu", MANIFEST, "python3")
+def test_torchlab_without_gets_past_the_silent_page(cpu_wheels_offering_torch_only):
+    settings = cpu_wheels_offering_torch_only(TORCHLAB_WITHOUT="torchvision")
+    venv.require_cpu_wheels("cpu", MANIFEST, settings)
 
 
-def test_a_failed_install_names_the_index_that_did_not_answer(monkeypatch, closed_url):
-    monkeypatch.delenv("WHEELHOUSE", raising=False)
+def test_a_failed_install_names_the_index_that_did_not_answer(tmp_path, monkeypatch, closed_url):
     monkeypatch.setattr(venv, "pip_setting", lambda python, name: [closed_url])
-    line = str(venv.install_failure("dev", venv.ROOT / ".venv", "python3"))
+    settings = Settings.load({}, tmp_path / ".env")
+    line = str(venv.install_failure("dev", venv.ROOT / ".venv", settings))
     assert line.startswith(f"installing requirements/dev.txt into {venv.ROOT / '.venv'} failed: ")
     assert f"the package index {closed_url} (" in line and "does not answer from here" in line
     assert "Fix: set PIP_INDEX_URL to a mirror" in line

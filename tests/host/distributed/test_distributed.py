@@ -14,7 +14,7 @@ import pytest
 from torchlab import distributed
 from torchlab.backends import get
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 
 
@@ -172,20 +172,20 @@ def test_torchlab_torchrun_without_its_settings_is_one_line(monkeypatch, capsys)
     )
 
 
-def test_make_ddp_runs_a_script_of_the_labs_folder_with_its_arguments(tmp_path, monkeypatch):
+def test_make_ddp_runs_a_script_of_the_labs_folder_with_its_arguments(tmp_path):
     from torchlab_host.core.errors import HostError
+    from torchlab_host.core.settings import Settings
     from torchlab_host.distributed import torchrun as ddp
 
     labs = tmp_path / "labs"
     (labs / "runs").mkdir(parents=True)
     (labs / "runs" / "train.py").write_text("")
     (tmp_path / "elsewhere.py").write_text("")
-    monkeypatch.setenv("LABS_DIR", str(labs))
-    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "lab-data"))
-    monkeypatch.setenv("LAB_UID", str(os.getuid()))
-    monkeypatch.setenv("LAB_GID", str(os.getgid()))
+    given = {"LABS_DIR": str(labs), "LAB_DATA_DIR": str(tmp_path / "lab-data")}
+    given.update(LAB_UID=str(os.getuid()), LAB_GID=str(os.getgid()))
+    settings = Settings.load(given, tmp_path / ".env")
 
-    assert ddp.script_program(f"{labs}/runs/train.py --epochs 2 --name 'a b'") == [
+    assert ddp.script_program(f"{labs}/runs/train.py --epochs 2 --name 'a b'", settings) == [
         "/home/lab/labs/runs/train.py",
         "--epochs",
         "2",
@@ -193,6 +193,6 @@ def test_make_ddp_runs_a_script_of_the_labs_folder_with_its_arguments(tmp_path, 
         "a b",
     ]
     with pytest.raises(HostError, match=r"is outside the work folder .* Fix: put it into"):
-        ddp.script_program(str(tmp_path / "elsewhere.py"))
+        ddp.script_program(str(tmp_path / "elsewhere.py"), settings)
     with pytest.raises(HostError, match="is not a file"):
-        ddp.script_program(f"{labs}/runs/missing.py")
+        ddp.script_program(f"{labs}/runs/missing.py", settings)

@@ -16,7 +16,7 @@ import yaml
 
 from torchlab import variants
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 REFERENCE = Path(os.environ.get("TORCHLAB_REFERENCE") or REPO.parent / "shared/reference")
 Z2JH = REFERENCE / "z2jh-4.4.0"
 OURS = REPO / "deploy/kubernetes/jupyterhub/values.yaml"

@@ -18,10 +18,11 @@ import pytest
 import yaml
 
 from torchlab import variants
+from torchlab.backends import get
 from torchlab_host.core.checkout import copy_tracked, run_host_tools
 from torchlab_host.hub import manage as hub
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MANIFEST = variants.load()
 # A CUDA variant inherits how a container reaches the GPU from [devices.cuda]: its table
 # says only what the image is.
@@ -37,14 +38,14 @@ build = { cuda_major = 13, archs = ["sm_80"] }
 """
 
 
-def test_the_manifest_lists_the_four_images_with_their_devices():
-    assert [(v.name, v.device, v.image) for v in MANIFEST.variants] == [
-        ("cpu", "cpu", "torchlab:cpu"),
-        ("cuda", "cuda", "torchlab:cuda"),
-        ("cuda12", "cuda", "torchlab:cuda12"),
-        ("xla", "xla", "torchlab:xla"),
-    ]
-    assert MANIFEST.images_for("cuda") == ["torchlab:cuda", "torchlab:cuda12"]
+def test_every_variant_is_the_image_of_its_name_for_a_device_a_backend_serves():
+    for variant in MANIFEST.variants:
+        assert variant.image == f"torchlab:{variant.name}"
+        assert get(variant.device).name == variant.device
+    # Two CUDA images, cuda first: make lab and make hub try them in the manifest's order.
+    cuda_images = MANIFEST.images_for("cuda")
+    assert cuda_images == [v.image for v in MANIFEST.variants if v.device == "cuda"]
+    assert cuda_images.index("torchlab:cuda") < cuda_images.index("torchlab:cuda12")
     # Both CUDA images reach the GPU as [devices.cuda] says, written once.
     assert MANIFEST.variant("cuda12").compose == MANIFEST.variant("cuda").compose != {}
     assert MANIFEST.variant("cuda12").cpu_mode == {"TORCHLAB_EXPECT": "cpu"}
@@ -97,15 +98,12 @@ def test_a_wrong_manifest_is_one_line_that_names_the_key(table, complaint):
 def test_the_ci_matrix_is_the_manifests_variants_on_each_of_their_platforms():
     result = subprocess.run(["make", "-s", "ci-matrix"], cwd=REPO, capture_output=True, text=True)
     matrix, names = result.stdout.strip().splitlines()
-    assert json.loads(names.removeprefix("variants=")) == ["cpu", "cuda", "cuda12", "xla"]
+    assert json.loads(names.removeprefix("variants=")) == MANIFEST.names
     rows = json.loads(matrix.removeprefix("matrix="))["include"]
     assert [(row["variant"], row["platform"]) for row in rows] == [
-        ("cpu", "linux/amd64"),
-        ("cuda", "linux/amd64"),
-        ("cuda", "linux/arm64"),
-        ("cuda12", "linux/amd64"),
-        ("xla", "linux/amd64"),
+        (variant.name, platform) for variant in MANIFEST.variants for platform in variant.platforms
     ]
+    assert ("cuda", "linux/arm64") in [(row["variant"], row["platform"]) for row in rows]
     # Each platform builds on a runner of its own kind: never under emulation.
     assert {row["platform"]: row["runner"] for row in rows} == {
         "linux/amd64": "ubuntu-24.04",
@@ -146,18 +144,7 @@ def test_a_generated_file_edited_by_hand_is_named_and_make_generate_restores_it(
     assert compose.read_text() == written and make(checkout, "check").returncode == 0
 
 
-def fake_gpu_host(folder: Path) -> str:
-    """A PATH on which the host has an NVIDIA driver and the container toolkit."""
-    for name, script in (
-        ("nvidia-smi", 'echo "GPU 0: NVIDIA A100 (UUID: GPU-1)"'),
-        ("nvidia-ctk", ""),
-    ):
-        (folder / name).write_text(f"#!/bin/sh\n{script}\n")
-        (folder / name).chmod(0o755)
-    return f"{folder}:{os.environ['PATH']}"
-
-
-def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, monkeypatch):
+def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, host):
     """Everything that serves a variant picks it up from the manifest: no hand edit beyond
     its table and its lock, then make generate."""
     with open(checkout / "variants.toml", "a") as manifest:
@@ -182,6 +169,8 @@ def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, monkeypatch
     assert {line.split()[1] for line in stale[1:]} == {
         "compose.yaml", "deploy/kubernetes/jupyterhub/profiles.yaml",
         ".devcontainer/cudanext/devcontainer.json",
+        # the docs' tables: the images, and the variants make's pattern targets take
+        "README.md", "docs/index.md", "docs/reference/commands.md",
     }  # fmt: skip
 
     # Its lock, then make generate: everything agrees, and every consumer serves it.
@@ -218,7 +207,7 @@ def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, monkeypatch
     assert profile["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
 
     new = variants.load(checkout / "variants.toml")
-    monkeypatch.setenv("PATH", fake_gpu_host(tmp_path / "bin"))
+    host("580", gpu="NVIDIA A100-SXM4-80GB, 8.0")  # a CUDA 13 driver, and a GPU of its sm_80
     assert hub.profile(new.variant("cudanext"), new)["host_config"]["device_requests"] == [
         {"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}
     ]

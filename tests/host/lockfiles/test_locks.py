@@ -8,10 +8,13 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from torchlab import variants
 from torchlab.locks import canonical, read_pins
 
-REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements"
-LOCKS = ("lab", "cpu", "cuda", "xla", "dev")
+REQUIREMENTS = Path(__file__).resolve().parents[3] / "requirements"
+# Each image's own lock, from the manifest; the lab's shared one, and the host's (dev).
+IMAGE_LOCKS = tuple(dict.fromkeys(variant.lock for variant in variants.load().variants))
+LOCKS = ("lab", *IMAGE_LOCKS, "dev")
 ENTRY = re.compile(
     r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)(?P<rest>(?:.*\\\n)*.*)", re.M
 )
@@ -62,7 +65,7 @@ def test_the_torch_builds_are_the_promised_ones():
     assert "libtpu" in pins("xla")
 
 
-@pytest.mark.parametrize("lock", ["cpu", "cuda", "xla", "dev"])
+@pytest.mark.parametrize("lock", [*IMAGE_LOCKS, "dev"])
 def test_shared_packages_have_the_lab_versions(lock):
     lab = pins("lab")
     different = {
@@ -102,5 +105,5 @@ def test_the_domain_libraries_match_each_torch(lock, domain):
 def test_every_image_carries_the_stack():
     for name in ("pandas", "scikit-learn", "scipy", "tqdm", "requests", "tensorboard"):
         assert name in pins("lab"), name
-    for lock in ("cpu", "cuda", "xla"):
+    for lock in IMAGE_LOCKS:
         assert "torchmetrics" in pins(lock), lock

@@ -16,42 +16,40 @@ import torchlab
 from torchlab import variants
 from torchlab.backends import get
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.image import archive, context, publish, registry, reproducible
 from torchlab_host.image import tags as images
 from torchlab_host.image.spec import variant_build
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MANIFEST = variants.load()
 CPU = MANIFEST.variant("cpu")
 
 
-def digest_of(monkeypatch, folder: Path, edit=None) -> str:
-    monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
-    build = variant_build(CPU, MANIFEST)
-    staged = context.stage(build, folder)
+def digest_of(folder: Path, edit=None, **values: str) -> str:
+    settings = Settings.load({"TORCHLAB_WITHOUT": "torchvision", **values}, folder / ".env")
+    build = variant_build(CPU, MANIFEST, settings)
+    staged = context.stage(build, folder / "context")
     if edit:
         edit(staged)
     return context.inputs_digest(build, staged)
 
 
-def test_the_same_inputs_give_the_same_tag_and_any_change_another(monkeypatch, tmp_path):
-    monkeypatch.delenv("BASE_IMAGE", raising=False)
-    first = digest_of(monkeypatch, tmp_path)
+def test_the_same_inputs_give_the_same_tag_and_any_change_another(tmp_path):
+    first = digest_of(tmp_path)
     assert re.fullmatch(r"[0-9a-f]{12}", first)
-    assert digest_of(monkeypatch, tmp_path) == first
-    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1")  # a date is no input: the layer cache ignores it
-    assert digest_of(monkeypatch, tmp_path) == first
+    assert digest_of(tmp_path) == first
+    # a date is no input: the layer cache ignores it
+    assert digest_of(tmp_path, SOURCE_DATE_EPOCH="1") == first
 
     def edit_the_toolkit(staged: Path) -> None:
         with open(staged / "toolkit/opt/torchlab/src/src/torchlab/devices.py", "a") as file:
             file.write("# an edit\n")
 
-    assert digest_of(monkeypatch, tmp_path, edit_the_toolkit) != first
-    monkeypatch.setenv("IMAGE_UID", "1234")  # another image user: another image
-    assert digest_of(monkeypatch, tmp_path) != first
-    monkeypatch.delenv("IMAGE_UID")
-    monkeypatch.setenv("BASE_IMAGE", "torchlab/debian:bookworm")  # another base: another image
-    assert digest_of(monkeypatch, tmp_path) != first
+    assert digest_of(tmp_path, edit_the_toolkit) != first
+    assert digest_of(tmp_path, IMAGE_UID="1234") != first  # another image user: another image
+    # another base: another image
+    assert digest_of(tmp_path, BASE_IMAGE="torchlab/debian:bookworm") != first
 
 
 def test_inputs_tags_name_the_variant():
@@ -67,10 +65,9 @@ def test_inputs_tags_name_the_variant():
     assert images.image_of_inputs_tag("torchlab-hub:inputs-0123456789ab") == "torchlab-hub:latest"
 
 
-def test_a_registry_that_does_not_answer_is_one_line_within_seconds(monkeypatch, capsys):
-    monkeypatch.setenv("TORCHLAB_REGISTRY", "127.0.0.1:9/torchlab")  # nothing listens on port 9
-    start = time.monotonic()
-    assert registry.pulled("torchlab:cpu-inputs-0123456789ab") is False
+def test_a_registry_that_does_not_answer_is_one_line_within_seconds(capsys):
+    start = time.monotonic()  # nothing listens on port 9
+    assert registry.pulled("torchlab:cpu-inputs-0123456789ab", "127.0.0.1:9/torchlab") is False
     assert time.monotonic() - start < registry.REGISTRY_TIMEOUT_S + 1
     [line] = capsys.readouterr().out.splitlines()
     assert line.startswith(
@@ -79,9 +76,12 @@ def test_a_registry_that_does_not_answer_is_one_line_within_seconds(monkeypatch,
     )
 
 
-def test_an_empty_registry_means_build_without_asking(monkeypatch, capsys):
-    monkeypatch.setenv("TORCHLAB_REGISTRY", "")
-    assert registry.pulled("torchlab:cpu-inputs-0123456789ab") is False
+def test_an_empty_registry_means_build_without_asking(tmp_path, capsys):
+    settings = Settings.load({"TORCHLAB_REGISTRY": ""}, tmp_path / ".env")
+    assert registry.configured(settings) == ""
+    assert (
+        registry.pulled("torchlab:cpu-inputs-0123456789ab", registry.configured(settings)) is False
+    )
     assert capsys.readouterr().out == ""
 
 
@@ -127,8 +127,9 @@ def test_published_names_are_the_variant_its_version_and_its_commit():
     ]
 
 
-def test_each_platform_is_published_under_its_own_inputs_tag():
-    tags = publish.platform_images(MANIFEST.variant("cuda"), MANIFEST)
+def test_each_platform_is_published_under_its_own_inputs_tag(tmp_path):
+    settings = Settings.load({}, tmp_path / ".env")
+    tags = publish.platform_images(MANIFEST.variant("cuda"), MANIFEST, settings)
     assert list(tags) == ["linux/amd64", "linux/arm64"]
     amd, arm = tags.values()
     assert amd.startswith("torchlab:cuda-inputs-") and arm.startswith("torchlab:cuda-inputs-")
@@ -164,7 +165,7 @@ def test_one_build_is_compared_only_with_an_image_of_the_same_commit(monkeypatch
     monkeypatch.setattr(reproducible, "quiet", lambda command: label)
     monkeypatch.setattr(reproducible, "clone_head", pytest.fail)  # nothing may be built
     with pytest.raises(HostError) as refused:
-        reproducible.verify("cpu", against="torchlab:cpu")
+        reproducible.verify("cpu", Settings.load(), against="torchlab:cpu")
     said = str(refused.value)
     assert "built from bbbbbbbbbbbb, not HEAD (aaaaaaaaaaaa)" in said
     assert "Fix: make build-cpu" in said and "\n" not in said

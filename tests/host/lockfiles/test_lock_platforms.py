@@ -10,6 +10,7 @@ import pytest
 
 from torchlab import variants
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles import download, files, platforms
 
 MANIFEST = variants.load()
@@ -46,18 +47,21 @@ NUMPY = [
 def test_a_lock_with_only_the_x86_hash_fails_for_arm64_and_names_the_wheel(tmp_path):
     index = index_with(tmp_path, "numpy", NUMPY)
     text = lock_text("numpy==2.4.6", [NUMPY[0], NUMPY[2], NUMPY[3], NUMPY[4]])
-    wrong, unchecked = platforms.check_lock("lab", text, BOTH, index)
+    wrong, unchecked = platforms.check_lock("lab", text, BOTH, index, [])
     assert unchecked == []
     assert wrong == [
         f"requirements/lab.txt: numpy==2.4.6 has no hash for linux/arm64 (its wheels: {NUMPY[1]})"
     ]
     # The image of one platform alone needs only its own.
-    assert platforms.check_lock("lab", text, ["linux/amd64"], index) == ([], [])
+    assert platforms.check_lock("lab", text, ["linux/amd64"], index, []) == ([], [])
 
 
 def test_a_lock_with_every_platforms_hash_passes(tmp_path):
     index = index_with(tmp_path, "numpy", NUMPY)
-    assert platforms.check_lock("lab", lock_text("numpy==2.4.6", NUMPY), BOTH, index) == ([], [])
+    assert platforms.check_lock("lab", lock_text("numpy==2.4.6", NUMPY), BOTH, index, []) == (
+        [],
+        [],
+    )
 
 
 def test_a_pure_python_wheel_serves_every_platform_and_a_missing_arm_wheel_is_said(tmp_path):
@@ -66,7 +70,7 @@ def test_a_pure_python_wheel_serves_every_platform_and_a_missing_arm_wheel_is_sa
     text = lock_text("six==1.17.0", ["six-1.17.0-py2.py3-none-any.whl"]) + lock_text(
         "libtpu==0.0.21", ["libtpu-0.0.21-cp311-cp311-manylinux_2_31_x86_64.whl"]
     ).removeprefix("# a lock\n")
-    wrong, _ = platforms.check_lock("xla", text, BOTH, index)
+    wrong, _ = platforms.check_lock("xla", text, BOTH, index, [])
     assert wrong == ["requirements/xla.txt: libtpu==0.0.21 has no wheel for linux/arm64"]
 
 
@@ -89,9 +93,9 @@ def test_check_locks_fails_with_one_line_naming_the_fix(tmp_path, monkeypatch):
     for name in files.all_locks(MANIFEST):  # every lock holds the x86 hash alone
         (tmp_path / "requirements" / f"{name}.txt").write_text(lock_text("numpy==2.4.6", NUMPY[:1]))
     monkeypatch.setattr(files, "REQUIREMENTS", tmp_path / "requirements")
-    monkeypatch.setenv("PIP_INDEX_URL", index)
+    settings = Settings.load({"PIP_INDEX_URL": index}, tmp_path / ".env")
     with pytest.raises(HostError) as raised:
-        platforms.check_locks(MANIFEST)
+        platforms.check_locks(MANIFEST, settings)
     assert "cannot be installed with --require-hashes on a platform" in str(raised.value)
     assert "make lock where the index" in str(raised.value)
 
@@ -101,10 +105,9 @@ def test_make_wheels_fetches_every_platform_or_the_one_named(tmp_path, monkeypat
     monkeypatch.setattr(
         download, "download_one", lambda name, platform, *rest: fetched.append((name, platform))
     )
-    monkeypatch.delenv("PLATFORM", raising=False)
-    download.download(tmp_path, ["lab", "xla"], MANIFEST)
+    download.download(tmp_path, ["lab", "xla"], MANIFEST, Settings.load({}, tmp_path / ".env"))
     assert fetched == [("lab", "linux/amd64"), ("lab", "linux/arm64"), ("xla", "linux/amd64")]
     fetched.clear()
-    monkeypatch.setenv("PLATFORM", "linux/arm64")  # a wheelhouse for arm64 builds alone
-    download.download(tmp_path, ["lab", "xla"], MANIFEST)
+    arm64 = Settings.load({"PLATFORM": "linux/arm64"}, tmp_path / ".env")  # for arm64 builds
+    download.download(tmp_path, ["lab", "xla"], MANIFEST, arm64)
     assert fetched == [("lab", "linux/arm64")]

@@ -18,7 +18,7 @@ import pytest
 from torchlab import variants
 from torchlab_host.manifest import check
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 MANIFEST = variants.load()
 COMPOSE_BINARY = Path(sys.executable).parent / "docker-compose"
 LABS = "/home/lab/labs"

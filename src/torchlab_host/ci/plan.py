@@ -1,0 +1,220 @@
+"""CI's plan: every phase `bash .ci/run` runs after installing its tools and starting the engine,
+in order, each with its command and the reason for it; and the suite CI runs in each image (the
+GitHub workflow's image jobs run the same suites: make ci-suite-<variant>).
+
+Read from the manifest, the locks and the settings alone, never from built images, so it is
+tested without Docker:
+- The order of the images: the cpu image first; then the variants on a torch release the cpu
+  suite does not run before those on its release; among those, a CPU mode that still runs the
+  variant's own device (xla: XLA on the CPU) before one that falls back to the plain CPU (cuda);
+  else the manifest's order.
+- Each image's suite: every test, always. The notebooks (the `notebook` marker, most of a
+  suite's time) once per torch release on a platform: they test the course against a release's
+  Python API and the lab stack, which every image of that release shares; an image's own
+  promises (its build, kernels, driver check) are in the tests it always runs and in check-build.
+  A later image of a release runs again only the notebooks needing a package an earlier one left
+  out (TORCHLAB_WITHOUT, within the manifest's `omittable`).
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from torchlab.variants import Manifest, Variant
+from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
+from torchlab_host.lockfiles.files import omitted, torch_version
+
+NOTEBOOK = "notebook"  # the marker of a whole notebook (tests/device/test_notebooks.py)
+# How .ci/run runs a step: a phase; in the background from the start (beside the phases up to
+# the one that waits for it); a phase that waits for the background step.
+RUN, BACKGROUND, WAIT = "run", "background", "wait"
+HOW = (RUN, BACKGROUND, WAIT)
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What CI runs in one image: its suite in CPU mode, with these pytest options."""
+
+    variant: Variant
+    options: tuple[str, ...]  # () for the whole suite
+    why: str
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return make(f"ci-suite-{self.variant.name}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of .ci/run: its phase's name (the log, the timing summary), its commands (each
+    runs while the ones before it succeed), why it is there, and how it runs."""
+
+    name: str
+    commands: tuple[tuple[str, ...], ...]
+    why: str = ""
+    how: str = RUN
+
+    @property
+    def command_line(self) -> str:
+        return " && ".join(shlex.join(command) for command in self.commands)
+
+    @property
+    def line(self) -> str:
+        """The step as make ci-plan prints it, and .ci/run reads it: four fields, tab-separated."""
+        return "\t".join((self.how, self.name, self.command_line, self.why))
+
+
+def make(target: str, **variables: str) -> tuple[str, ...]:
+    return ("make", target, *(f"{name}={value}" for name, value in variables.items()))
+
+
+def torch_release(variant: Variant, manifest: Manifest) -> str | None:
+    """The torch release a variant's locks pin, less its local build (2.13.0+cpu: 2.13.0);
+    None where none pins torch, which shares a release with no one."""
+    pinned = torch_version([manifest.shared_lock, variant.lock])
+    return None if pinned == "unknown" else pinned.partition("+")[0]
+
+
+def own_device_in_cpu_mode(variant: Variant) -> bool:
+    """Whether its suite in CPU mode still runs on its own device (xla's PJRT_DEVICE=CPU: XLA
+    on the CPU), rather than the plain CPU (cuda's TORCHLAB_EXPECT=cpu)."""
+    return variant.cpu_mode.get("TORCHLAB_EXPECT", variant.device) == variant.device
+
+
+def order(manifest: Manifest, platform: str) -> list[Variant]:
+    """The variants that ship for a platform, in the order CI runs their suites."""
+    shipped = [variant for variant in manifest.variants if platform in variant.platforms]
+    first = [variant for variant in shipped if variant.device == "cpu"][:1]
+    covered = {torch_release(variant, manifest) for variant in first} - {None}
+    rest = [variant for variant in shipped if variant not in first]
+    # sorted() is stable: what the key leaves equal keeps the manifest's order.
+    return first + sorted(
+        rest,
+        key=lambda v: (torch_release(v, manifest) in covered, not own_device_in_cpu_mode(v)),
+    )
+
+
+def placed(variant: Variant, manifest: Manifest, first: Variant | None) -> str:
+    """Why a variant's suite stands where order() put it (first: the cpu image, if it ships)."""
+    release = torch_release(variant, manifest)
+    if variant is first:
+        return (
+            "first: the other images build on its fresh no-cache layers, and its image serves "
+            "the round trip, the rebuild check and the reproducibility check"
+        )
+    on = f"torch {release}" if release else "no torch pin"
+    if first is not None and release is not None and release == torch_release(first, manifest):
+        return f"{on}, the {first.name} suite's release: after the releases it does not run"
+    unrun = f", which the {first.name} suite does not run" if first else ""
+    mode = " ".join(f"{key}={value}" for key, value in variant.cpu_mode.items()) or "none"
+    if own_device_in_cpu_mode(variant):
+        return (
+            f"{on}{unrun}; its CPU mode ({mode}) still runs {variant.device}: first of its release"
+        )
+    return f"{on}{unrun}; its CPU mode ({mode}) is the plain CPU: after those running their device"
+
+
+def suites(manifest: Manifest, settings: Settings, platform: str | None = None) -> list[Suite]:
+    """Each image's suite in CI on a platform (default: PLATFORM, else this machine's), in the
+    order CI runs them."""
+    ordered = order(manifest, platform or settings.platform)
+    first = ordered[0] if ordered and ordered[0].device == "cpu" else None
+    lacking: dict[str, set[str]] = {}  # release -> the packages its notebooks have not had
+    ran: dict[str, str] = {}  # release -> the variant whose suite ran its notebooks
+    found = []
+    for variant in ordered:
+        release = torch_release(variant, manifest)
+        left_out = omitted(variant, settings)
+        if release is None or release not in lacking:
+            options: tuple[str, ...] = ()
+            runs = "runs every test and every notebook"
+            if left_out:
+                runs += (
+                    f"; built without {', '.join(sorted(left_out))} (TORCHLAB_WITHOUT), so the "
+                    "notebooks needing it skip here"
+                )
+            if release is not None:
+                lacking[release], ran[release] = set(left_out), variant.name
+        else:
+            again = sorted(lacking[release] - left_out)
+            expression = " or ".join([f"not {NOTEBOOK}", *(f"needs(package='{p}')" for p in again)])
+            options = ("-m", expression)
+            runs = (
+                f"runs every test but the notebooks, which {ran[release]}'s suite runs on torch "
+                f"{release}"
+            )
+            if again:
+                runs += f", and those needing {', '.join(again)}, which that image lacked"
+            runs += f' (pytest -m "{expression}")'
+            lacking[release] &= left_out
+        why = f"{placed(variant, manifest, first)}; {runs}"
+        found.append(Suite(variant, options, why))
+    return found
+
+
+def suite_of(variant: Variant, manifest: Manifest, settings: Settings) -> Suite:
+    """The suite CI runs in one image here (make ci-suite-<variant>)."""
+    platform = settings.platform_of(variant, f"make ci-suite-{variant.name}")
+    return next(suite for suite in suites(manifest, settings, platform) if suite.variant == variant)
+
+
+def steps(manifest: Manifest, settings: Settings) -> list[Step]:
+    """Every step of bash .ci/run after its tools, the engine and the host environment."""
+    ordered = suites(manifest, settings)
+    if not ordered or ordered[0].variant.device != "cpu":
+        raise HostError(
+            f"CI's plan starts from a cpu image, and variants.toml ships none for "
+            f"{settings.platform}",
+            f"run CI on a platform a cpu variant ships for, or add {settings.platform} to its "
+            "platforms",
+        )
+    base, *others = ordered
+    cpu = base.variant.name
+    downloads = (make("check-locks"), make("wheels"), make("base-image"))
+    plan = [
+        Step("locks, wheelhouse, base image", downloads,
+             "they need only the network and the engine: beside the host environment, lint and "
+             "the fast tests, which use the CPUs", BACKGROUND),
+        Step("lint (make lint)", (make("lint"),)),
+        Step("fast tests (make test)", (make("test"),), "the README's test command"),
+        # It waits for the same commands (every field of a line has words: .ci/run reads them).
+        Step("locks, wheelhouse, base image: the rest", downloads,
+             "every build from here installs from the wheelhouse, on the base image", WAIT),
+        Step(f"build {cpu} image, no cache",
+             (("env", "DOCKER_BUILD_FLAGS=--no-cache", *make(f"build-{cpu}")),),
+             "a clean build: the layer cache must not hide a broken step; the other images then "
+             "share its fresh OS and lab layers (several no-cache builds would leave copies of "
+             "them, and the classic builder's cache lookup could pick another variant's copy for "
+             "the rebuild check)"),
+        Step("build hub image (make hub-build)", (make("hub-build"),)),
+        Step("image sizes", (make("image-sizes"),)),
+        Step(f"{cpu} image to a file and back", (make("image-round-trip", VARIANT=cpu),),
+             "make image-save, the image removed, make image-load: the suite that follows tests "
+             "the loaded image; the layers beneath stay as the rebuild check's cache"),
+        Step(f"{cpu} image suite (make ci-suite-{cpu})", (base.command,), base.why),
+        Step("rebuild after a one-line change", (make("rebuild-check"),),
+             "only the layers after the toolkit may rebuild, so a one-line change takes seconds"),
+        Step(f"{cpu} slow tier: labs, browser, hub", (make(f"test-images-{cpu}"),)),
+    ]  # fmt: skip
+    for suite in others:
+        name = suite.variant.name
+        plan += [
+            Step(f"build {name} image on fresh layers", (make(f"build-{name}"),),
+                 f"on the {cpu} image's fresh OS and lab layers"),
+            Step(f"{name} image sizes", (make("image-sizes"),)),
+            Step(f"{name} image suite on the CPU", (suite.command,), suite.why),
+            Step(f"{name} slow tier", (make(f"test-images-{name}"),)),
+            Step(f"remove the {name} image", (make("image-remove", VARIANT=name),),
+                 "one image besides the cpu image on disk at a time: all of them at once outgrew "
+                 "a CI machine's disk"),
+        ]  # fmt: skip
+    plan.append(
+        Step("same layers in two builds",
+             (make("verify-reproducible", VARIANT=cpu, AGAINST=base.variant.image),),
+             f"one more no-cache build of the {cpu} image, from a fresh clone, must give the "
+             f"layers of this run's own ({base.variant.image} came back from the file, and the "
+             "rebuild check built it back from the checkout)"),
+    )  # fmt: skip
+    return plan

@@ -1,0 +1,109 @@
+"""The settings: one table, read once, with one precedence (the environment, then .env, then
+the default), and no host module reading a listed setting on its own."""
+
+from __future__ import annotations
+
+import ast
+import os
+
+import pytest
+
+from torchlab_host import ROOT
+from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import BY_NAME, Settings
+from torchlab_host.lab import config
+
+HOST_TOOLS = ROOT / "src/torchlab_host"
+
+
+def test_the_environment_wins_over_env_file_which_wins_over_the_default(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("LAB_PORT=8899\nLAB_BIND=0.0.0.0\n")
+    settings = Settings.load({"LAB_BIND": "127.0.0.2"}, env_file)
+    assert settings["LAB_BIND"] == "127.0.0.2" and settings.origins["LAB_BIND"] == "environment"
+    assert settings["LAB_PORT"] == "8899" and settings.origins["LAB_PORT"] == ".env"
+    assert settings["HUB_PORT"] == "8000" and not settings.given("HUB_PORT")
+
+
+def test_an_empty_variable_is_unset_unless_its_blank_means_something(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("LAB_PORT=8899\nTORCHLAB_REGISTRY=127.0.0.1:5000/torchlab\n")
+    settings = Settings.load({"LAB_PORT": "", "TORCHLAB_REGISTRY": ""}, env_file)
+    assert settings["LAB_PORT"] == "8899"  # as `LAB_PORT= make lab-cpu` always did
+    assert settings["TORCHLAB_REGISTRY"] == ""  # set and empty: never pull
+    assert Settings.load({}, env_file)["TORCHLAB_REGISTRY"] == "127.0.0.1:5000/torchlab"
+
+
+def test_lab_port_in_env_file_is_the_port_the_lab_is_published_on(tmp_path):
+    """A LAB_PORT in .env was once ignored by the host tools, which then told compose 8888."""
+    work = tmp_path / "work"
+    work.mkdir()
+    env_file = tmp_path / ".env"
+    env_file.write_text("LAB_PORT=8899\n")
+    given = {"LABS_DIR": str(work), "LAB_DATA_DIR": str(tmp_path / "data")}
+    given.update(LAB_UID=str(os.getuid()), LAB_GID=str(os.getgid()))
+    lab = config.for_lab(Settings.load(given, env_file))
+    assert lab.port == 8899
+    assert lab.environment()["LAB_PORT"] == "8899"  # what compose.yaml publishes
+
+
+def test_a_platform_torchlab_builds_nothing_for_is_one_line(tmp_path):
+    settings = Settings.load({"PLATFORM": "linux/riscv64"}, tmp_path / ".env")
+    with pytest.raises(HostError) as refused:
+        settings.platform  # noqa: B018 (the property refuses)
+    said = str(refused.value)
+    assert said.startswith("PLATFORM=linux/riscv64: torchlab builds images for linux/amd64")
+    assert "\n" not in said and ". Fix: choose one of those, e.g. PLATFORM=linux/amd64" in said
+
+
+def environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of each os.environ[...], os.environ.get(...), os.getenv(...) and
+    "..." in os.environ with a literal name."""
+
+    def is_environ(node: ast.AST) -> bool:
+        return isinstance(node, ast.Attribute) and node.attr == "environ"
+
+    found = []
+    for node in ast.walk(tree):
+        name = None
+        if isinstance(node, ast.Subscript) and is_environ(node.value):
+            name = node.slice
+        elif isinstance(node, ast.Call) and node.args:
+            function = node.func
+            if (isinstance(function, ast.Attribute) and function.attr == "get"
+                    and is_environ(function.value)) or (
+                    isinstance(function, ast.Attribute) and function.attr == "getenv"):  # fmt: skip
+                name = node.args[0]
+        elif isinstance(node, ast.Compare) and any(is_environ(c) for c in node.comparators):
+            name = node.left
+        if isinstance(name, ast.Constant) and isinstance(name.value, str):
+            found.append((node.lineno, name.value))
+    return found
+
+
+def test_the_scan_finds_each_way_of_reading_a_setting():
+    source = (
+        'import os\nos.environ["LAB_PORT"]\nos.environ.get("HUB_PORT")\nos.getenv("PLATFORM")\n'
+        '"WHEELHOUSE" in os.environ\n'
+    )
+    assert [name for _, name in environment_reads(ast.parse(source))] == [
+        "LAB_PORT", "HUB_PORT", "PLATFORM", "WHEELHOUSE"
+    ]  # fmt: skip
+
+
+def test_no_host_module_but_the_settings_reads_a_setting_from_the_environment():
+    readers = [
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for path in sorted(HOST_TOOLS.rglob("*.py"))
+        if path != HOST_TOOLS / "core/settings.py"
+        for line, name in environment_reads(ast.parse(path.read_text()))
+        if name in BY_NAME
+    ]
+    assert readers == [], "read them from the Settings the command was given"
+
+
+def test_every_setting_says_what_it_does_and_names_a_known_topic():
+    from torchlab_host.core.settings import TOPICS
+
+    for setting in BY_NAME.values():
+        assert setting.meaning and setting.topic in TOPICS, setting.name
