@@ -1,7 +1,7 @@
 """JupyterHub for make hub: each user signs in and gets their own torchlab lab in a container.
 
 Everything it reads comes from the environment the host tools give it (hub/compose.yaml, after
-src/torchlab_host/hub.py has decided and checked every value): HUB_ADMIN, HUB_AUTHENTICATOR
+src/torchlab_host/hub/manage.py has decided and checked every value): HUB_ADMIN, HUB_AUTHENTICATOR
 and OAUTH_*, HUB_PROFILES (each profile's image and how its server container runs, from
 variants.toml), HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_API_TOKEN, and HUB_NAME,
 which names this hub's container (its host name on its network, of the same name) and every

@@ -109,7 +109,7 @@ def run_ddp(args: argparse.Namespace, manifest: Manifest, settings: Settings) ->
 
 def rebuild_check(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     require_docker()
-    return image_costs.rebuild_check(manifest.variant(args.variant), args.ceiling)
+    return image_costs.rebuild_check(manifest.variant(args.variant), args.ceiling, settings)
 
 
 def context(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> None:

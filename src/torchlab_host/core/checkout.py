@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from torchlab_host import ROOT
+from torchlab_host.core.settings import Settings
 
 
 def git(root: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -42,21 +43,29 @@ def copy_tracked(into: Path, root: Path = ROOT) -> Path:
     return into
 
 
-def host_environment(root: Path = ROOT, **settings: str) -> dict[str, str]:
-    """The environment in which `python -m torchlab_host` is the host tools of root's checkout."""
-    return dict(os.environ, PYTHONPATH=str(root / "src"), **settings)
+def host_environment(
+    root: Path = ROOT, given: Settings | None = None, **settings: str
+) -> dict[str, str]:
+    """The environment in which `python -m torchlab_host` is the host tools of root's checkout:
+    with what the person set here (given), which a copy or a clone without .env would miss."""
+    handed = given.handed_on() if given else {}
+    return dict(os.environ, **handed, PYTHONPATH=str(root / "src"), **settings)
 
 
 def run_host_tools(
-    *arguments: str, root: Path = ROOT, settings: dict[str, str] | None = None, **kwargs: Any
+    *arguments: str,
+    root: Path = ROOT,
+    given: Settings | None = None,
+    settings: dict[str, str] | None = None,
+    **kwargs: Any,
 ) -> subprocess.CompletedProcess:
-    """The host tools of root's checkout, in a process of their own; output captured unless
-    kwargs say otherwise."""
+    """The host tools of root's checkout, in a process of their own, with this checkout's
+    settings (given) and more (settings); output captured unless kwargs say otherwise."""
     kwargs.setdefault("capture_output", True)
     return subprocess.run(
         [sys.executable, "-m", "torchlab_host", *arguments],
         cwd=root,
-        env=host_environment(root, **(settings or {})),
+        env=host_environment(root, given, **(settings or {})),
         text=True,
         check=False,
         **kwargs,

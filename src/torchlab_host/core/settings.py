@@ -28,6 +28,8 @@ class Setting:
     meaning: str
     topic: str  # the docs group settings by it
     blank_is_a_value: bool = False  # NAME= (set, empty) means "none", not the default
+    in_env_file: bool = True  # False: make reads it too, and make never reads .env
+    path: bool = False  # a folder: handed to another checkout's host tools made absolute
 
 
 TOPICS = {
@@ -41,8 +43,10 @@ TABLE = (
     Setting("LAB_PORT", "8888", "the port the lab listens on", "lab"),
     Setting("LAB_BIND", "127.0.0.1", "the address the lab listens on (0.0.0.0: every "
             "network, with a warning)", "lab"),
-    Setting("LABS_DIR", "", "your work folder, mounted at /home/lab/labs (unset: work/)", "lab"),
-    Setting("LAB_DATA_DIR", "", "the packages you add and the caches (unset: lab-data/)", "lab"),
+    Setting("LABS_DIR", "", "your work folder, mounted at /home/lab/labs (unset: work/)", "lab",
+            path=True),
+    Setting("LAB_DATA_DIR", "", "the packages you add and the caches (unset: lab-data/)", "lab",
+            path=True),
     Setting("LAB_UID", "", "the uid the lab runs as (unset: yours, or sudo's caller)", "lab"),
     Setting("LAB_GID", "", "the gid the lab runs as (unset: LAB_UID's, or yours)", "lab"),
     Setting("COLAB", "", "1: Colab's page may connect to the lab (make lab-cpu COLAB=1)", "lab"),
@@ -74,10 +78,12 @@ TABLE = (
     Setting("OAUTH_USERNAME_CLAIM", "", "the user data field that is the user name (generic)",
             "hub"),
     Setting("PLATFORM", "", "the platform to build, fetch or publish for, e.g. linux/arm64 "
-            "(unset: this machine's; for make wheels and publish: every one)", "build"),
+            "(unset or empty: this machine's; for make wheels and publish: every one)", "build",
+            blank_is_a_value=True),
     Setting("WHEELHOUSE", "", "a folder of wheels (make wheels) to install and build from, "
-            "offline", "build"),
-    Setting("WHEELHOUSE_DIR", "wheelhouse", "where make wheels puts the wheels", "build"),
+            "offline (empty: from the indexes)", "build", blank_is_a_value=True, path=True),
+    Setting("WHEELHOUSE_DIR", "wheelhouse", "where make wheels puts the wheels", "build",
+            path=True),
     Setting("WHEELHOUSE_PORT", "8799", "the loopback port an offline build's wheels are served "
             "on (fixed, so the layer cache keeps its URL)", "build"),
     Setting("BASE_IMAGE", "", "a local Debian base image instead of the pinned one (make "
@@ -101,8 +107,11 @@ TABLE = (
             "build"),
     Setting("TORCHLAB_REGISTRY", "ghcr.io/torchlab", "where make publish pushes and make lab "
             "pulls from; set and empty: never pull", "build", blank_is_a_value=True),
-    Setting("PYTHON", "python3", "the Python 3.11 the host tools and venvs run with", "host"),
-    Setting("VENV", ".venv", "the host environment's folder", "host"),
+    Setting("PYTHON", "python3", "the Python 3.11 the host tools and venvs run with (the "
+            "environment or make's line: not .env, which make does not read)", "host",
+            in_env_file=False),
+    Setting("VENV", ".venv", "the host environment's folder (the environment or make's line)",
+            "host", in_env_file=False),
     Setting("UV", "uv", "the uv that make lock runs", "host"),
     Setting("BENCH_VARIANTS", "", "the images make bench measures (unset: every one)", "host"),
     Setting("BENCH_REPEATS", "3", "make bench's runs of each measure (at least 3)", "host"),
@@ -115,10 +124,17 @@ CALLER = ("SUDO_UID", "SUDO_GID")
 
 
 def env_file_lines(path: Path) -> dict[str, str]:
-    """NAME=value lines of an .env file, as compose reads the simple ones."""
-    if not path.exists():
+    """NAME=value lines of an .env file (NAME= too), as compose reads the simple ones."""
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, NotADirectoryError):  # no .env: none set there
         return {}
-    return dict(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=(\S+)$", path.read_text(), re.MULTILINE))
+    except OSError as error:  # sudo make lab-cpu wrote it as root, readable by root alone
+        raise HostError(
+            f"the settings file {path} cannot be read ({error.strerror})",
+            f"sudo chown $(id -u):$(id -g) {path}",
+        ) from None
+    return dict(re.findall(r"^([A-Za-z_][A-Za-z0-9_]*)=(\S*)$", text, re.MULTILINE))
 
 
 @dataclass(frozen=True)
@@ -137,12 +153,15 @@ class Settings:
         from_file = env_file_lines(env_file)
         values, origins = {}, {}
         for setting in TABLE:
+            in_file = from_file if setting.in_env_file else {}
             if environ.get(setting.name):
                 values[setting.name], origins[setting.name] = environ[setting.name], "environment"
             elif setting.blank_is_a_value and setting.name in environ:
                 values[setting.name], origins[setting.name] = "", "environment"
-            elif from_file.get(setting.name):
-                values[setting.name], origins[setting.name] = from_file[setting.name], ".env"
+            elif in_file.get(setting.name):
+                values[setting.name], origins[setting.name] = in_file[setting.name], ".env"
+            elif setting.blank_is_a_value and setting.name in in_file:
+                values[setting.name], origins[setting.name] = "", ".env"
             else:
                 values[setting.name], origins[setting.name] = setting.default, "default"
         caller = {name: environ[name] for name in CALLER if environ.get(name)}
@@ -163,6 +182,18 @@ class Settings:
             self.caller,
             self.env_file,
         )
+
+    def handed_on(self) -> dict[str, str]:
+        """What the person set, for another checkout's host tools (a copy or a clone of this
+        one, which has no .env): the environment they start with, folders made absolute."""
+        handed = {}
+        for setting in TABLE:
+            if self.given(setting.name):
+                value = self[setting.name]
+                handed[setting.name] = (
+                    str((ROOT / value).resolve()) if setting.path and value else value
+                )
+        return handed
 
     def words(self, name: str) -> list[str]:
         """A list setting: space or comma separated."""
@@ -197,4 +228,4 @@ class Settings:
     @property
     def only_platform(self) -> str | None:
         """For commands that serve every platform unless told one (make wheels, publish)."""
-        return self.platform if self.given("PLATFORM") else None
+        return self.platform if self["PLATFORM"] else None

@@ -34,11 +34,13 @@ def clone_head(into: Path) -> str:
     return revision(into)
 
 
-def build_in(checkout: Path, variant: str, tag: str, flags: str) -> None:
-    """The clone's own host tools build the clone, with no layer from any earlier build."""
-    flags = f"{flags} --no-cache".strip()
+def build_in(checkout: Path, variant: str, tag: str, given: Settings) -> None:
+    """The clone's own host tools build the clone with this checkout's settings, with no layer
+    from any earlier build."""
+    flags = f"{given['DOCKER_BUILD_FLAGS']} --no-cache".strip()
     built = run_host_tools(
-        "build", variant, "--tag", tag, root=checkout, settings={"DOCKER_BUILD_FLAGS": flags},
+        "build", variant, "--tag", tag, root=checkout, given=given,
+        settings={"DOCKER_BUILD_FLAGS": flags},
         capture_output=False, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
     if built.returncode != 0:
@@ -163,7 +165,7 @@ def verify(variant: str, settings: Settings, against: str | None = None) -> int:
                 commit = clone_head(checkout)
                 print(f"torchlab: build {number} of {len(builds)}: {tag} from a fresh clone, "
                       "--no-cache")  # fmt: skip
-                build_in(checkout, variant, tag, settings["DOCKER_BUILD_FLAGS"])
+                build_in(checkout, variant, tag, settings)
             return compare([against, *builds] if against else builds, commit, variant, Path(folder))
         finally:  # by ID: each build also tagged its image with its inputs tag
             inspect = ["docker", "image", "inspect", "--format", "{{.Id}}"]

@@ -4,15 +4,12 @@ the CPU mode of variants.toml."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-from typing import Any
 
 from torchlab.variants import Variant
 from torchlab_host import ROOT
 from torchlab_host.core.engine import compose_command, quiet, run
-from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 
 LAB_COMPOSE = ROOT / "compose.yaml"
@@ -69,11 +66,3 @@ def run_in_service(
 ) -> subprocess.CompletedProcess:
     """A command in a fresh container of a service, its output captured."""
     return quiet(in_service(service, *command), env=compose_environment(settings, environment))
-
-
-def compose_services(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Every service of compose.yaml (all profiles), as Compose itself resolves them."""
-    result = compose(settings, "--profile", "*", "config", "--format", "json", capture=True)
-    if result.returncode != 0:
-        raise HostError(f"compose.yaml does not resolve: {result.stderr.strip()}")
-    return json.loads(result.stdout)["services"]

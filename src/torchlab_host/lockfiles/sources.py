@@ -60,6 +60,8 @@ def shielded(lock: str, manifest: Manifest, folder: Path, settings: Settings) ->
     would satisfy torch==2.13.0 (local versions sort higher), so the locks that pin PyPI's
     builds look in their own folder. PIP_FIND_LINKS overrides the configuration's."""
     environment = dict(os.environ)  # pip's own configuration and the proxy pass through
+    if settings.given("PIP_INDEX_URL"):  # from .env too
+        environment["PIP_INDEX_URL"] = settings["PIP_INDEX_URL"]
     if settings.wheelhouse:
         environment["PIP_FIND_LINKS"] = f"{settings.wheelhouse}/{lock}/"
     elif torch_sources(lock, manifest) == {"pypi"}:

@@ -17,8 +17,8 @@ from torchlab_host.manifest import reference
 from torchlab_host.manifest.yamltext import Alias, Anchored, Comment, Spaced, dump
 
 GENERATED = (
-    "Generated from variants.toml by `make generate` (src/torchlab_host/generate.py): edit\n"
-    "those, never this file; `make check` fails while it is out of date."
+    "Generated from variants.toml by `make generate` (src/torchlab_host/manifest/generate.py):\n"
+    "edit those, never this file; `make check` fails while it is out of date."
 )
 NO_TOKEN = "JUPYTER_TOKEN is empty: run make lab-cpu, which writes one to .env"
 LABS = "/home/lab/labs"

@@ -20,6 +20,7 @@ from torchlab import variants
 from torchlab.variants import MACHINES, this_platform
 from torchlab_host import cli
 from torchlab_host.ci import images, plan
+from torchlab_host.core import settings as settings_module
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.lab import manage as lab
@@ -387,7 +388,8 @@ def test_ci_run_starts_the_downloads_then_runs_every_phase_of_the_plan_in_order(
 # make ci-suite-<variant>: what the workflow's image jobs and .ci/run run ----------------------
 
 
-def test_ci_suite_runs_the_plans_selection_in_cpu_mode(monkeypatch):
+def test_ci_suite_runs_the_plans_selection_in_cpu_mode(monkeypatch, tmp_path):
+    monkeypatch.setattr(settings_module, "ROOT", tmp_path)  # no .env of the checkout's
     monkeypatch.setenv("TORCHLAB_WITHOUT", "torchvision")
     monkeypatch.delenv("PLATFORM", raising=False)
     asked = []

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import ast
 import os
+from pathlib import Path
 
 import pytest
 
 from torchlab_host import ROOT
+from torchlab_host.core import checkout
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import BY_NAME, Settings
 from torchlab_host.lab import config
@@ -107,3 +109,43 @@ def test_every_setting_says_what_it_does_and_names_a_known_topic():
 
     for setting in BY_NAME.values():
         assert setting.meaning and setting.topic in TOPICS, setting.name
+
+
+def test_a_blank_in_env_file_or_on_makes_line_means_none_where_blank_is_a_value(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("TORCHLAB_REGISTRY=\nWHEELHOUSE=/srv/wheels\nPLATFORM=linux/arm64\n")
+    from_file = Settings.load({}, env_file)
+    assert from_file["TORCHLAB_REGISTRY"] == "" and from_file.wheelhouse == Path("/srv/wheels")
+    # make build-cpu WHEELHOUSE= PLATFORM= : from the indexes, for this machine
+    cleared = Settings.load({"WHEELHOUSE": "", "PLATFORM": ""}, env_file)
+    assert cleared.wheelhouse is None and cleared.only_platform is None
+
+
+def test_what_make_reads_itself_is_not_taken_from_env_file(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("VENV=.venv2\nPYTHON=python3.12\n")
+    settings = Settings.load({}, env_file)
+    assert (settings["VENV"], settings["PYTHON"]) == (".venv", "python3")
+
+
+def test_an_env_file_that_cannot_be_read_is_one_line(tmp_path):
+    (tmp_path / ".env").mkdir()  # unreadable as a file, even by root
+    with pytest.raises(HostError) as refused:
+        Settings.load({}, tmp_path / ".env")
+    said = str(refused.value)
+    assert said.startswith(f"the settings file {tmp_path / '.env'} cannot be read (")
+    assert "\n" not in said and "Fix: sudo chown" in said
+
+
+def test_another_checkouts_host_tools_get_what_was_set_here(tmp_path):
+    """The rebuild check and the reproducibility check build in a copy or a clone, which has
+    no .env: what the person set here goes with them, folders made absolute."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("WHEELHOUSE=wheelhouse\nBASE_IMAGE=torchlab/debian:bookworm\n")
+    given = Settings.load({"TORCHLAB_WITHOUT": "torchvision"}, env_file)
+    environment = checkout.host_environment(tmp_path / "copy", given)
+    assert environment["WHEELHOUSE"] == str(ROOT / "wheelhouse")
+    assert environment["BASE_IMAGE"] == "torchlab/debian:bookworm"
+    assert environment["TORCHLAB_WITHOUT"] == "torchvision"
+    assert environment["PYTHONPATH"] == str(tmp_path / "copy/src")
+    assert "LAB_PORT" not in given.handed_on()  # a default stays the child's own

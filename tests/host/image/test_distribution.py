@@ -165,7 +165,9 @@ def test_one_build_is_compared_only_with_an_image_of_the_same_commit(monkeypatch
     monkeypatch.setattr(reproducible, "quiet", lambda command: label)
     monkeypatch.setattr(reproducible, "clone_head", pytest.fail)  # nothing may be built
     with pytest.raises(HostError) as refused:
-        reproducible.verify("cpu", Settings.load(), against="torchlab:cpu")
+        reproducible.verify(
+            "cpu", Settings.load({}, Path("/dev/null/.env")), against="torchlab:cpu"
+        )
     said = str(refused.value)
     assert "built from bbbbbbbbbbbb, not HEAD (aaaaaaaaaaaa)" in said
     assert "Fix: make build-cpu" in said and "\n" not in said
