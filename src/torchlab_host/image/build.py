@@ -16,7 +16,7 @@ from torchlab_host import ROOT
 from torchlab_host.core.engine import docker_must, require_docker, run, streamed
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
-from torchlab_host.image import registry, wheelhouse
+from torchlab_host.image import emulation, registry, wheelhouse
 from torchlab_host.image.context import inputs_digest, stage
 from torchlab_host.image.spec import (
     LOCAL_BASE_IMAGE,
@@ -79,10 +79,10 @@ def explain_build_failure(build: Build, output: list[str]) -> HostError:
             f"{build.target} BASE_IMAGE={LOCAL_BASE_IMAGE}",
         )
     if build.platform != this_platform() and "exec format error" in text:
+        # A handler registered without the F flag: containers cannot open its emulator.
         return HostError(
-            f"this machine cannot run {build.platform} programs, so it cannot build for it",
-            "apt-get install qemu-user-static binfmt-support (Docker then runs them under "
-            f"emulation), then {build.target} PLATFORM={build.platform}",
+            f"the build's {build.platform} programs did not run under emulation",
+            f"{emulation.FIX}, then {build.target} PLATFORM={build.platform}",
         )
     if INDEX_UNREACHABLE.search(text) and not build.settings.wheelhouse:
         return HostError(
@@ -111,6 +111,8 @@ def build_image(build: Build, manifest: Manifest, context: Path | None = None) -
         preflight(build, manifest)
         context = stage(build)
     require_docker()
+    if build.platform != this_platform():
+        emulation.require_emulation(build.platform)
     wheelhouse_dir = build.settings.wheelhouse
     with contextlib.ExitStack() as stack:
         url = None
@@ -175,6 +177,8 @@ def make_base_image(settings: Settings) -> None:
     """make base-image: the Debian base of the images, made here (debootstrap) for PLATFORM or
     this machine's platform, for machines that reach no registry."""
     platform = settings.platform
+    if platform != this_platform():  # debootstrap's second stage runs the platform's programs
+        emulation.require_emulation(platform)
     architecture = platform.rpartition("/")[2]  # amd64, arm64: Debian's names too
     script = ROOT / "scripts" / "make-base-image"
     mirrors = {name: settings[name] for name in ("DEBIAN_MIRROR", "DEBIAN_SECURITY_MIRROR")}
