@@ -193,9 +193,12 @@ Argument = tuple[tuple[str, ...], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Command:
+    """One command of a table: this one's and the host tools' (whose handlers also get the
+    manifest and the settings)."""
+
     name: str
     help: str
-    run: Handler
+    run: Callable[..., Any]
     arguments: tuple[Argument, ...] = field(default=())
     # The arguments it does not know go on to the program it starts (pytest, jupyter lab,
     # jupyterhub-singleuser, the program torchrun starts); elsewhere they are an error.
@@ -272,13 +275,18 @@ def parser(table: tuple[Command, ...]) -> argparse.ArgumentParser:
 
     made = argparse.ArgumentParser(prog="torchlab", description=__doc__)
     made.add_argument("--version", action="version", version=f"torchlab {__version__}")
-    subparsers = made.add_subparsers(dest="command", required=True)
+    add_commands(made, table)
+    return made
+
+
+def add_commands(parser: argparse.ArgumentParser, table: tuple[Command, ...]) -> None:
+    """A subcommand of parser for each command of the table; args.run is its handler."""
+    subparsers = parser.add_subparsers(dest="command", required=True)
     for command in table:
         sub = subparsers.add_parser(command.name, help=command.help)
         for names, options in command.arguments:
             sub.add_argument(*names, **options)
         sub.set_defaults(run=command.run)
-    return made
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,11 @@ import argparse
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from torchlab import variants
 from torchlab.backends import UnknownDevice
+from torchlab.cli import Command, add_commands
 from torchlab.variants import Manifest
 from torchlab_host import ROOT, measure
 from torchlab_host.ci import images as ci_images
@@ -35,17 +33,9 @@ from torchlab_host.manifest import check, generate, reference
 from torchlab_host.measure import image_costs
 
 # A handler's int is the exit status; anything else it returns (a time, the files it wrote)
-# means success. Every handler gets the manifest and the settings, each read once at start.
-Handler = Callable[[argparse.Namespace, Manifest, Settings], Any]
+# means success. Every handler gets the parsed arguments, the manifest and the settings, each
+# read once at start.
 VARIANT = (("variant",), {"help": "a variant of variants.toml (or an alias: gpu, tpu)"})
-
-
-@dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    run: Handler
-    arguments: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = field(default=())
 
 
 def test_host(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
@@ -233,12 +223,7 @@ COMMANDS = (
 
 def parser() -> argparse.ArgumentParser:
     made = argparse.ArgumentParser(prog="python3 -m torchlab_host", description=__doc__)
-    commands = made.add_subparsers(dest="command", required=True)
-    for command in COMMANDS:
-        sub = commands.add_parser(command.name, help=command.help)
-        for names, options in command.arguments:
-            sub.add_argument(*names, **options)
-        sub.set_defaults(run=command.run)
+    add_commands(made, COMMANDS)
     return made
 
 
