@@ -153,17 +153,15 @@ class Settings:
         from_file = env_file_lines(env_file)
         values, origins = {}, {}
         for setting in TABLE:
-            in_file = from_file if setting.in_env_file else {}
-            if environ.get(setting.name):
-                values[setting.name], origins[setting.name] = environ[setting.name], "environment"
-            elif setting.blank_is_a_value and setting.name in environ:
-                values[setting.name], origins[setting.name] = "", "environment"
-            elif in_file.get(setting.name):
-                values[setting.name], origins[setting.name] = in_file[setting.name], ".env"
-            elif setting.blank_is_a_value and setting.name in in_file:
-                values[setting.name], origins[setting.name] = "", ".env"
-            else:
-                values[setting.name], origins[setting.name] = setting.default, "default"
+            name = setting.name
+            values[name], origins[name] = setting.default, "default"
+            places = [("environment", environ)]
+            if setting.in_env_file:
+                places.append((".env", from_file))
+            for origin, said in places:  # the first that says it, an empty value only if one
+                if said.get(name) or (setting.blank_is_a_value and name in said):
+                    values[name], origins[name] = said[name], origin
+                    break
         caller = {name: environ[name] for name in CALLER if environ.get(name)}
         return cls(values, origins, caller, env_file)
 
