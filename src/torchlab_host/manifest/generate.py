@@ -236,30 +236,31 @@ def outputs(manifest: Manifest) -> dict[Path, str]:
     return written
 
 
-def leftovers(manifest: Manifest) -> list[Path]:
-    """Generated files of variants the manifest no longer has."""
-    wanted = outputs(manifest)
+def leftovers(wanted: dict[Path, str]) -> list[Path]:
+    """Generated files of variants the manifest no longer has (wanted: its outputs)."""
     return [path for path in ROOT.glob(".devcontainer/*/devcontainer.json") if path not in wanted]
+
+
+def differing(wanted: dict[Path, str]) -> list[str]:
+    """The generated files that differ from these outputs, and the leftovers, from the root."""
+    found = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
+    return [str(path.relative_to(ROOT)) for path in [*found, *leftovers(wanted)]]
 
 
 def stale(manifest: Manifest) -> list[str]:
     """The generated files that differ from what make generate writes, relative to the root."""
-    found = [
-        path
-        for path, text in outputs(manifest).items()
-        if not path.exists() or path.read_text() != text
-    ]
-    return [str(path.relative_to(ROOT)) for path in [*found, *leftovers(manifest)]]
+    return differing(outputs(manifest))
 
 
 def write(manifest: Manifest) -> list[str]:
     """Write every generated file that differs, remove the leftovers; what changed."""
-    changed = stale(manifest)
-    for path in leftovers(manifest):
+    wanted = outputs(manifest)  # once: it reads the locks and every document
+    changed = differing(wanted)
+    for path in leftovers(wanted):
         path.unlink()
         if not any(path.parent.iterdir()):
             path.parent.rmdir()
-    for path, text in outputs(manifest).items():
+    for path, text in wanted.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     return changed
