@@ -38,7 +38,7 @@ def probe(args: argparse.Namespace) -> int:
 def check_build(args: argparse.Namespace) -> int:
     """The build-time assert of each image: its torch is what the manifest promises."""
     from . import variants
-    from .backends import get
+    from .backends import get, installed_version
 
     try:
         variant = variants.load().variant(args.variant)
@@ -52,6 +52,12 @@ def check_build(args: argparse.Namespace) -> int:
         ]
     else:
         problems = get(variant.device).check_build(variant.build_for(here))
+        promised, installed = variant.platforms[here].torch, installed_version("torch")
+        if installed != promised:
+            problems.append(
+                f"variants.toml ships torch {promised} on {here}, and torch {installed} is "
+                "installed"
+            )
     for problem in problems:
         print(f"torchlab: the {variant.name} image is wrong: {problem}", file=sys.stderr)
     if not problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 from typing import Any
 
 from . import __version__, packages, system
@@ -56,6 +57,28 @@ def _warnings(container: dict[str, Any]) -> list[str]:
     return found
 
 
+def _platform_release() -> str | None:
+    """In an image whose variant ships another torch on another platform: which this platform
+    gets and why (None elsewhere)."""
+    from . import variants
+
+    name = os.environ.get("TORCHLAB_VARIANT")
+    try:
+        variant = variants.load().variant(name) if name else None
+        here = variants.this_platform()
+    except variants.ManifestError:
+        return None
+    if variant is None or not variant.torch_differs or here not in variant.platforms:
+        return None
+    others = ", ".join(
+        f"{platform} gets {shipped.torch}"
+        for platform, shipped in variant.platforms.items()
+        if platform != here
+    )
+    why = variant.platforms[here].why or "the release this variant is built on"
+    return f"{here}'s torch {variant.platforms[here].torch}: {why}; {others}"
+
+
 def collect(smoke: bool = True) -> dict[str, Any]:
     import torch
 
@@ -68,6 +91,7 @@ def collect(smoke: bool = True) -> dict[str, Any]:
             "version": torch.__version__,
             "git": torch.version.git_version[:12],
             "debug": torch.version.debug,
+            "platform_release": _platform_release(),
         },
         "container": container,
         "backends": {backend.name: _backend_entry(backend, smoke) for backend in all_backends()},
@@ -145,6 +169,11 @@ def render_table(report: dict[str, Any]) -> str:
             f"({system.human_bytes(machine['ram_available_bytes'])} available)",
         ),
         ("torch", f"{report['torch']['version']} (git {report['torch']['git']})"),
+        *(
+            [("release", report["torch"]["platform_release"])]
+            if report["torch"].get("platform_release")
+            else []
+        ),
         (
             "container",
             f"{_value('', container['in_container'])}, "

@@ -27,10 +27,12 @@ _FIELDS = {
     "platforms": dict,
     "size_ceiling_gb": (int, float),
     "build": dict,
-    "platform_build": dict,
     "omittable": list,
 }
-_OPTIONAL = ("omittable", "platform_build")
+_OPTIONAL = ("omittable",)
+# What a variant ships on one platform ([variants.<name>.platforms."linux/arm64"]).
+_PLATFORM_FIELDS = {"source": str, "torch": str, "build": dict, "why": str}
+_PLATFORM_OPTIONAL = ("build", "why")
 # What every variant of one device kind shares: how a container reaches the device, and how
 # its suite runs without it. All optional (the cpu needs none).
 _DEVICE_FIELDS = {"cpu_mode": dict, "compose": dict, "kubernetes": dict}
@@ -48,13 +50,25 @@ class UnknownVariant(ManifestError):
 
 
 @dataclass(frozen=True)
+class Platform:
+    """What a variant ships on one platform."""
+
+    source: str  # where pip finds its torch there: one of TORCH_SOURCES
+    torch: str  # the torch release its lock pins there (2.13.0+cpu)
+    # What check-build asserts differently there: its keys replace the variant's build.
+    build: dict[str, Any] = field(default_factory=dict)
+    # Why its torch is not the other platforms' (the probe and the README say it).
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class Variant:
     name: str  # the image (torchlab:<name>), its lock, its make targets and compose services
     device: str  # the device kind it proves: a backend's name, `torchlab probe --expect`
     aliases: tuple[str, ...]
     summary: str
     lock: str
-    platforms: dict[str, str]  # each platform it ships for -> where pip finds its torch there
+    platforms: dict[str, Platform]  # each platform it ships for -> what it ships there
     size_ceiling_gb: float
     build: dict[str, Any]  # what `torchlab check-build` asserts
     # From its device kind's [devices.<kind>] table: the environment of its suite on a machine
@@ -65,8 +79,6 @@ class Variant:
     kubernetes: dict[str, Any]
     # Packages a build may leave out when told to (TORCHLAB_WITHOUT), where no index has them.
     omittable: tuple[str, ...] = ()
-    # What check-build asserts differently on a platform: its keys replace build's.
-    platform_build: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def image(self) -> str:
@@ -74,11 +86,16 @@ class Variant:
 
     @property
     def torch_sources(self) -> set[str]:
-        return set(self.platforms.values())
+        return {shipped.source for shipped in self.platforms.values()}
 
     def build_for(self, platform_name: str) -> dict[str, Any]:
         """What `torchlab check-build` asserts in this variant's image for one platform."""
-        return {**self.build, **self.platform_build.get(platform_name, {})}
+        return {**self.build, **self.platforms[platform_name].build}
+
+    @property
+    def torch_differs(self) -> bool:
+        """Whether its platforms ship different torch releases (the probe says which and why)."""
+        return len({shipped.torch for shipped in self.platforms.values()}) > 1
 
     def build_here(self) -> dict[str, Any]:
         """What its image promises on this machine's platform."""
@@ -163,39 +180,64 @@ def _variant(name: str, table: dict[str, Any], device: dict[str, Any], where: st
     for key, kind in _FIELDS.items():
         if key in table and not isinstance(table[key], kind):
             raise ManifestError(f"{where}: variants.{name}.{key} has the wrong type")
-    platforms = table["platforms"]
-    unknown_platforms = sorted(set(platforms) - set(MACHINES))
-    if not platforms or unknown_platforms:
-        raise ManifestError(
-            f"{where}: variants.{name}.platforms must name platforms among "
-            f"{', '.join(MACHINES)}" + (f", not {unknown_platforms[0]}" if platforms else "")
-        )
-    if not set(platforms.values()) <= set(TORCH_SOURCES):
-        raise ManifestError(
-            f"{where}: variants.{name}.platforms must take torch from one of "
-            f"{', '.join(TORCH_SOURCES)}"
-        )
-    unshipped = sorted(set(table.get("platform_build", {})) - set(platforms))
-    if unshipped:
-        raise ManifestError(
-            f"{where}: variants.{name}.platform_build names {unshipped[0]}, "
-            "not one of its platforms"
-        )
+    platforms = _platforms(name, table["platforms"], where)
     return Variant(
         name=name,
         device=table["device"],
         aliases=tuple(table["aliases"]),
         summary=table["summary"],
         lock=table["lock"],
-        platforms=dict(platforms),
+        platforms=platforms,
         size_ceiling_gb=float(table["size_ceiling_gb"]),
         cpu_mode={key: str(value) for key, value in device.get("cpu_mode", {}).items()},
         build=dict(table["build"]),
         compose=dict(device.get("compose", {})),
         kubernetes=dict(device.get("kubernetes", {})),
         omittable=tuple(table.get("omittable", ())),
-        platform_build={key: dict(value) for key, value in table.get("platform_build", {}).items()},
     )
+
+
+def _platforms(name: str, tables: dict[str, Any], where: str) -> dict[str, Platform]:
+    unknown_platforms = sorted(set(tables) - set(MACHINES))
+    if not tables or unknown_platforms:
+        raise ManifestError(
+            f"{where}: variants.{name}.platforms must name platforms among "
+            f"{', '.join(MACHINES)}" + (f", not {unknown_platforms[0]}" if tables else "")
+        )
+    platforms = {}
+    for platform_name, table in tables.items():
+        key = f'variants.{name}.platforms."{platform_name}"'
+        if not isinstance(table, dict):
+            raise ManifestError(f"{where}: {key} must be a table: {{ source = ..., torch = ... }}")
+        missing = [k for k in _PLATFORM_FIELDS if k not in table and k not in _PLATFORM_OPTIONAL]
+        unknown = [k for k in table if k not in _PLATFORM_FIELDS]
+        if missing or unknown:
+            said = [f"lacks {', '.join(missing)}"] if missing else []
+            said += [f"has unknown keys {', '.join(unknown)}"] if unknown else []
+            raise ManifestError(f"{where}: {key} {' and '.join(said)}")
+        wrong = [
+            k for k, kind in _PLATFORM_FIELDS.items() if not isinstance(table.get(k, kind()), kind)
+        ]
+        if wrong:
+            raise ManifestError(f"{where}: {key}.{wrong[0]} has the wrong type")
+        if table["source"] not in TORCH_SOURCES:
+            raise ManifestError(f"{where}: {key}.source must be one of {', '.join(TORCH_SOURCES)}")
+        platforms[platform_name] = Platform(
+            table["source"], table["torch"], dict(table.get("build", {})), table.get("why", "")
+        )
+    # The first platform's torch is the variant's; another one's must say why it differs.
+    first = next(iter(platforms.values()))
+    unexplained = [
+        platform_name
+        for platform_name, shipped in platforms.items()
+        if shipped.torch != first.torch and not shipped.why
+    ]
+    if unexplained:
+        raise ManifestError(
+            f'{where}: variants.{name}.platforms."{unexplained[0]}" ships another torch '
+            f"than {next(iter(platforms))} and must say why (why = ...)"
+        )
+    return platforms
 
 
 def parse(text: str, path: Path) -> Manifest:

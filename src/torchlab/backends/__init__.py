@@ -100,6 +100,13 @@ def same_release(distributions: list[str]) -> list[str]:
     return []
 
 
+def includes(distributions: list[str]) -> list[str]:
+    """What keeps these distributions from being installed (torchvision, on a platform whose
+    index has it)."""
+    missing = [name for name in distributions if installed_version(name) is None]
+    return [f"{', '.join(missing)} not installed"] if missing else []
+
+
 BuildCheck = Callable[[Any], list[str]]
 
 
@@ -166,7 +173,7 @@ class Backend(ABC):
 
     def build_checks(self) -> dict[str, BuildCheck]:
         """The manifest's `build` keys this backend asserts, each a check that lists problems."""
-        return {"same_release": same_release}
+        return {"same_release": same_release, "includes": includes}
 
     def check_build(self, expectations: Mapping[str, Any]) -> list[str]:
         """What keeps this torch build from being what the manifest promises (empty: nothing)."""

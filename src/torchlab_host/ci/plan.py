@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from torchlab.variants import Manifest, Variant
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
-from torchlab_host.lockfiles.files import omitted, torch_version
+from torchlab_host.lockfiles.files import omitted
 
 NOTEBOOK = "notebook"  # the marker of a whole notebook (tests/device/test_notebooks.py)
 # How .ci/run runs a step: a phase; in the background from the start (beside the phases up to
@@ -70,11 +70,10 @@ def make(target: str, **variables: str) -> tuple[str, ...]:
     return ("make", target, *(f"{name}={value}" for name, value in variables.items()))
 
 
-def torch_release(variant: Variant, manifest: Manifest) -> str | None:
-    """The torch release a variant's locks pin, less its local build (2.13.0+cpu: 2.13.0);
-    None where none pins torch, which shares a release with no one."""
-    pinned = torch_version([manifest.shared_lock, variant.lock])
-    return None if pinned == "unknown" else pinned.partition("+")[0]
+def torch_release(variant: Variant, platform: str) -> str:
+    """The torch release a variant ships on a platform, less its local build (2.13.0+cpu:
+    2.13.0)."""
+    return variant.platforms[platform].torch.partition("+")[0]
 
 
 def own_device_in_cpu_mode(variant: Variant) -> bool:
@@ -87,25 +86,25 @@ def order(manifest: Manifest, platform: str) -> list[Variant]:
     """The variants that ship for a platform, in the order CI runs their suites."""
     shipped = [variant for variant in manifest.variants if platform in variant.platforms]
     first = [variant for variant in shipped if variant.device == "cpu"][:1]
-    covered = {torch_release(variant, manifest) for variant in first} - {None}
+    covered = {torch_release(variant, platform) for variant in first}
     rest = [variant for variant in shipped if variant not in first]
     # sorted() is stable: what the key leaves equal keeps the manifest's order.
     return first + sorted(
         rest,
-        key=lambda v: (torch_release(v, manifest) in covered, not own_device_in_cpu_mode(v)),
+        key=lambda v: (torch_release(v, platform) in covered, not own_device_in_cpu_mode(v)),
     )
 
 
-def placed(variant: Variant, manifest: Manifest, first: Variant | None) -> str:
+def placed(variant: Variant, platform: str, first: Variant | None) -> str:
     """Why a variant's suite stands where order() put it (first: the cpu image, if it ships)."""
-    release = torch_release(variant, manifest)
+    release = torch_release(variant, platform)
     if variant is first:
         return (
             "first: the other images build on its fresh no-cache layers, and its image serves "
             "the round trip, the rebuild check and the reproducibility check"
         )
-    on = f"torch {release}" if release else "no torch pin"
-    if first is not None and release is not None and release == torch_release(first, manifest):
+    on = f"torch {release}"
+    if first is not None and release == torch_release(first, platform):
         return f"{on}, the {first.name} suite's release: after the releases it does not run"
     unrun = f", which the {first.name} suite does not run" if first else ""
     mode = " ".join(f"{key}={value}" for key, value in variant.cpu_mode.items()) or "none"
@@ -119,15 +118,16 @@ def placed(variant: Variant, manifest: Manifest, first: Variant | None) -> str:
 def suites(manifest: Manifest, settings: Settings, platform: str | None = None) -> list[Suite]:
     """Each image's suite in CI on a platform (default: PLATFORM, else this machine's), in the
     order CI runs them."""
-    ordered = order(manifest, platform or settings.platform)
+    platform = platform or settings.platform
+    ordered = order(manifest, platform)
     first = ordered[0] if ordered and ordered[0].device == "cpu" else None
     lacking: dict[str, set[str]] = {}  # release -> the packages its notebooks have not had
     ran: dict[str, str] = {}  # release -> the variant whose suite ran its notebooks
     found = []
     for variant in ordered:
-        release = torch_release(variant, manifest)
+        release = torch_release(variant, platform)
         left_out = omitted(variant, settings)
-        if release is None or release not in lacking:
+        if release not in lacking:
             options: tuple[str, ...] = ()
             runs = "runs every test and every notebook"
             if left_out:
@@ -135,8 +135,7 @@ def suites(manifest: Manifest, settings: Settings, platform: str | None = None) 
                     f"; built without {', '.join(sorted(left_out))} (TORCHLAB_WITHOUT), so the "
                     "notebooks needing it skip here"
                 )
-            if release is not None:
-                lacking[release], ran[release] = set(left_out), variant.name
+            lacking[release], ran[release] = set(left_out), variant.name
         else:
             again = sorted(lacking[release] - left_out)
             expression = " or ".join([f"not {NOTEBOOK}", *(f"needs(package='{p}')" for p in again)])
@@ -149,7 +148,7 @@ def suites(manifest: Manifest, settings: Settings, platform: str | None = None) 
                 runs += f", and those needing {', '.join(again)}, which that image lacked"
             runs += f' (pytest -m "{expression}")'
             lacking[release] &= left_out
-        why = f"{placed(variant, manifest, first)}; {runs}"
+        why = f"{placed(variant, platform, first)}; {runs}"
         found.append(Suite(variant, options, why))
     return found
 

@@ -77,6 +77,7 @@ def variant_build(
 ) -> Build:
     """A variant's image for a platform (default: PLATFORM, else this machine's)."""
     shared, own = manifest.shared_lock, variant.lock
+    platform = platform or settings.platform_of(variant, f"make build-{variant.name}")
 
     def generated(context: Path) -> None:
         # The locks as installed (less what TORCHLAB_WITHOUT leaves out), and the constraints
@@ -102,13 +103,13 @@ def variant_build(
             "SHARED_LOCK": shared,
             "LOCK": own,
             "WITHOUT": " ".join(sorted(lockfiles.omitted(variant, settings))),
-            "TORCH_VERSION": lockfiles.torch_version([shared, own]),
+            "TORCH_VERSION": variant.platforms[platform].torch,
         },
         user_args=USER_BUILD_ARGS,
         target=f"make build-{variant.name}",
         generated=generated,
         settings=settings,
-        platform=platform or settings.platform_of(variant, f"make build-{variant.name}"),
+        platform=platform,
     )
 
 

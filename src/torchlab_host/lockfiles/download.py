@@ -62,13 +62,15 @@ def download(folder: Path, locks: list[str], manifest: Manifest, settings: Setti
     for name in locks:
         target = folder / name
         target.mkdir(parents=True, exist_ok=True)
-        with as_installed(name, manifest, settings) as lock_copy:
-            linked = link_shared_wheels(folder, target, lock_copy.read_text())
-            if linked:
-                print(f"torchlab: {linked} wheels linked from other locks' folders", flush=True)
-            for platform in lock_platforms(name, manifest):
-                if not only or platform == only:
-                    download_one(name, platform, lock_copy, target, manifest, settings)
+        for platform in lock_platforms(name, manifest):
+            if only and platform != only:
+                continue
+            # pip judges markers by the machine it runs on: it reads this platform's pins alone.
+            with as_installed(name, manifest, settings, MACHINES[platform]) as lock_copy:
+                linked = link_shared_wheels(folder, target, lock_copy.read_text())
+                if linked:
+                    print(f"torchlab: {linked} wheels linked from other locks' folders", flush=True)
+                download_one(name, platform, lock_copy, target, manifest, settings)
 
 
 def download_one(

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from torchlab.locks import canonical, pins
+from torchlab.locks import PIN, canonical, marker
 from torchlab.variants import Manifest, Variant, this_platform
 from torchlab_host import ROOT
 from torchlab_host.core.errors import HostError
@@ -33,12 +33,24 @@ def require_locks(names: list[str]) -> None:
             )
 
 
+def entry_key(line: str) -> str:
+    """An entry's key: its package's canonical name, and the machine a marked pin holds on
+    ("torch ; aarch64")."""
+    found = PIN.match(line)
+    name = canonical(found[1] if found else line.split("==")[0])
+    return f"{name} ; {found[3]}" if found and found[3] else name
+
+
+def package_of(key: str) -> str:
+    return key.split(" ; ")[0]
+
+
 def entries(text: str) -> tuple[str, dict[str, str]]:
-    """A lock's header, and its entries (a pin with its hashes and comments) by package name."""
+    """A lock's header, and its entries (a pin with its hashes and comments) by entry_key."""
     header, blocks, name = [], {}, None
     for line in text.splitlines(keepends=True):
         if line[:1] not in ("", " ", "#", "\n"):
-            name = canonical(line.split("==")[0])
+            name = entry_key(line)
             blocks[name] = line
         elif name is None:
             header.append(line)
@@ -52,9 +64,29 @@ def joined(header: str, blocks: dict[str, str]) -> str:
 
 
 def without(text: str, names: set[str]) -> str:
-    """A lock's text less some packages' entries."""
+    """A lock's text less some packages' entries (on every machine)."""
     header, blocks = entries(text)
-    return joined(header, {name: b for name, b in blocks.items() if name not in names})
+    return joined(header, {key: b for key, b in blocks.items() if package_of(key) not in names})
+
+
+def unmarked(block: str) -> str:
+    """An entry without its machine's marker."""
+    first, _, rest = block.partition("\n")
+    return PIN.sub(lambda m: f"{m[1]}=={m[2]}", first, count=1) + "\n" + rest
+
+
+def for_machine(text: str, machine: str) -> str:
+    """A lock's text as it holds on one machine, its markers gone: what pip on another machine
+    (pip download --platform, which judges markers by the machine it runs on) must read."""
+    header, blocks = entries(text)
+    return joined(
+        header,
+        {
+            package_of(key): unmarked(block)
+            for key, block in blocks.items()
+            if key == package_of(key) or key.endswith(f" ; {machine}")
+        },
+    )
 
 
 def asked_to_omit(settings: Settings) -> set[str]:
@@ -91,23 +123,32 @@ def installed_text(lock: str, manifest: Manifest, settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def as_installed(lock: str, manifest: Manifest, settings: Settings) -> Iterator[Path]:
-    """A copy of a lock as a build installs it, for pip to read."""
+def as_installed(
+    lock: str, manifest: Manifest, settings: Settings, machine: str | None = None
+) -> Iterator[Path]:
+    """A copy of a lock as a build installs it, for pip to read (for one machine: with the
+    pins of that machine alone, unmarked)."""
+    text = installed_text(lock, manifest, settings)
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder, f"{lock}.txt")
-        copy.write_text(installed_text(lock, manifest, settings))
+        copy.write_text(for_machine(text, machine) if machine else text)
         yield copy
 
 
 def constraints_text(names: list[str]) -> str:
     """The constraints a lab's own pip installs obey (PIP_CONSTRAINT): every pin of the locks,
-    so a package someone adds can never replace or break one the lock installed."""
+    so a package someone adds can never replace or break one the lock installed. A pin of one
+    machine keeps its marker: the same file serves every platform's image."""
     pinned: dict[str, str] = {}
     for name in names:
-        pinned.update(pins(lock_file(name).read_text()))
+        for key, block in entries(lock_file(name).read_text())[1].items():
+            found = PIN.match(block)
+            if found:
+                machine = f" ; {marker(found[3])}" if found[3] else ""
+                pinned[key] = f"{package_of(key)}=={found[2]}{machine}"
     sources = " and ".join(f"requirements/{name}.txt" for name in names)
     return f"# The pins of {sources}: pip keeps every install in this image to them.\n" + "".join(
-        f"{package}=={version}\n" for package, version in sorted(pinned.items())
+        f"{pinned[key]}\n" for key in sorted(pinned)
     )
 
 
@@ -136,13 +177,3 @@ def constraints(lock: str, manifest: Manifest) -> list[str]:
     if lock in manifest.host_locks and lock not in {v.lock for v in manifest.variants}:
         return list(manifest.host_locks[: manifest.host_locks.index(lock)])
     return [manifest.shared_lock]
-
-
-def torch_version(locks: list[str]) -> str:
-    """The torch a set of locks pins ("unknown" when none does), for the image labels. A lock
-    that is missing pins nothing: the build's preflight names it."""
-    found = "unknown"
-    for name in locks:
-        if lock_file(name).exists():
-            found = pins(lock_file(name).read_text()).get("torch", found)
-    return found

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from torchlab.locks import canonical
+from torchlab.locks import PIN, canonical
 from torchlab.variants import MACHINES, Manifest
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
@@ -29,7 +29,6 @@ from torchlab_host.lockfiles.sources import page_listing, torch_cpu_links
 PYPI_SIMPLE = "https://pypi.org/simple"
 LINK = re.compile(r'href="([^"#]+)#sha256=([0-9a-f]{64})"')
 HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
-ENTRY = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
 ABI = "cp" + PYTHON_VERSION.replace(".", "")
 
 
@@ -38,14 +37,19 @@ class Pin:
     name: str
     version: str
     hashes: frozenset[str]
+    machine: str | None = None  # the one machine it holds on (its marker); None: every one
+
+    def platforms_of(self, platforms: list[str]) -> list[str]:
+        """Those of the platforms it is installed on."""
+        return [p for p in platforms if self.machine in (None, MACHINES[p])]
 
 
 def lock_pins(text: str) -> list[Pin]:
     pinned = []
     for block in entries(text)[1].values():
-        found = ENTRY.match(block)
+        found = PIN.match(block)
         if found:
-            pinned.append(Pin(found[1], found[2], frozenset(HASH.findall(block))))
+            pinned.append(Pin(found[1], found[2], frozenset(HASH.findall(block)), found[3]))
     return pinned
 
 
@@ -132,7 +136,7 @@ def problems_of(
             f"requirements/{lock}.txt: {pin.name}=={pin.version}: no place it comes from offers it"
         ]
     wrong = []
-    for platform in platforms:
+    for platform in pin.platforms_of(platforms):
         installable = {
             name: digest for name, digest in files.items() if installs_on(name, platform)
         }

@@ -12,6 +12,7 @@ import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchlab.locks import canonical
@@ -23,7 +24,12 @@ TORCH_CPU_PAGES = (
     "https://download.pytorch.org/whl/cpu/torch/",
     "https://download.pytorch.org/whl/cpu/torchvision/",
 )
-LOCAL_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+\+\S+)\s*$", re.M)
+# A local-version pin of a lock's input (torchvision==0.28.0+cpu), and the machine it holds on.
+LOCAL_PIN = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+\+[^\s;]+)"
+    r"(?:\s*;\s*platform_machine\s*==\s*'([A-Za-z0-9_]+)')?\s*$",
+    re.M,
+)
 PAGE_TIMEOUT_S = 10
 
 
@@ -88,15 +94,28 @@ def wheel_place_has(link: str, name: str, version: str) -> bool:
     return listing is not None and stem in listing
 
 
-def local_pins(lock: str) -> dict[str, str]:
+@dataclass(frozen=True)
+class LocalPin:
+    package: str
+    version: str
+    machine: str | None  # None: every machine's
+
+    def holds_on(self, machine: str) -> bool:
+        return self.machine in (None, machine)
+
+
+def local_pins(lock: str) -> list[LocalPin]:
     """The local-version pins a lock's input asks for (torchvision==0.28.0+cpu)."""
-    return {m[1]: m[2] for m in LOCAL_PIN.finditer((files.REQUIREMENTS / f"{lock}.in").read_text())}
+    text = (files.REQUIREMENTS / f"{lock}.in").read_text()
+    return [LocalPin(m[1], m[2], m[3]) for m in LOCAL_PIN.finditer(text)]
 
 
-def unreachable_local_pins(lock: str, settings: Settings) -> dict[str, str]:
+def unreachable_local_pins(lock: str, settings: Settings) -> list[LocalPin]:
     """The local-version pins of a lock's input that none of the CPU wheel places offers here."""
-    return {
-        package: version
-        for package, version in local_pins(lock).items()
-        if not any(wheel_place_has(link, package, version) for link in torch_cpu_links(settings))
-    }
+    return [
+        pin
+        for pin in local_pins(lock)
+        if not any(
+            wheel_place_has(link, pin.package, pin.version) for link in torch_cpu_links(settings)
+        )
+    ]

@@ -5,6 +5,7 @@ packages, and the checkout's src/ installed editable, so `import torchlab` and
 from __future__ import annotations
 
 import json
+import platform
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -72,10 +73,11 @@ def require_cpu_wheels(lock: str, manifest: Manifest, settings: Settings) -> Non
     places = list(dict.fromkeys(links))
     left_out = left_out_of([lock], manifest, settings)
     missing = {
-        package: version
-        for package, version in local_pins(lock).items()
-        if package not in left_out
-        and not any(wheel_place_has(place, package, version) for place in places)
+        pin.package: pin.version
+        for pin in local_pins(lock)
+        if pin.holds_on(platform.machine())
+        and pin.package not in left_out
+        and not any(wheel_place_has(place, pin.package, pin.version) for place in places)
     }
     if not missing:
         return

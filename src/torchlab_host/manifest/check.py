@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 from torchlab.backends import all_backends
-from torchlab.variants import Manifest
+from torchlab.locks import pins
+from torchlab.variants import MACHINES, Manifest, Variant
 from torchlab_host.lockfiles.files import REQUIREMENTS, lock_file
 from torchlab_host.manifest import generate
 
@@ -29,10 +30,27 @@ def problems(manifest: Manifest) -> list[str]:
                 )
             elif not lock_file(lock).exists():
                 found.append(f"requirements/{lock}.txt is missing. Fix: make lock")
+        if lock_file(variant.lock).exists():
+            found += torch_disagreements(variant)
     found += [
         f"{path} is out of date with variants.toml. Fix: make generate"
         for path in generate.stale(manifest)
     ]
+    return found
+
+
+def torch_disagreements(variant: Variant) -> list[str]:
+    """Each platform whose torch in the manifest is not the one its lock pins for its machine."""
+    found = []
+    for platform, shipped in variant.platforms.items():
+        pinned = pins(lock_file(variant.lock).read_text(), MACHINES[platform]).get("torch")
+        if pinned != shipped.torch:
+            found.append(
+                f"variants.toml ships torch {shipped.torch} in {variant.name} on {platform}, and "
+                f"requirements/{variant.lock}.txt pins {pinned or 'none'} for "
+                f"{MACHINES[platform]}. Fix: make the two agree (requirements/{variant.lock}.in, "
+                "then make lock)"
+            )
     return found
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torchlab import cli as toolkit_cli
 from torchlab.locks import pins
-from torchlab.variants import Manifest, Variant
+from torchlab.variants import MACHINES, Manifest, Variant
 from torchlab_host import ROOT
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import TABLE, TOPICS
@@ -126,10 +126,10 @@ def release(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-def torch_build(variant: Variant, pinned: dict[str, str]) -> str:
-    """torch's version and, for a CUDA build, its CUDA, cuDNN, NCCL and kernels."""
+def torch_build(variant: Variant, pinned: dict[str, str], platform: str) -> str:
+    """torch's version on a platform and, for a CUDA build, its CUDA, cuDNN, NCCL and kernels."""
     said = pinned.get("torch", "unknown")
-    build = variant.build_here() if variant.platforms else {}
+    build = variant.build_for(platform)
     if "cuda_major" in build:
         major = build["cuda_major"]
         runtime = pinned.get(f"nvidia-cuda-runtime-cu{major}") or pinned.get("nvidia-cuda-runtime")
@@ -150,20 +150,34 @@ def torch_build(variant: Variant, pinned: dict[str, str]) -> str:
 
 
 def images(manifest: Manifest) -> str:
+    """One row per image: its first platform's torch and libraries, and another platform's
+    beside its name where they differ."""
     rows = []
     for variant in manifest.variants:
-        pinned = {}
-        for lock in (manifest.shared_lock, variant.lock):
-            if lock_file(lock).exists():  # a missing one is make check's first line
-                pinned.update(pins(lock_file(lock).read_text()))
-        libraries = ", ".join(
-            f"{name.replace('-', '_')} {pinned[name]}"
-            for name in DOMAIN_LIBRARIES
-            if name in pinned
-        )
+        said = {}  # platform -> (torch, libraries)
+        for platform in variant.platforms:
+            pinned = {}
+            for lock in (manifest.shared_lock, variant.lock):
+                if lock_file(lock).exists():  # a missing one is make check's first line
+                    pinned.update(pins(lock_file(lock).read_text(), MACHINES[platform]))
+            libraries = ", ".join(
+                f"{name.replace('-', '_')} {pinned[name]}"
+                for name in DOMAIN_LIBRARIES
+                if name in pinned
+            )
+            said[platform] = (torch_build(variant, pinned, platform), libraries or "none")
+        (first, (torch, libraries)), *others = said.items()
+        platforms = [first]
+        for platform, (built, libs) in others:
+            differ = [
+                part
+                for part, base in ((f"torch {built}", f"torch {torch}"), (libs, libraries))
+                if part != base
+            ]
+            platforms.append(f"{platform} ({'; '.join(differ)})" if differ else platform)
         rows.append((
-            f"`{variant.image}`", cell(variant.summary), torch_build(variant, pinned),
-            libraries or "none", ", ".join(variant.platforms), f"{variant.size_ceiling_gb:g} GB",
+            f"`{variant.image}`", cell(variant.summary), torch, libraries,
+            ", ".join(platforms), f"{variant.size_ceiling_gb:g} GB",
         ))  # fmt: skip
     header = ("image", "for", "torch", "domain libraries", "platforms", "size ceiling")
     return table(header, rows)

@@ -38,8 +38,8 @@ def settings(tmp_path: Path, **values: str) -> Settings:
     return Settings.load(values, tmp_path / "no.env")
 
 
-def table(name: str, device: str, omittable: tuple[str, ...] = (), amd64_only: bool = True) -> str:
-    platforms = '"linux/amd64" = "pypi"' + ("" if amd64_only else ', "linux/arm64" = "pypi"')
+def table(name: str, device: str, torch: str = "2.13.0", omittable: tuple[str, ...] = ()) -> str:
+    platforms = f'"linux/amd64" = {{ source = "pypi", torch = "{torch}" }}'
     return (
         f'[variants.{name}]\ndevice = "{device}"\naliases = []\nsummary = "{name}"\n'
         f'lock = "{name}"\nplatforms = {{ {platforms} }}\nsize_ceiling_gb = 1\nbuild = {{}}\n'
@@ -58,17 +58,17 @@ CPU = next(variant for variant in MANIFEST.variants if variant.device == "cpu")
 
 @pytest.fixture
 def own_manifest(tmp_path, monkeypatch):
-    """own_manifest(name=(device, torch pin or None, omittable), ...): a manifest of these
-    variants in this order, each with a lock of its own pinning that torch (the shared lock
-    pins none)."""
+    """own_manifest(name=(device, torch, omittable), ...): a manifest of these variants in this
+    order, each shipping that torch on linux/amd64 and with a lock of its own pinning it (the
+    shared lock pins none)."""
     monkeypatch.setattr(files, "REQUIREMENTS", tmp_path)
     (tmp_path / "lab.txt").write_text("numpy==2.3.0 \\\n    --hash=sha256:00\n")
 
-    def made(**tables: tuple[str, str | None, tuple[str, ...]]) -> variants.Manifest:
+    def made(**tables: tuple[str, str, tuple[str, ...]]) -> variants.Manifest:
         text = SHARED_TABLES
         for name, (device, torch, omittable) in tables.items():
-            text += table(name, device, omittable)
-            pin = f"torch=={torch} \\\n    --hash=sha256:00\n" if torch else ""
+            text += table(name, device, torch, omittable)
+            pin = f"torch=={torch} \\\n    --hash=sha256:00\n"
             (tmp_path / f"{name}.txt").write_text(pin + "six==1.17.0 \\\n    --hash=sha256:00\n")
         used = {device for device, _, _ in tables.values()}
         text += "\n".join(block for kind, block in DEVICES.items() if kind in used)
@@ -102,10 +102,10 @@ def test_every_variant_of_a_platform_is_in_the_order_once_the_cpu_image_first(pl
 def test_on_the_manifest_the_releases_the_cpu_suite_runs_come_after_the_others(platform):
     ordered = plan.order(MANIFEST, platform)
     first = [CPU] if platform in CPU.platforms else []
-    covered = {plan.torch_release(variant, MANIFEST) for variant in first}
+    covered = {plan.torch_release(variant, platform) for variant in first}
     rest = ordered[len(first) :]
     keys = [
-        (plan.torch_release(v, MANIFEST) in covered, not plan.own_device_in_cpu_mode(v))
+        (plan.torch_release(v, platform) in covered, not plan.own_device_in_cpu_mode(v))
         for v in rest
     ]
     assert keys == sorted(keys), names(rest)
@@ -137,10 +137,9 @@ def test_the_cpu_image_is_first_wherever_the_manifest_lists_it(own_manifest):
     assert names(plan.order(manifest, "linux/amd64")) == ["cpu", "other", "same"]
 
 
-def test_the_torch_release_is_the_locks_pin_less_its_local_build(own_manifest):
-    manifest = own_manifest(cpu=("cpu", "2.13.0+cpu", ()), bare=("fallback", None, ()))
-    assert plan.torch_release(manifest.variant("cpu"), manifest) == "2.13.0"
-    assert plan.torch_release(manifest.variant("bare"), manifest) is None
+def test_the_torch_release_is_the_platforms_in_the_manifest_less_its_local_build():
+    assert plan.torch_release(CPU, "linux/amd64") == "2.13.0"
+    assert plan.torch_release(CPU, "linux/arm64") == "2.10.0"
 
 
 # What each suite runs ------------------------------------------------------------------------
@@ -182,21 +181,13 @@ def test_a_package_both_images_leave_out_is_not_asked_for_again(own_manifest, tm
     assert [selection(suite) for suite in ran] == [None, "not notebook"]
 
 
-def test_variants_whose_locks_pin_no_torch_share_no_release(own_manifest, tmp_path):
-    manifest = own_manifest(cpu=("cpu", None, ()), bare=("fallback", None, ()))
-    assert [selection(s) for s in plan.suites(manifest, settings(tmp_path), "linux/amd64")] == [
-        None,
-        None,
-    ]
-
-
 @pytest.mark.parametrize("platform", list(MACHINES))
 def test_each_release_of_a_platform_runs_its_notebooks_in_its_first_suite(platform, tmp_path):
     """On the real manifest: the first suite of each torch release runs the whole suite, every
     later one leaves the notebooks out (but those that need what an earlier image lacked)."""
     seen = set()
     for suite in plan.suites(MANIFEST, settings(tmp_path, **CI_WITHOUT), platform):
-        release = plan.torch_release(suite.variant, MANIFEST)
+        release = plan.torch_release(suite.variant, platform)
         if release in seen:
             assert selection(suite).startswith(f"not {plan.NOTEBOOK}"), suite.variant.name
         else:

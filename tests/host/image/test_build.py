@@ -261,7 +261,10 @@ def test_the_build_context_holds_what_the_image_copies_with_one_date_and_fixed_m
     installed = (staged / "variant-lock/opt/torchlab/requirements/cpu.txt").read_text()
     assert "torch==2.13.0+cpu" in installed and "torchvision==" not in installed
     constraints = (staged / "toolkit/opt/torchlab/requirements/constraints.txt").read_text()
-    assert "torchvision==0.28.0+cpu\n" in constraints and "torch==2.13.0+cpu\n" in constraints
+    # One file for every platform: each machine's pins with their markers (pip reads them).
+    assert "torch==2.13.0+cpu ; platform_machine == 'x86_64'\n" in constraints
+    assert "torchvision==0.28.0+cpu ; platform_machine == 'x86_64'\n" in constraints
+    assert "torch==2.10.0 ; platform_machine == 'aarch64'\n" in constraints
     assert "jupyterlab==" in constraints  # the shared lock too
 
 

@@ -10,6 +10,7 @@ from packaging.requirements import Requirement
 
 from torchlab import variants
 from torchlab.locks import canonical, read_pins
+from torchlab_host.lockfiles import files
 
 REQUIREMENTS = Path(__file__).resolve().parents[3] / "requirements"
 # Each image's own lock, from the manifest; the lab's shared one, and the host's (dev).
@@ -25,8 +26,14 @@ def entries(lock: str) -> dict[str, tuple[str, str]]:
     return {canonical(m["name"]): (m["version"], m["rest"]) for m in ENTRY.finditer(text)}
 
 
-def pins(lock: str) -> dict[str, str]:
-    return read_pins(REQUIREMENTS / f"{lock}.txt")
+def pins(lock: str, machine: str = "x86_64") -> dict[str, str]:
+    return read_pins(REQUIREMENTS / f"{lock}.txt", machine)
+
+
+def machines(lock: str) -> list[str]:
+    """The machines whose images install a lock (the host's locks: this one's)."""
+    manifest = variants.load()
+    return [variants.MACHINES[platform] for platform in files.lock_platforms(lock, manifest)]
 
 
 def inputs(lock: str) -> list[str]:
@@ -46,20 +53,30 @@ def test_every_line_of_a_lock_is_an_exact_pin_with_hashes(lock):
 
 
 @pytest.mark.parametrize("lock", LOCKS)
-def test_every_input_is_in_its_lock(lock):
-    locked = pins(lock)
-    for line in inputs(lock):
-        requirement = Requirement(line)
-        name = canonical(requirement.name)
-        assert name in locked, f"{lock}.in asks for {name}, {lock}.txt lacks it"
-        assert requirement.specifier.contains(locked[name], prereleases=True), (
-            f"{lock}.txt pins {name}=={locked[name]}, outside {lock}.in's {requirement}"
-        )
+def test_every_input_is_in_its_lock_on_every_machine_it_holds_on(lock):
+    for machine in machines(lock):
+        locked = pins(lock, machine)
+        for line in inputs(lock):
+            requirement = Requirement(line)
+            if requirement.marker and not requirement.marker.evaluate(
+                {"platform_machine": machine}
+            ):
+                continue
+            name = canonical(requirement.name)
+            assert name in locked, f"{lock}.in asks for {name} on {machine}, {lock}.txt lacks it"
+            assert requirement.specifier.contains(locked[name], prereleases=True), (
+                f"{lock}.txt pins {name}=={locked[name]} on {machine}, outside {lock}.in's "
+                f"{requirement}"
+            )
 
 
 def test_the_torch_builds_are_the_promised_ones():
     assert pins("cpu")["torch"] == "2.13.0+cpu"
-    assert pins("cuda")["torch"] == "2.13.0"
+    # PyPI's CPU-only aarch64 build, torchvision with it, no CUDA library.
+    arm = pins("cpu", "aarch64")
+    assert (arm["torch"], arm["torchvision"]) == ("2.10.0", "0.25.0")
+    assert not any(name.startswith(("nvidia-", "cuda-", "triton")) for name in arm)
+    assert pins("cuda")["torch"] == pins("cuda", "aarch64")["torch"] == "2.13.0"
     assert any(name.startswith("nvidia-") and name.endswith("cu13") for name in pins("cuda"))
     assert pins("xla")["torch"] == "2.9.0" and pins("xla")["torch-xla"] == "2.9.0"
     assert "libtpu" in pins("xla")
@@ -67,13 +84,14 @@ def test_the_torch_builds_are_the_promised_ones():
 
 @pytest.mark.parametrize("lock", [*IMAGE_LOCKS, "dev"])
 def test_shared_packages_have_the_lab_versions(lock):
-    lab = pins("lab")
-    different = {
-        name: (version, lab[name])
-        for name, version in pins(lock).items()
-        if name in lab and lab[name] != version
-    }
-    assert not different, f"{lock} disagrees with lab: {different}"
+    for machine in machines(lock):
+        lab = pins("lab", machine)
+        different = {
+            name: (version, lab[name])
+            for name, version in pins(lock, machine).items()
+            if name in lab and lab[name] != version
+        }
+        assert not different, f"{lock} disagrees with lab on {machine}: {different}"
 
 
 def test_the_host_environment_is_the_cpu_variant():

@@ -21,6 +21,7 @@ from torchlab import variants
 from torchlab.backends import get
 from torchlab_host.core.checkout import copy_tracked, run_host_tools
 from torchlab_host.hub import manage as hub
+from torchlab_host.manifest import check
 
 REPO = Path(__file__).resolve().parents[3]
 MANIFEST = variants.load()
@@ -32,9 +33,12 @@ device = "cuda"
 aliases = []
 summary = "NVIDIA GPUs, the next torch release"
 lock = "cudanext"
-platforms = { "linux/amd64" = "pypi", "linux/arm64" = "pypi" }
 size_ceiling_gb = 5.6
 build = { cuda_major = 13, archs = ["sm_80"] }
+
+[variants.cudanext.platforms]
+"linux/amd64" = { source = "pypi", torch = "2.13.0" }
+"linux/arm64" = { source = "pypi", torch = "2.13.0" }
 """
 
 
@@ -63,24 +67,57 @@ def test_each_platform_has_its_own_promises_where_the_manifest_says_so():
     assert list(MANIFEST.variant("xla").platforms) == ["linux/amd64"]
 
 
+def test_each_platform_says_which_torch_it_ships_and_why_it_differs():
+    cpu = MANIFEST.variant("cpu")
+    amd64, arm64 = cpu.platforms["linux/amd64"], cpu.platforms["linux/arm64"]
+    assert (amd64.source, amd64.torch) == ("pytorch-cpu", "2.13.0+cpu")
+    # A Mac's image: PyPI's CPU-only aarch64 torch, with torchvision, and the reason said.
+    assert (arm64.source, arm64.torch) == ("pypi", "2.10.0") and "CPU-only" in arm64.why
+    assert cpu.build_for("linux/arm64") == {"cpu_only": True, "includes": ["torchvision"]}
+    assert cpu.build_for("linux/amd64") == {"cpu_only": True}
+    assert cpu.torch_differs and not MANIFEST.variant("cuda").torch_differs
+    # The lock pins each platform's torch for its machine, and make check holds them together.
+    assert check.torch_disagreements(cpu) == []
+
+
+def test_a_platform_whose_torch_its_lock_does_not_pin_is_one_line_in_make_check():
+    text = (REPO / "variants.toml").read_text().replace('torch = "2.10.0"', 'torch = "2.11.0"')
+    cpu = variants.parse(text, REPO / "variants.toml").variant("cpu")
+    assert check.torch_disagreements(cpu) == [
+        "variants.toml ships torch 2.11.0 in cpu on linux/arm64, and requirements/cpu.txt pins "
+        "2.10.0 for aarch64. Fix: make the two agree (requirements/cpu.in, then make lock)"
+    ]
+
+
 @pytest.mark.parametrize(
     ("table", "complaint"),
     [
         ('[variants.rocm]\ndevice = "rocm"\n', "variants.rocm lacks aliases, summary, lock"),
         (NEW_VARIANT.replace("lock =", "lokc ="), "lacks lock and has unknown keys lokc"),
         (
-            NEW_VARIANT.replace('"pypi" }', '"conda" }'),
-            "platforms must take torch from one of pypi",
+            NEW_VARIANT.replace('"pypi", torch', '"conda", torch'),
+            'platforms."linux/amd64".source must be one of pypi',
+        ),
+        (
+            NEW_VARIANT.replace(
+                '"pypi", torch = "2.13.0" }\n"linux/arm64"', '"pypi" }\n"linux/arm64"'
+            ),
+            'variants.cudanext.platforms."linux/amd64" lacks torch',
+        ),
+        (
+            NEW_VARIANT.replace(
+                'arm64" = { source = "pypi", torch = "2.13.0"',
+                'arm64" = { source = "pypi", torch = "2.10.0"',
+            ),
+            'platforms."linux/arm64" ships another torch than linux/amd64 and must say why',
         ),
         (
             NEW_VARIANT.replace("linux/arm64", "linux/riscv64"),
             "platforms must name .* not linux/riscv64",
         ),
         (
-            NEW_VARIANT.replace(
-                "platforms = {", 'platform_build."linux/s390x" = {}\nplatforms = {'
-            ),
-            "platform_build names linux/s390x, not one of its platforms",
+            NEW_VARIANT.replace('arm64" = {', 'arm64" = { arches = [],'),
+            'platforms."linux/arm64" has unknown keys arches',
         ),
         (NEW_VARIANT.replace("aliases = []", 'aliases = ["gpu"]'), "gpu names more than one"),
         (NEW_VARIANT.replace("cudanext]", "cuda-next]"), "must be lowercase letters and digits"),
