@@ -148,10 +148,13 @@ test-host-%: ## the device suite and the notebooks in a host venv from a variant
 	@$(HOST) test-host $*
 
 test-images: venv ## every built image's Docker tests: its labs through compose, the browser
-	$(PYTEST) -m docker tests/images
+	$(PYTEST) -m "docker and not platforms" tests/images
 
 test-images-%: venv ## one built image's Docker tests (labs through compose, the browser, ...)
-	$(PYTEST) -m docker tests/images --variant $*
+	$(PYTEST) -m "docker and not platforms" tests/images --variant $*
+
+test-platforms-%: venv ## an image's platforms (another's built under emulation) through a registry on 127.0.0.1
+	$(PYTEST) -m platforms tests/images --variant $*
 
 rebuild-check: ## one rebuild of the cpu image after a one-line toolkit change, within 30 s
 	@$(HOST) rebuild-check cpu --ceiling 30

@@ -27,12 +27,11 @@ _FIELDS = {
     "platforms": dict,
     "size_ceiling_gb": (int, float),
     "build": dict,
-    "omittable": list,
 }
-_OPTIONAL = ("omittable",)
+_OPTIONAL: tuple[str, ...] = ()
 # What a variant ships on one platform ([variants.<name>.platforms."linux/arm64"]).
-_PLATFORM_FIELDS = {"source": str, "torch": str, "build": dict, "why": str}
-_PLATFORM_OPTIONAL = ("build", "why")
+_PLATFORM_FIELDS = {"source": str, "torch": str, "build": dict, "why": str, "omittable": list}
+_PLATFORM_OPTIONAL = ("build", "why", "omittable")
 # What every variant of one device kind shares: how a container reaches the device, and how
 # its suite runs without it. All optional (the cpu needs none).
 _DEVICE_FIELDS = {"cpu_mode": dict, "compose": dict, "kubernetes": dict}
@@ -59,6 +58,9 @@ class Platform:
     build: dict[str, Any] = field(default_factory=dict)
     # Why its torch is not the other platforms' (the probe and the README say it).
     why: str = ""
+    # Packages a build there may leave out when told to (TORCHLAB_WITHOUT), where no index
+    # that machine reaches may have them.
+    omittable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,6 @@ class Variant:
     cpu_mode: dict[str, str]
     compose: dict[str, Any]
     kubernetes: dict[str, Any]
-    # Packages a build may leave out when told to (TORCHLAB_WITHOUT), where no index has them.
-    omittable: tuple[str, ...] = ()
 
     @property
     def image(self) -> str:
@@ -91,6 +91,11 @@ class Variant:
     def build_for(self, platform_name: str) -> dict[str, Any]:
         """What `torchlab check-build` asserts in this variant's image for one platform."""
         return {**self.build, **self.platforms[platform_name].build}
+
+    def omittable_on(self, platform_name: str) -> tuple[str, ...]:
+        """What a build for a platform may leave out when told to (TORCHLAB_WITHOUT)."""
+        shipped = self.platforms.get(platform_name)
+        return shipped.omittable if shipped else ()
 
     @property
     def torch_differs(self) -> bool:
@@ -193,7 +198,6 @@ def _variant(name: str, table: dict[str, Any], device: dict[str, Any], where: st
         build=dict(table["build"]),
         compose=dict(device.get("compose", {})),
         kubernetes=dict(device.get("kubernetes", {})),
-        omittable=tuple(table.get("omittable", ())),
     )
 
 
@@ -223,7 +227,11 @@ def _platforms(name: str, tables: dict[str, Any], where: str) -> dict[str, Platf
         if table["source"] not in TORCH_SOURCES:
             raise ManifestError(f"{where}: {key}.source must be one of {', '.join(TORCH_SOURCES)}")
         platforms[platform_name] = Platform(
-            table["source"], table["torch"], dict(table.get("build", {})), table.get("why", "")
+            table["source"],
+            table["torch"],
+            dict(table.get("build", {})),
+            table.get("why", ""),
+            tuple(table.get("omittable", ())),
         )
     # The first platform's torch is the variant's; another one's must say why it differs.
     first = next(iter(platforms.values()))

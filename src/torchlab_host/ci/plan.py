@@ -14,6 +14,9 @@ tested without Docker:
   promises (its build, kernels, driver check) are in the tests it always runs and in check-build.
   A later image of a release runs again only the notebooks needing a package an earlier one left
   out (TORCHLAB_WITHOUT, within the manifest's `omittable`).
+- The cpu image's other platforms (linux/arm64 on an x86 machine): built and tested here under
+  emulation (QEMU's user mode), a named subset of the suite (EMULATED_SUBSET), then both
+  platforms through a registry under one name.
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from torchlab.variants import Manifest, Variant
+from torchlab.variants import Manifest, Variant, this_platform
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.lockfiles.files import omitted
 
 NOTEBOOK = "notebook"  # the marker of a whole notebook (tests/device/test_notebooks.py)
+# What CI runs of a suite in another platform's image, under emulation, where torch imports
+# 7-10x and a large matmul 300x slower than natively: the environment (installed packages equal
+# the locks, torch the promised build, the device computes), the tensor and autograd core on the
+# CPU, and one course lab. The probe runs before it, as before every suite.
+EMULATED_SUBSET = ("test_environment", "test_tensors", "test_autograd", "02_tensors")
 # How .ci/run runs a step: a phase; in the background from the start (beside the phases up to
 # the one that waits for it); a phase that waits for the background step.
 RUN, BACKGROUND, WAIT = "run", "background", "wait"
@@ -120,13 +128,20 @@ def suites(manifest: Manifest, settings: Settings, platform: str | None = None) 
     order CI runs them."""
     platform = platform or settings.platform
     ordered = order(manifest, platform)
+    if platform != this_platform():
+        subset = " or ".join(EMULATED_SUBSET)
+        why = (
+            f"{platform} under emulation (QEMU) on this {this_platform()} machine: the named "
+            f'subset of the suite (pytest -k "{subset}")'
+        )
+        return [Suite(variant, ("-k", subset), why) for variant in ordered]
     first = ordered[0] if ordered and ordered[0].device == "cpu" else None
     lacking: dict[str, set[str]] = {}  # release -> the packages its notebooks have not had
     ran: dict[str, str] = {}  # release -> the variant whose suite ran its notebooks
     found = []
     for variant in ordered:
         release = torch_release(variant, platform)
-        left_out = omitted(variant, settings)
+        left_out = omitted(variant, settings, platform)
         if release not in lacking:
             options: tuple[str, ...] = ()
             runs = "runs every test and every notebook"
@@ -171,11 +186,23 @@ def steps(manifest: Manifest, settings: Settings) -> list[Step]:
         )
     base, *others = ordered
     cpu = base.variant.name
+    emulated = [p for p in base.variant.platforms if p != settings.platform]
     downloads = (make("check-locks"), make("wheels"), make("base-image"))
+    if emulated:
+        downloads += (make("qemu"),)
+        downloads += tuple(make("wheels", PLATFORM=p) for p in emulated)
+        downloads += tuple(make("base-image", PLATFORM=p) for p in emulated)
+    also = (
+        f"; {' and '.join(emulated)}: QEMU (make qemu), every lock's wheels for it, each checked "
+        "against its hash (so the images CI does not build there are install-verified), and its "
+        "base image"
+        if emulated
+        else ""
+    )
     plan = [
         Step("locks, wheelhouse, base image", downloads,
              "they need only the network and the engine: beside the host environment, lint and "
-             "the fast tests, which use the CPUs", BACKGROUND),
+             f"the fast tests, which use the CPUs{also}", BACKGROUND),
         Step("lint (make lint)", (make("lint"),)),
         Step("fast tests (make test)", (make("test"),), "the README's test command"),
         # It waits for the same commands (every field of a line has words: .ci/run reads them).
@@ -216,4 +243,21 @@ def steps(manifest: Manifest, settings: Settings) -> list[Step]:
              f"layers of this run's own ({base.variant.image} came back from the file, and the "
              "rebuild check built it back from the checkout)"),
     )  # fmt: skip
+    for platform in emulated:
+        plan += [
+            Step(f"build {cpu} image for {platform}, emulated",
+                 (make(f"build-{cpu}", PLATFORM=platform),),
+                 f"under QEMU (make qemu), on the {platform} base image; last, as Docker keeps "
+                 f"one platform of a name and {base.variant.image} is {platform}'s from here"),
+            Step(f"{cpu} image suite on {platform}, emulated",
+                 (make(f"ci-suite-{cpu}", PLATFORM=platform),),
+                 suite_of(base.variant, manifest, settings.with_values(PLATFORM=platform)).why),
+        ]  # fmt: skip
+    if emulated:
+        plan.append(
+            Step(f"{cpu} image's platforms through a registry", (make(f"test-platforms-{cpu}"),),
+                 f"both platforms of {base.variant.image} and one manifest list over them in a "
+                 "registry on 127.0.0.1 (Debian's docker-registry); pulled back, the name is this "
+                 "machine's platform, and with --platform another's, under emulation"),
+        )  # fmt: skip
     return plan

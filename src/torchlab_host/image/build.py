@@ -58,6 +58,8 @@ def build_command(
     ]
     if build.platform != this_platform():  # built under emulation (QEMU's binfmt_misc)
         command += ["--platform", build.platform]
+        for name, value in emulation.emulated_environment(build.platform).items():
+            command += ["--build-arg", f"{name}={value}"]
     if wheelhouse_url:
         # The build's pip reaches the wheelhouse server on the host's loopback.
         command += ["--network", "host"]
@@ -161,16 +163,18 @@ def print_context(build: Build, manifest: Manifest) -> Path:
     return context
 
 
-def ensure_image(build: Build, manifest: Manifest) -> None:
-    """The image of this checkout's inputs: the local one, else the published one, else built."""
+def ensure_image(build: Build, manifest: Manifest) -> str:
+    """The image of this checkout's inputs: the local one, else the published one, else built;
+    its inputs tag."""
     preflight(build, manifest)
     context = stage(build)
     own = inputs_tag(build.image, inputs_digest(build, context))
     if image_exists(own) or registry.pulled(own, registry.configured(build.settings)):
         docker_must("tag", own, build.image)
-        return
+        return own
     print(f"torchlab: building {build.image} here ({build.target})", flush=True)
     build_image(build, manifest, context)
+    return own
 
 
 def make_base_image(settings: Settings) -> None:

@@ -13,7 +13,6 @@ digest of the names.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -43,16 +42,13 @@ def published_names(variant: Variant, registry: str, commit: str) -> list[str]:
 
 
 def platform_images(variant: Variant, manifest: Manifest, settings: Settings) -> dict[str, str]:
-    """platform -> the inputs tag of the variant's image for it (local name). The context is
-    the same for every platform; the platform is one of the inputs."""
-    build = variant_build(variant, manifest, settings, next(iter(variant.platforms)))
-    context = stage(build)
-    return {
-        platform: inputs_tag(
-            build.image, inputs_digest(dataclasses.replace(build, platform=platform), context)
-        )
-        for platform in variant.platforms
-    }
+    """platform -> the inputs tag of the variant's image for it (local name); the platform is
+    one of the inputs, and what a build there may leave out one of its context's."""
+    tags = {}
+    for platform in variant.platforms:
+        build = variant_build(variant, manifest, settings, platform)
+        tags[platform] = inputs_tag(build.image, inputs_digest(build, stage(build)))
+    return tags
 
 
 def sbom_of(image: str, into: Path) -> None:

@@ -85,7 +85,7 @@ def variant_build(
         for tree, name in (("shared-lock", shared), ("variant-lock", own)):
             written = context / tree / REQUIREMENTS_IN_IMAGE / f"{name}.txt"
             written.parent.mkdir(parents=True)
-            written.write_text(lockfiles.installed_text(name, manifest, settings))
+            written.write_text(lockfiles.installed_text(name, manifest, settings, platform))
         constraints = context / "toolkit" / REQUIREMENTS_IN_IMAGE / "constraints.txt"
         constraints.parent.mkdir(parents=True)
         constraints.write_text(lockfiles.constraints_text([shared, own]))
@@ -102,7 +102,7 @@ def variant_build(
             "DEVICE": variant.device,
             "SHARED_LOCK": shared,
             "LOCK": own,
-            "WITHOUT": " ".join(sorted(lockfiles.omitted(variant, settings))),
+            "WITHOUT": " ".join(sorted(lockfiles.omitted(variant, settings, platform))),
             "TORCH_VERSION": variant.platforms[platform].torch,
         },
         user_args=USER_BUILD_ARGS,

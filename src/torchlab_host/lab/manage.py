@@ -168,7 +168,9 @@ def test(
         ARTIFACTS.mkdir(exist_ok=True)
         (ARTIFACTS / f"probe-{service}.json").write_text(report.stdout)
     command = [*SELFTEST, *pytest_options] if pytest_options else []
-    code, output = streamed(in_service(service, *command), compose_environment(settings))
+    code, output = streamed(
+        in_service(service, *command, settings=settings), compose_environment(settings)
+    )
     problems = problem_lines(output)
     if code == 0 and problems:
         print(

@@ -7,10 +7,11 @@ from __future__ import annotations
 import os
 import subprocess
 
-from torchlab.variants import Variant
+from torchlab.variants import Variant, this_platform
 from torchlab_host import ROOT
 from torchlab_host.core.engine import compose_command, quiet, run
 from torchlab_host.core.settings import Settings
+from torchlab_host.image import emulation
 
 LAB_COMPOSE = ROOT / "compose.yaml"
 # compose.yaml refuses to interpolate without a token, even for commands that start no lab
@@ -41,6 +42,8 @@ def compose_environment(
     env = dict(os.environ, **(environment or {}))
     if not env.get("JUPYTER_TOKEN") and not settings.given("JUPYTER_TOKEN"):
         env["JUPYTER_TOKEN"] = NO_LAB_TOKEN
+    if settings.platform != this_platform():  # PLATFORM=...: its image, under emulation
+        env["DOCKER_DEFAULT_PLATFORM"] = settings.platform
     return env
 
 
@@ -56,13 +59,21 @@ def compose(
     return quiet(command, env=env) if capture else run(command, env=env)
 
 
-def in_service(service: str, *command: str, profile: str = "test") -> list[str]:
-    """The compose command that runs a command in a fresh container of a service."""
-    return compose_command(LAB_COMPOSE, "--profile", profile, "run", "--rm", service, *command)
+def in_service(service: str, *command: str, settings: Settings, profile: str = "test") -> list[str]:
+    """The compose command that runs a command in a fresh container of a service; for another
+    platform (PLATFORM=...), with what its emulator reads from the container's environment."""
+    emulated = emulation.emulated_environment(settings.platform)
+    passed = [f"--env={name}={value}" for name, value in emulated.items()]
+    return compose_command(
+        LAB_COMPOSE, "--profile", profile, "run", "--rm", *passed, service, *command
+    )
 
 
 def run_in_service(
     settings: Settings, service: str, *command: str, environment: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
     """A command in a fresh container of a service, its output captured."""
-    return quiet(in_service(service, *command), env=compose_environment(settings, environment))
+    return quiet(
+        in_service(service, *command, settings=settings),
+        env=compose_environment(settings, environment),
+    )

@@ -66,7 +66,7 @@ def download(folder: Path, locks: list[str], manifest: Manifest, settings: Setti
             if only and platform != only:
                 continue
             # pip judges markers by the machine it runs on: it reads this platform's pins alone.
-            with as_installed(name, manifest, settings, MACHINES[platform]) as lock_copy:
+            with as_installed(name, manifest, settings, platform) as lock_copy:
                 linked = link_shared_wheels(folder, target, lock_copy.read_text())
                 if linked:
                     print(f"torchlab: {linked} wheels linked from other locks' folders", flush=True)

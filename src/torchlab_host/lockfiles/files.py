@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from torchlab.locks import PIN, canonical, marker
-from torchlab.variants import Manifest, Variant, this_platform
+from torchlab.variants import MACHINES, Manifest, Variant, this_platform
 from torchlab_host import ROOT
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
@@ -94,13 +94,19 @@ def asked_to_omit(settings: Settings) -> set[str]:
     return {canonical(name) for name in settings.words("TORCHLAB_WITHOUT")}
 
 
-def omitted(variant: Variant, settings: Settings) -> set[str]:
-    """What TORCHLAB_WITHOUT leaves out of this variant: only what its manifest entry allows."""
-    return asked_to_omit(settings) & {canonical(name) for name in variant.omittable}
+def omitted(variant: Variant, settings: Settings, platform: str) -> set[str]:
+    """What TORCHLAB_WITHOUT leaves out of this variant on a platform: only what its manifest
+    entry allows there."""
+    return asked_to_omit(settings) & {canonical(name) for name in variant.omittable_on(platform)}
 
 
 def require_omittable(settings: Settings, manifest: Manifest) -> None:
-    allowed = {canonical(name) for v in manifest.variants for name in v.omittable}
+    allowed = {
+        canonical(name)
+        for variant in manifest.variants
+        for shipped in variant.platforms.values()
+        for name in shipped.omittable
+    }
     unknown = sorted(asked_to_omit(settings) - allowed)
     if unknown:
         raise HostError(
@@ -110,28 +116,35 @@ def require_omittable(settings: Settings, manifest: Manifest) -> None:
         )
 
 
-def left_out_of(locks: list[str], manifest: Manifest, settings: Settings) -> set[str]:
-    """What TORCHLAB_WITHOUT leaves out of these locks, by the variants that install them."""
-    return set().union(*(omitted(v, settings) for v in manifest.variants if v.lock in locks))
+def left_out_of(
+    locks: list[str], manifest: Manifest, settings: Settings, platform: str
+) -> set[str]:
+    """What TORCHLAB_WITHOUT leaves out of these locks on a platform, by the variants that
+    install them."""
+    return set().union(
+        *(omitted(v, settings, platform) for v in manifest.variants if v.lock in locks)
+    )
 
 
-def installed_text(lock: str, manifest: Manifest, settings: Settings) -> str:
-    """What a build installs of a lock: the lock, less what TORCHLAB_WITHOUT leaves out."""
+def installed_text(lock: str, manifest: Manifest, settings: Settings, platform: str) -> str:
+    """What a build for a platform installs of a lock: the lock, less what TORCHLAB_WITHOUT
+    leaves out there."""
     text = lock_file(lock).read_text()
-    left_out = left_out_of([lock], manifest, settings)
+    left_out = left_out_of([lock], manifest, settings, platform)
     return without(text, left_out) if left_out else text
 
 
 @contextlib.contextmanager
 def as_installed(
-    lock: str, manifest: Manifest, settings: Settings, machine: str | None = None
+    lock: str, manifest: Manifest, settings: Settings, platform: str | None = None
 ) -> Iterator[Path]:
-    """A copy of a lock as a build installs it, for pip to read (for one machine: with the
-    pins of that machine alone, unmarked)."""
-    text = installed_text(lock, manifest, settings)
+    """A copy of a lock as a build for a platform (default: this machine's) installs it, for
+    pip to read: with that machine's pins alone, unmarked."""
+    platform = platform or this_platform()
+    text = for_machine(installed_text(lock, manifest, settings, platform), MACHINES[platform])
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder, f"{lock}.txt")
-        copy.write_text(for_machine(text, machine) if machine else text)
+        copy.write_text(text)
         yield copy
 
 

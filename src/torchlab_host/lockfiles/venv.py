@@ -5,12 +5,11 @@ packages, and the checkout's src/ installed editable, so `import torchlab` and
 from __future__ import annotations
 
 import json
-import platform
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from torchlab.variants import Manifest
+from torchlab.variants import MACHINES, Manifest, this_platform
 from torchlab_host import ROOT
 from torchlab_host.core.engine import quiet, run
 from torchlab_host.core.errors import HostError
@@ -71,11 +70,12 @@ def require_cpu_wheels(lock: str, manifest: Manifest, settings: Settings) -> Non
     python = settings["PYTHON"]
     links = [*torch_cpu_links(settings), *pip_setting(python, "find-links")]
     places = list(dict.fromkeys(links))
-    left_out = left_out_of([lock], manifest, settings)
+    here = this_platform()
+    left_out = left_out_of([lock], manifest, settings, here)
     missing = {
         pin.package: pin.version
         for pin in local_pins(lock)
-        if pin.holds_on(platform.machine())
+        if pin.holds_on(MACHINES[here])
         and pin.package not in left_out
         and not any(wheel_place_has(place, pin.package, pin.version) for place in places)
     }
@@ -85,7 +85,8 @@ def require_cpu_wheels(lock: str, manifest: Manifest, settings: Settings) -> Non
     pins = ", ".join(f"{package}=={version}" for package, version in missing.items())
     said = f"; not answering: {', '.join(silent)}" if silent else ""
     omittable = sorted(
-        set(missing) & {name for v in manifest.variants if v.lock == lock for name in v.omittable}
+        set(missing)
+        & {name for v in manifest.variants if v.lock == lock for name in v.omittable_on(here)}
     )
     fix = "point TORCH_CPU_WHEELS at a folder holding those wheels"
     if omittable:
@@ -167,7 +168,9 @@ def venv(path: Path, locks: list[str], manifest: Manifest, settings: Settings) -
         json.dumps(
             {
                 "TORCHLAB_LOCKS": " ".join(str(lock_file(name)) for name in locks),
-                "TORCHLAB_WITHOUT": " ".join(sorted(left_out_of(locks, manifest, settings))),
+                "TORCHLAB_WITHOUT": " ".join(
+                    sorted(left_out_of(locks, manifest, settings, this_platform()))
+                ),
             }
         )
         + "\n"

@@ -1,6 +1,7 @@
 """`make bench`: what each image costs and how fast it is, measured on this machine: the
-images (image_costs), a class on the hub (hub_scale), torchrun across containers (ddp_speed),
-written as artifacts/bench.{json,md} (report).
+images (image_costs), their other platforms under emulation (platforms), a class on the hub
+(hub_scale), torchrun across containers (ddp_speed), written as artifacts/bench.{json,md}
+(report).
 
 Every timing is repeated (BENCH_REPEATS, at least 3) and reported as its median: the machine
 is noisy. It times the same host commands a person runs, in subprocesses.
@@ -19,9 +20,9 @@ from torchlab_host import ARTIFACTS, ROOT
 from torchlab_host.core.engine import quiet, require_engine
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
-from torchlab_host.measure import ddp_speed, hub_scale, image_costs, report
+from torchlab_host.measure import ddp_speed, hub_scale, image_costs, platforms, report
 
-PARTS = ("images", "hub", "ddp")
+PARTS = ("images", "platforms", "hub", "ddp")
 
 
 def this_machine() -> dict[str, Any]:
@@ -50,6 +51,8 @@ def run_bench(
         }
         results["container_vs_host"] = image_costs.container_vs_host(venv_python, repeats, settings)
         results["gpu"] = image_costs.gpu_benchmarks(manifest, settings)
+    if "platforms" in parts:
+        results["platforms"] = platforms.measure(manifest, settings, names, repeats)
     if "hub" in parts:
         print("bench: the hub", file=sys.stderr, flush=True)
         results["hub"] = hub_scale.measure()

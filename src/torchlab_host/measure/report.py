@@ -40,6 +40,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *container_table(results["container_vs_host"])]
         lines += ["", *goals_table(results["images"], results["container_vs_host"])]
         lines += ["", *gpu_table(results["gpu"])]
+    if results.get("platforms"):
+        lines += ["", *platforms_table(results["platforms"])]
     if "hub" in results:
         lines += ["", *hub_table(results["hub"])]
     if "ddp" in results:
@@ -66,6 +68,24 @@ def images_table(images: dict[str, Any]) -> list[str]:
         for lab in notebooks:
             cells = [str(images[name].get("labs_s", {}).get(lab, "not run")) for name in names]
             lines.append(f"| {lab} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def platforms_table(platforms: dict[str, Any]) -> list[str]:
+    """Each image on each platform built here; another platform's times are QEMU's."""
+    columns = ["size (GB)", "run here", "import torch (s)", "1024² matmul (ms)", "vs native"]
+    lines = header("image, platform", columns)
+    for name, measured in platforms.items():
+        for platform, facts in measured.items():
+            ratio = (
+                f"{facts['import_vs_native']}x, {facts['matmul_vs_native']}x"
+                if "import_vs_native" in facts
+                else "-"
+            )
+            lines.append(
+                f"| `torchlab:{name}` {platform} | {facts['size_gb']} | {facts['run']} | "
+                f"{facts['import_s']} | {facts['matmul_ms']} | {ratio} |"
+            )
     return lines
 
 

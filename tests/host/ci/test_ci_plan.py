@@ -39,11 +39,13 @@ def settings(tmp_path: Path, **values: str) -> Settings:
 
 
 def table(name: str, device: str, torch: str = "2.13.0", omittable: tuple[str, ...] = ()) -> str:
-    platforms = f'"linux/amd64" = {{ source = "pypi", torch = "{torch}" }}'
+    platforms = (
+        f'"linux/amd64" = {{ source = "pypi", torch = "{torch}", omittable = {list(omittable)!r} }}'
+    )
     return (
         f'[variants.{name}]\ndevice = "{device}"\naliases = []\nsummary = "{name}"\n'
-        f'lock = "{name}"\nplatforms = {{ {platforms} }}\nsize_ceiling_gb = 1\nbuild = {{}}\n'
-        f"omittable = {list(omittable)!r}\n\n"
+        f'lock = "{name}"\nsize_ceiling_gb = 1\nbuild = {{}}\n'
+        f"platforms = {{ {platforms} }}\n\n"
     )
 
 
@@ -182,9 +184,13 @@ def test_a_package_both_images_leave_out_is_not_asked_for_again(own_manifest, tm
 
 
 @pytest.mark.parametrize("platform", list(MACHINES))
-def test_each_release_of_a_platform_runs_its_notebooks_in_its_first_suite(platform, tmp_path):
-    """On the real manifest: the first suite of each torch release runs the whole suite, every
-    later one leaves the notebooks out (but those that need what an earlier image lacked)."""
+def test_each_release_of_a_platform_runs_its_notebooks_in_its_first_suite(
+    platform, tmp_path, monkeypatch
+):
+    """On the real manifest, on a machine of that platform: the first suite of each torch
+    release runs the whole suite, every later one leaves the notebooks out (but those that
+    need what an earlier image lacked)."""
+    monkeypatch.setattr(plan, "this_platform", lambda: platform)
     seen = set()
     for suite in plan.suites(MANIFEST, settings(tmp_path, **CI_WITHOUT), platform):
         release = plan.torch_release(suite.variant, platform)
@@ -261,11 +267,17 @@ def test_ci_keeps_its_phases_in_their_order(ci_steps):
     cpu, others = ordered[0], ordered[1:]
     lines = [step.command_line for step in ci_steps]
     hows = [step.how for step in ci_steps]
+    downloads = "make check-locks && make wheels && make base-image && make qemu && " + " && ".join(
+        f"make {target} PLATFORM={platform}"
+        for target in ("wheels", "base-image")
+        for platform in CPU.platforms
+        if platform != this_platform()
+    )
     expected = [
-        "make check-locks && make wheels && make base-image",  # in the background
+        downloads,  # in the background
         "make lint",
         "make test",  # the README's test command
-        "make check-locks && make wheels && make base-image",  # waited for
+        downloads,  # waited for
         f"env DOCKER_BUILD_FLAGS=--no-cache make build-{cpu}",
         "make hub-build",
         "make image-sizes",
@@ -283,6 +295,13 @@ def test_ci_keeps_its_phases_in_their_order(ci_steps):
             f"make image-remove VARIANT={name}",
         ]
     expected.append(f"make verify-reproducible VARIANT={cpu} AGAINST=torchlab:{cpu}")
+    # The cpu image's other platforms, last: Docker keeps one platform of a name.
+    for platform in (p for p in CPU.platforms if p != this_platform()):
+        expected += [
+            f"make build-{cpu} PLATFORM={platform}",
+            f"make ci-suite-{cpu} PLATFORM={platform}",
+        ]
+    expected.append(f"make test-platforms-{cpu}")
     assert lines == expected
     assert hows == [plan.BACKGROUND, plan.RUN, plan.RUN, plan.WAIT] + [plan.RUN] * (len(lines) - 4)
 
@@ -300,11 +319,34 @@ def test_every_line_has_its_four_fields_and_a_phase_name_of_its_own(ci_steps):
 
 
 def test_a_platform_the_cpu_image_does_not_ship_for_has_no_plan(tmp_path):
-    elsewhere = [platform for platform in MACHINES if platform not in CPU.platforms]
-    if not elsewhere:
-        pytest.skip("the cpu image ships for every platform")
+    arm64 = REAL.index('[variants.cpu.platforms."linux/arm64"]')
+    amd64_only = REAL[:arm64] + REAL[REAL.index("[variants.cuda]") :]
+    manifest = variants.parse(amd64_only, REPO / "variants.toml")
+    assert list(manifest.variant("cpu").platforms) == ["linux/amd64"]
     with pytest.raises(HostError, match="CI's plan starts from a cpu image"):
-        plan.steps(MANIFEST, settings(tmp_path, PLATFORM=elsewhere[0]))
+        plan.steps(manifest, settings(tmp_path, PLATFORM="linux/arm64"))
+
+
+def test_another_platforms_suite_is_the_named_subset_under_emulation(tmp_path):
+    """On this machine, the cpu image's arm64 suite selects the environment, tensor and autograd
+    tests and one course lab of the real device suite, and nothing else (pytest's own reading)."""
+    elsewhere = next(p for p in MACHINES if p != this_platform())
+    suite = plan.suite_of(CPU, MANIFEST, settings(tmp_path, PLATFORM=elsewhere))
+    assert suite.options == ("-k", " or ".join(plan.EMULATED_SUBSET))
+    assert f"{elsewhere} under emulation (QEMU)" in suite.why
+    collected = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--collect-only", "-q",
+         *suite.options, str(REPO / "tests/device")],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    picked = [line for line in collected.stdout.splitlines() if "::" in line]
+    files = {line.split("::")[0].rpartition("/")[2] for line in picked}
+    assert files == {"test_environment.py", "test_tensors.py", "test_autograd.py",
+                     "test_notebooks.py"}, collected.stdout  # fmt: skip
+    notebooks = [line for line in picked if line.startswith("tests/device/test_notebooks.py")]
+    assert notebooks == [
+        "tests/device/test_notebooks.py::test_notebook_runs_and_checks_itself[02_tensors]"
+    ]
 
 
 def make_dry(arguments: list[str]) -> subprocess.CompletedProcess:

@@ -139,3 +139,24 @@ def test_the_hub_table_says_what_stopped_the_count_and_how_a_class_and_a_restart
         '| "start my server" to a ready lab (s): first, median, slowest | 2.4, 2.3, 3.1 |' in table
     )
     assert "| idle users started one after another | 40 (stopped by the user cap) |" in table
+
+
+def test_the_platforms_table_says_which_runs_were_emulated_and_by_how_much():
+    measured = results(100.0, 1.7)
+    measured["platforms"] = {
+        "cpu": {
+            "linux/amd64": {"size_gb": 1.71, "import_s": 2.1, "matmul_ms": 11.0, "run": "native"},
+            "linux/arm64": {
+                "size_gb": 1.6, "import_s": 14.7, "matmul_ms": 4400.0,
+                "run": "emulated (QEMU 10.0, QEMU_CPU=neoverse-n1)",
+                "import_vs_native": 7.0, "matmul_vs_native": 400.0,
+            },
+        }
+    }  # fmt: skip
+    table = markdown(measured)
+    assert "| `torchlab:cpu` linux/amd64 | 1.71 | native | 2.1 | 11.0 | - |" in table
+    assert (
+        "| `torchlab:cpu` linux/arm64 | 1.6 | emulated (QEMU 10.0, QEMU_CPU=neoverse-n1) | 14.7 "
+        "| 4400.0 | 7.0x, 400.0x |"
+    ) in table
+    assert "linux/arm64" not in markdown(results(100.0, 1.7))
