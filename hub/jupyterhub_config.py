@@ -3,9 +3,10 @@
 Everything it reads comes from the environment the host tools give it (hub/compose.yaml, after
 src/torchlab_host/hub/manage.py has decided and checked every value): HUB_ADMIN, HUB_AUTHENTICATOR
 and OAUTH_*, HUB_PROFILES (each profile's image and how its server container runs, from
-variants.toml), HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_API_TOKEN, and HUB_NAME,
-which names this hub's container (its host name on its network, of the same name) and every
-user's container and volumes.
+variants.toml), HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_GPUS (the host's GPUs and
+MIG instances, to hand out by UUID), HUB_GPUS_PER_USER, HUB_SERVERS_PER_GPU, HUB_API_TOKEN,
+and HUB_NAME, which names this hub's container (its host name on its network, of the same
+name) and every user's container and volumes.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 
 from dockerspawner import DockerSpawner
+from gpus import LABEL, NoGpuFree, choose, device_requests, held_by, wants_gpus
 from tornado import web
 
 import docker
@@ -94,12 +96,25 @@ class SpawnFailed(web.HTTPError):
         return self.jupyterhub_message
 
 
+# Each GPU server gets devices of its own (hub/gpus.py): the least-held of those make hub found,
+# by UUID. Those the running servers hold are read from their containers' label at each start
+# (a restarted hub loses nothing; another hub's servers on this engine count too); those of
+# servers still starting, from here until their containers exist.
+NAMES = {device["uuid"]: device["name"] for device in json.loads(os.environ["HUB_GPUS"])}
+DEVICES = list(NAMES)  # in nvidia-smi -L's order
+GPUS_PER_USER = int(os.environ["HUB_GPUS_PER_USER"])
+SERVERS_PER_GPU = int(os.environ["HUB_SERVERS_PER_GPU"])
+starting: dict[str, tuple[str, ...]] = {}  # container name -> its devices
+
+
 class LabSpawner(DockerSpawner):
-    """DockerSpawner whose failures say what went wrong and what fixes it."""
+    """DockerSpawner whose failures say what went wrong and what fixes it, and whose GPU
+    servers get GPUs of their own."""
 
     # make hub builds or pulls every profile's image first; one missing later is an error to
     # report, not a pull from Docker Hub.
     pull_policy = "never"
+    gpus: tuple[str, ...] = ()  # the UUIDs of this server's devices
 
     async def start(self):
         try:
@@ -115,6 +130,25 @@ class LabSpawner(DockerSpawner):
                 f"Docker refused your server's container: {reason}. Fix: whoever runs the hub "
                 f"reads docker logs {NAME}"
             ) from None
+        finally:
+            starting.pop(self.container_name, None)  # its container, if made, says it now
+
+    async def create_object(self):
+        """The server's container (DockerSpawner's start makes it once the profile's image is
+        chosen), with its devices named on its label and in its GPU request."""
+        self.gpus = ()
+        if wants_gpus(by_image[self.image]["host_config"]):
+            running = await self.docker("containers", filters={"label": LABEL})
+            try:  # no await from here to the reservation: no other start can come between
+                self.gpus = choose(
+                    DEVICES, {**held_by(running), **starting}, GPUS_PER_USER, SERVERS_PER_GPU
+                )
+            except NoGpuFree as refused:
+                raise SpawnFailed(str(refused)) from None
+            starting[self.container_name] = self.gpus
+            given = ", ".join(f"{uuid} ({NAMES[uuid]})" for uuid in self.gpus)
+            self.log.info("%s's server gets %s", self.user.name, given)
+        return await super().create_object()
 
     async def progress(self):
         """The spawn page's events. A container that stops while it starts fails the page at
@@ -175,16 +209,26 @@ c.Spawner.http_timeout = 120
 
 
 def host_config(spawner) -> dict:
-    """The chosen profile's container settings: confined like make lab-cpu, shared memory for
-    DataLoader workers, and what its device needs (GPUs). A container that exits stays until
-    the spawner's stop removes it (remove=True), so LabSpawner.poll can read why it stopped."""
-    return {**by_image[spawner.image]["host_config"], "auto_remove": False}
+    """The chosen profile's container settings: confined like make lab-cpu (its processes
+    limited too), shared memory for DataLoader workers, and what its device needs (the
+    server's own GPUs). A container that exits stays until the spawner's stop removes it
+    (remove=True), so LabSpawner.poll can read why it stopped."""
+    config = {**by_image[spawner.image]["host_config"], "auto_remove": False}
+    if "device_requests" in config:
+        config["device_requests"] = device_requests(config["device_requests"], spawner.gpus)
+    return config
+
+
+def create_kwargs(spawner) -> dict:
+    """The image's healthcheck is for make lab's start-up; the hub watches its servers itself,
+    and one check every 2 s in each of 30 servers (0.11 s of CPU each) took most of a 2-core
+    machine. A GPU server's label names its devices, for the next start to read."""
+    labels = {LABEL: ",".join(spawner.gpus)} if spawner.gpus else {}
+    return {"healthcheck": {"test": ["NONE"]}, "labels": labels}
 
 
 c.DockerSpawner.extra_host_config = host_config
-# The image's healthcheck is for make lab's start-up; the hub watches its servers itself, and
-# one check every 2 s in each of 30 servers (0.11 s of CPU each) took most of a 2-core machine.
-c.DockerSpawner.extra_create_kwargs = {"healthcheck": {"test": ["NONE"]}}
+c.DockerSpawner.extra_create_kwargs = create_kwargs
 
 # Idle servers stop after HUB_IDLE_TIMEOUT seconds; their files stay in the volumes.
 timeout = int(os.environ["HUB_IDLE_TIMEOUT"])

@@ -159,8 +159,8 @@ def render_table(report: dict[str, Any]) -> str:
         ("Python", f"{machine['python']} ({machine['python_executable']})"),
         (
             "OS",
-            f"{machine['os']}, kernel {machine['kernel']}, glibc {machine['glibc']}, "
-            f"{machine['arch']}",
+            f"{machine['os']}, kernel {machine['kernel']}{' (WSL 2)' if machine['wsl'] else ''}, "
+            f"glibc {machine['glibc']}, {machine['arch']}",
         ),
         ("CPUs", f"{machine['cpus_usable']} usable of {machine['cpu_count']}{limit}"),
         (

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,13 @@ DEVICE_ENVIRONMENT = (
     "CUBLAS_WORKSPACE_CONFIG",
 )
 
+# WSL 2 hands Linux the GPU (and Docker Desktop hands a GPU container it) as the Windows
+# driver's paravirtual device and that driver's Linux libraries, never as /dev/nvidia*.
+WSL_GPU = Path("/dev/dxg")
+WSL_DRIVER_LIBRARIES = Path("/usr/lib/wsl/lib")
+KERNEL_RELEASE = Path("/proc/sys/kernel/osrelease")
+MOUNTS = Path("/proc/mounts")
+
 
 def in_container() -> bool:
     if Path("/.dockerenv").exists() or Path("/run/.containerenv").exists():
@@ -32,6 +40,40 @@ def in_container() -> bool:
     except OSError:
         return False
     return any(word in cgroup for word in ("docker", "containerd", "kubepods", "libpod"))
+
+
+def wsl() -> bool:
+    """Whether this runs on WSL 2's kernel, Microsoft's (5.15.167.4-microsoft-standard-WSL2):
+    in a Linux distribution on Windows, or in a container of Docker Desktop there."""
+    try:
+        return "microsoft" in KERNEL_RELEASE.read_text().lower()
+    except OSError:
+        return False
+
+
+def _unescaped(field: str) -> str:
+    """A /proc/mounts field, its blanks and backslashes unescaped (\\040, \\134)."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match[1], 8)), field)
+
+
+def windows_drive(folder: Path) -> str | None:
+    """Where the Windows drive a folder lies on is mounted (/mnt/c), or None: WSL mounts
+    Windows' drives as drvfs (over 9p in WSL 2), which is slow for Linux programs and has no
+    Unix permissions. The folder's own mount is the longest mount point above it."""
+    try:
+        lines = MOUNTS.read_text().splitlines()
+    except OSError:
+        return None
+    folder = folder.resolve()
+    mounts = {}
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4:
+            source, point, kind, options = fields[:4]
+            mounts[Path(_unescaped(point))] = "drvfs" in (source, kind) or "aname=drvfs" in options
+    above = [point for point in mounts if folder.is_relative_to(point)]
+    own = max(above, key=lambda point: len(point.parts), default=None)
+    return str(own) if own is not None and mounts[own] else None
 
 
 def _meminfo() -> dict[str, int]:
@@ -93,6 +135,7 @@ def machine() -> dict[str, Any]:
         "python_executable": sys.executable,
         "os": _os_name(),
         "kernel": platform.release(),
+        "wsl": wsl(),  # its GPU comes through /dev/dxg, its Windows drives are slow
         "arch": platform.machine(),
         "cpu_model": cpu_model_and_flags()[0],
         "glibc": libc_version if libc == "glibc" else None,

@@ -36,7 +36,7 @@ _PLATFORM_OPTIONAL = ("build", "why", "omittable")
 # its suite runs without it. All optional (the cpu needs none).
 _DEVICE_FIELDS = {"cpu_mode": dict, "compose": dict, "kubernetes": dict}
 # Every lab container's settings, wherever it starts (compose, the hub, the dev containers).
-_CONTAINER_FIELDS = {"cap_drop": list, "security_opt": list, "shm_size": str}
+_CONTAINER_FIELDS = {"cap_drop": list, "security_opt": list, "shm_size": str, "pids_limit": int}
 _NAME = re.compile(r"[a-z][a-z0-9]*")
 
 

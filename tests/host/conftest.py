@@ -4,8 +4,9 @@
 The fake nvidia-smi answers each invocation the host tools make (torchlab.backends.cuda's
 driver check) as nvidia-smi does on a recorded host (data/nvidia-smi/, see its README.md):
 `nvidia-smi` its table, whose header names the driver and the newest CUDA it supports;
-`nvidia-smi -L` its GPUs; `--query-gpu=name,compute_cap --format=csv,noheader` their names and
-compute capabilities. Any other invocation fails, so a new one in the host tools is noticed.
+`nvidia-smi -L` its GPUs (a recorded listing of several, with MIG instances, where a test
+names one); `--query-gpu=name,compute_cap --format=csv,noheader` their names and compute
+capabilities. Any other invocation fails, so a new one in the host tools is noticed.
 """
 
 from __future__ import annotations
@@ -49,25 +50,33 @@ def fake_bin(tmp_path, monkeypatch):
 
 @pytest.fixture
 def host(tmp_path, monkeypatch):
-    """host(recording, gpu=None, toolkit=True): from then on, PATH is a folder whose nvidia-smi
-    answers as on the recorded host (gpu: the query of names and capabilities, "name, 9.0",
-    where it is not that recording's), with the NVIDIA Container Toolkit unless toolkit=False.
-    Nothing else is on PATH: the fake reads its recording with /bin/cat."""
+    """host(recording, gpu=None, toolkit=True, listing=None): from then on, PATH is a folder
+    whose nvidia-smi answers as on the recorded host (gpu: the query of names and
+    capabilities, "name, 9.0", where it is not that recording's; listing: a recorded
+    nvidia-smi -L, list-*.txt, where the host's GPUs are not the one of the recording), with
+    the NVIDIA Container Toolkit unless toolkit=False. Nothing else is on PATH: the fake reads
+    its recording with /bin/cat."""
     folder = tmp_path / "bin"
 
-    def recorded(name: str, gpu: str | None = None, toolkit: bool = True) -> None:
+    def recorded(
+        name: str, gpu: str | None = None, toolkit: bool = True, listing: str | None = None
+    ) -> None:
         output = RECORDED / f"{name}.txt"
         assert output.is_file(), f"no recording {output.name}"
         if name in FAILURES:
             put(folder, "nvidia-smi", f"/bin/cat {output}\nexit {FAILURES[name]}")
         else:
             gpu = gpu or GPUS[name]
+            listed = f"echo 'GPU 0: {gpu.rpartition(',')[0]} (UUID: GPU-0)'"
+            if listing:
+                assert (RECORDED / listing).is_file(), f"no recording {listing}"
+                listed = f"/bin/cat {RECORDED / listing}"
             put(
                 folder,
                 "nvidia-smi",
                 f'case "$*" in\n'
                 f"'') /bin/cat {output};;\n"
-                f"-L) echo 'GPU 0: {gpu.rpartition(',')[0]} (UUID: GPU-0)';;\n"
+                f"-L) {listed};;\n"
                 f"'--query-gpu=name,compute_cap --format=csv,noheader') echo '{gpu}';;\n"
                 f'*) echo "fake nvidia-smi: no recorded answer to: $*" >&2; exit 2;;\nesac',
             )

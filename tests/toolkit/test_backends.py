@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import types
 
 import pytest
 import torch
@@ -167,3 +168,45 @@ def test_the_probe_reports_the_new_backend(hip_build):
     assert report["backends"]["rocm"]["devices"] == ["cuda:0"]
     assert report["backends"]["rocm"]["facts"] == {"hip": "6.4.43482"}
     assert not report["backends"]["cuda"]["usable"]
+
+
+# What the hub hands a student's server (nvidia-smi -L's UUIDs, data/nvidia-smi/ of the host
+# tests): Docker names them in the container's NVIDIA_VISIBLE_DEVICES, and CUDA sees them alone.
+HANDED = {
+    "gpu": ("NVIDIA H100 80GB HBM3", (9, 0), "GPU-64961c01-5804-4666-ad60-f36482a5f8b3"),
+    "mig": ("NVIDIA A100-SXM4-40GB MIG 1g.5gb", (8, 0), "MIG-8b2b5909-3247-4abe-8604-08909006f9e9"),
+}
+
+
+@pytest.mark.parametrize("handed", list(HANDED))
+def test_the_probe_lists_the_device_the_container_was_handed_and_no_other(handed, monkeypatch):
+    """A hub server on an eight-GPU host, given one device: torch as a CUDA build that sees
+    that one (the NVIDIA runtime mounts it alone), with the driver's answers."""
+    import uuid
+
+    from torchlab import probe
+    from torchlab.backends.cuda import backend
+
+    name, (major, minor), handed_uuid = HANDED[handed]
+    properties = types.SimpleNamespace(
+        name=name, major=major, minor=minor, total_memory=80 * 2**30, multi_processor_count=132,
+        uuid=uuid.UUID(handed_uuid.split("-", 1)[1]),
+    )  # fmt: skip
+    monkeypatch.setenv("NVIDIA_VISIBLE_DEVICES", handed_uuid)
+    monkeypatch.delenv("TORCHLAB_EXPECT", raising=False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index: (major, minor))
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: properties)
+    monkeypatch.setattr(torch.cuda.nccl, "version", lambda: (2, 29, 7), raising=False)
+    monkeypatch.setattr(backend, "arch_list", lambda: ["sm_80", "sm_90"])
+    monkeypatch.setattr(backend, "nvml_driver", lambda: ("580.95.05", None))
+    monkeypatch.setattr(backend, "driver_cuda_version", lambda: 13000)
+
+    report = probe.collect(smoke=False)
+    cuda_entry = report["backends"]["cuda"]
+    assert cuda_entry["usable"] and cuda_entry["devices"] == ["cuda:0"]
+    [gpu] = cuda_entry["facts"]["gpus"]
+    assert (gpu["name"], gpu["uuid"]) == (name, handed_uuid)
+    assert report["container"]["environment"]["NVIDIA_VISIBLE_DEVICES"] == handed_uuid
+    assert f"uuid {handed_uuid}" in probe.render_table(report)

@@ -160,3 +160,73 @@ def test_an_unknown_error_gets_no_made_up_hint(backend):
     assert (
         get(backend).explain("RuntimeError: shape '[2, 3]' is invalid for input of size 5") is None
     )
+
+
+# WSL 2's kernel release, as /proc/sys/kernel/osrelease says it in a distribution and in
+# Docker Desktop's containers.
+WSL2_KERNEL = "5.15.167.4-microsoft-standard-WSL2\n"
+
+
+@pytest.fixture
+def wsl(tmp_path, monkeypatch):
+    """wsl(gpu=False, container=True): this machine as WSL 2 (its kernel release), in a
+    container or not, with WSL's GPU device or without it: fake folders where the probe
+    looks."""
+
+    def machine(gpu: bool = False, container: bool = True) -> None:
+        (tmp_path / "osrelease").write_text(WSL2_KERNEL)
+        monkeypatch.setattr(system, "KERNEL_RELEASE", tmp_path / "osrelease")
+        monkeypatch.setattr(system, "WSL_GPU", tmp_path / "dev/dxg")
+        monkeypatch.setattr(system, "WSL_DRIVER_LIBRARIES", tmp_path / "usr/lib/wsl/lib")
+        if gpu:
+            (tmp_path / "dev").mkdir()
+            (tmp_path / "dev/dxg").touch()
+        monkeypatch.setattr(system, "in_container", lambda: container)
+
+    return machine
+
+
+def test_wsl2_is_told_by_its_kernel(wsl, tmp_path, monkeypatch):
+    (tmp_path / "debian-release").write_text("6.1.0-27-cloud-amd64\n")
+    monkeypatch.setattr(system, "KERNEL_RELEASE", tmp_path / "debian-release")
+    assert not system.wsl() and system.machine()["wsl"] is False
+    wsl()
+    assert system.wsl() and system.machine()["wsl"] is True
+
+
+def test_a_container_on_wsl2_without_the_gpu_names_docker_desktop_and_gpus_all(wsl):
+    wsl(gpu=False)
+    hint = hint_for("cuda", NO_DRIVER)
+    assert hint.problem == (
+        "this container on WSL 2 has no GPU (no /dev/dxg): it was started without GPU access"
+    )
+    assert "Docker Desktop with its WSL 2 backend" in hint.fix and "--gpus all" in hint.fix
+    assert "NVIDIA Container Toolkit" not in str(hint)  # Docker Desktop brings its own
+
+
+def test_wsl2_itself_without_the_gpu_names_the_windows_driver_not_a_linux_one(wsl):
+    wsl(gpu=False, container=False)
+    hint = hint_for("cuda", NO_DRIVER)
+    assert hint.problem == "WSL 2 has no GPU (no /dev/dxg): Windows passes none to it"
+    assert "NVIDIA's Windows driver on Windows" in hint.fix
+    assert "never a Linux driver inside WSL" in hint.fix and "wsl --update" in hint.fix
+
+
+def test_wsl2_with_the_gpu_but_without_a_driver_that_loads(wsl, tmp_path):
+    wsl(gpu=True)
+    hint = hint_for("cuda", NO_DRIVER)
+    assert hint.problem == (
+        "this container on WSL 2 has the GPU (/dev/dxg) but no driver that loads (libcuda.so.1 "
+        f"in {tmp_path / 'usr/lib/wsl/lib'})"
+    )
+    assert "restart Docker Desktop" in hint.fix
+
+
+def test_the_probe_says_wsl2_in_its_os_line(wsl):
+    from torchlab import probe
+
+    wsl()
+    report = probe.collect(smoke=False)
+    assert report["machine"]["wsl"] is True
+    [os_line] = [line for line in probe.render_table(report).splitlines() if "  OS " in line]
+    assert "(WSL 2)" in os_line

@@ -61,6 +61,10 @@ TABLE = (
     Setting("HUB_MEM_LIMIT", "4G", "each user's server's memory limit", "hub"),
     Setting("HUB_CPU_LIMIT", "2", "each user's server's CPUs", "hub"),
     Setting("HUB_IDLE_TIMEOUT", "3600", "seconds before an idle server is stopped", "hub"),
+    Setting("HUB_GPUS_PER_USER", "1", "the GPUs each user's GPU server gets, its own by UUID (a "
+            "MIG instance counts as one where a GPU is partitioned)", "hub"),
+    Setting("HUB_SERVERS_PER_GPU", "1", "how many servers may share one GPU, at most 8 (1: "
+            "none share)", "hub"),
     Setting("HUB_AUTHENTICATOR", "native", "how users sign in: native, github or generic",
             "hub"),
     Setting("HUB_NAME", "torchlab-hub", "the hub's container, network and volumes, and the "

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchlab.backends import get
+from torchlab.backends.cuda.driver import host_devices
 from torchlab.variants import Manifest, UnknownVariant, Variant
 from torchlab_host import ROOT
 from torchlab_host.core.addresses import (
@@ -30,7 +31,7 @@ from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.image.build import build_image, ensure_image
 from torchlab_host.image.spec import hub_build, variant_build
-from torchlab_host.lab.containers import host_config, refuse_unless_per_user
+from torchlab_host.lab.containers import host_config, refuse_unless_per_user, wants_gpu
 
 HUB_COMPOSE = ROOT / "hub/compose.yaml"
 HEALTHY_TIMEOUT_S = 120
@@ -43,6 +44,9 @@ AUTHENTICATORS = {
     "generic": (*OAUTH_SETTINGS, "OAUTH_AUTHORIZE_URL", "OAUTH_TOKEN_URL", "OAUTH_USERDATA_URL"),
 }
 LIMIT = re.compile(r"\d+(?:\.\d+)?[KMGkmg]?")
+# Beyond 8 servers on one GPU each gets less than an eighth of its time and memory: less than
+# the smallest MIG instance of an A100 or H100 (a seventh), which isolates them besides.
+MOST_SERVERS_PER_GPU = 8
 # Passed to the hub's container as they are (hub/compose.yaml lists them).
 PASSED_THROUGH = (
     "HUB_API_TOKEN", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
@@ -59,6 +63,7 @@ class HubSettings:
     authenticator: str
     profiles: list[dict[str, Any]]
     limits: dict[str, str]  # HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT
+    gpus: dict[str, str]  # HUB_GPUS (the devices to hand out), HUB_GPUS_PER_USER, ..._PER_GPU
 
     name: str  # HUB_NAME: the hub's container, network and volumes, and its users' prefix
     passed: dict[str, str]  # PASSED_THROUGH, as set
@@ -74,6 +79,7 @@ class HubSettings:
             "HUB_AUTHENTICATOR": self.authenticator,
             "HUB_PROFILES": json.dumps(self.profiles),
             **self.limits,
+            **self.gpus,
         }
 
 
@@ -170,16 +176,55 @@ def limits(settings: Settings) -> dict[str, str]:
     return found
 
 
+def count(settings: Settings, name: str, most: int | None, why: str) -> int:
+    """A count setting, 1 or more, and at most `most` (why: said when it is more)."""
+    value = settings[name]
+    if not value.isdigit() or int(value) < 1:
+        raise HostError(f"{name}={value} is not a count", f"make hub {name}=1")
+    if most is not None and int(value) > most:
+        raise HostError(f"{name}={value} is more than {most}: {why}", f"make hub {name}={most}")
+    return int(value)
+
+
+def gpus(manifest: Manifest, served: list[dict[str, Any]], settings: Settings) -> dict[str, str]:
+    """What the hub needs to give each GPU server devices of its own: the GPUs and MIG
+    instances the host lists (none where no profile wants a GPU), how many each server gets,
+    and how many servers may share one."""
+    wanted = any(wants_gpu(manifest.variant(entry["name"])) for entry in served)
+    devices = host_devices() if wanted else []
+    if wanted and not devices:
+        raise HostError(
+            "nvidia-smi -L names no GPU by its UUID, so the hub cannot give each server its own",
+            "check that nvidia-smi -L lists the GPUs, or leave the GPU profiles out: make hub "
+            "HUB_PROFILES=cpu",
+        )
+    per_user = count(
+        settings, "HUB_GPUS_PER_USER", len(devices) if wanted else None,
+        f"this host has {len(devices)} to hand out (nvidia-smi -L's GPUs or MIG instances)",
+    )  # fmt: skip
+    per_gpu = count(
+        settings, "HUB_SERVERS_PER_GPU", MOST_SERVERS_PER_GPU,
+        "more leaves each server too little of a GPU's time and memory",
+    )  # fmt: skip
+    return {
+        "HUB_GPUS": json.dumps([device._asdict() for device in devices]),
+        "HUB_GPUS_PER_USER": str(per_user),
+        "HUB_SERVERS_PER_GPU": str(per_gpu),
+    }
+
+
 def for_hub(manifest: Manifest, settings: Settings) -> HubSettings:
     """The hub's settings, each checked."""
     admin, authenticator = sign_in(settings)
+    served = profiles(manifest, settings)
     return HubSettings(
         bind=settings["HUB_BIND"],
         port=port_number(settings["HUB_PORT"], "HUB", "make hub", 8000),
         admin=admin,
         authenticator=authenticator,
-        profiles=profiles(manifest, settings),
+        profiles=served,
         limits=limits(settings),
+        gpus=gpus(manifest, served, settings),
         name=settings["HUB_NAME"],
         passed={name: settings[name] for name in PASSED_THROUGH},
     )
@@ -215,6 +260,9 @@ def up(manifest: Manifest, settings: Settings) -> float:
         )
     elapsed = time.monotonic() - start
     names = ", ".join(entry["name"] for entry in hub.profiles)
+    handed = len(json.loads(hub.gpus["HUB_GPUS"]))
+    if handed:
+        names += f"; {handed} GPUs to hand out, {hub.gpus['HUB_GPUS_PER_USER']} per server"
     print(
         f"torchlab: the hub is ready at {browser_url(hub.bind, hub.port)} (profiles: {names}; "
         f"{hub.admin} signs up first and approves the others at /hub/authorize; "

@@ -38,7 +38,12 @@ REQUIREMENTS_IN_IMAGE = "opt/torchlab/requirements"
 HUB_IMAGE = "torchlab-hub"
 # What make base-image makes, for machines that reach no registry (BASE_IMAGE=...).
 LOCAL_BASE_IMAGE = "torchlab/debian:bookworm"
-HUB_FILES = ("docker/install-lock", "hub/Dockerfile", "hub/jupyterhub_config.py")
+HUB_FILES = (
+    "docker/install-lock",
+    "hub/Dockerfile",
+    "hub/jupyterhub_config.py",
+    "hub/gpus.py",
+)
 # Build arguments a user may set in the environment, by the name the Dockerfile knows them.
 # The image's own user is IMAGE_UID/IMAGE_GID: LAB_UID/LAB_GID choose who runs a lab, at start.
 USER_BUILD_ARGS = {"IMAGE_UID": "LAB_UID", "IMAGE_GID": "LAB_GID"}

@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from torchlab import system
 from torchlab_host import ROOT
 from torchlab_host.core.addresses import port_number
 from torchlab_host.core.errors import HostError
@@ -159,3 +161,17 @@ def for_lab(settings: Settings) -> LabSettings:
     data = data_dir(settings)
     prepare_data_dir(data, uid, gid)
     return LabSettings(uid, gid, port, settings["LAB_BIND"], labs, data)
+
+
+def warn_if_on_windows(labs: Path) -> None:
+    """On WSL, say it when the work folder lies on a Windows drive: every file the lab reads or
+    writes there crosses to Windows (slow), and it has no Unix permissions."""
+    drive = system.windows_drive(labs)
+    if drive:
+        print(
+            f"torchlab: warning: the work folder {labs} is on a Windows drive ({drive}), where "
+            "the lab's files are slow and have no Unix permissions; keep the checkout in WSL's "
+            "own files (clone it under your WSL home, ~), or mkdir ~/work and make lab "
+            "LABS_DIR=~/work",
+            file=sys.stderr,
+        )

@@ -56,10 +56,12 @@ def wants_gpu(variant: Variant) -> bool:
 
 
 def run_flags(manifest: Manifest) -> list[str]:
-    """The confinement and shared memory as docker run flags (a dev container's runArgs)."""
+    """The confinement, shared memory and process limit as docker run flags (a dev
+    container's runArgs)."""
     containers = manifest.containers
     return [
         *(f"--cap-drop={capability}" for capability in containers["cap_drop"]),
         *(f"--security-opt={option}" for option in containers["security_opt"]),
         f"--shm-size={containers['shm_size']}",
+        f"--pids-limit={containers['pids_limit']}",
     ]

@@ -18,7 +18,7 @@ from torchlab_host.core.settings import Settings
 from torchlab_host.image.build import ensure_image
 from torchlab_host.image.spec import variant_build
 from torchlab_host.image.tags import image_exists, prune_replaced_images
-from torchlab_host.lab.config import data_dir, for_lab
+from torchlab_host.lab.config import data_dir, for_lab, warn_if_on_windows
 from torchlab_host.lab.services import (
     SELFTEST,
     compose,
@@ -102,6 +102,7 @@ def prepare(name: str, manifest: Manifest, settings: Settings) -> None:
     lab = for_lab(settings)
     ensure_image(variant_build(variant, manifest, settings), manifest)
     print(f"torchlab: {variant.image} and {lab.labs}, {lab.data} are ready for the editor")
+    warn_if_on_windows(lab.labs)
 
 
 def up(name: str, manifest: Manifest, settings: Settings) -> float:
@@ -144,6 +145,7 @@ def up(name: str, manifest: Manifest, settings: Settings) -> float:
             f"{local}?token={environment['JUPYTER_TOKEN']}"
         )
     warn_if_exposed(lab.bind, "LAB", "the lab", "the token or password is all that guards it")
+    warn_if_on_windows(lab.labs)
     return elapsed
 
 

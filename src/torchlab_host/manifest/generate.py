@@ -130,6 +130,8 @@ def compose(manifest: Manifest) -> str:
             "user": "${LAB_UID:-1000}:${LAB_GID:-1000}",
             Comment("DataLoader workers pass batches through /dev/shm."): None,
             "shm_size": f"${{LAB_SHM_SIZE:-{containers['shm_size']}}}",
+            Comment("A fork bomb stops here, not at the host's process table."): None,
+            "pids_limit": containers["pids_limit"],
         }),
         "x-confined": Anchored("confined", {
             "cap_drop": containers["cap_drop"], "security_opt": containers["security_opt"],
@@ -208,17 +210,23 @@ def cluster_profiles(manifest: Manifest) -> str:
         }
         if index == 0:
             profile["default"] = True
+        # The device's options (which GPU: whole, shared, MIG) are the profile's own key;
+        # everything else overrides the spawner's settings.
+        options = variant.kubernetes.get("profile_options")
         profile["kubespawner_override"] = {
             "image": f"{CLUSTER_REGISTRY}/{variant.image}",
-            **variant.kubernetes,
+            **{key: value for key, value in variant.kubernetes.items() if key != "profile_options"},
         }
+        if options:
+            profile["profile_options"] = options
         profiles.append(profile)
     return dump({
         Comment(
             f"{GENERATED}\n\n"
             "The profiles each user picks from on Kubernetes, one per variant, with what its\n"
-            "pod needs to reach the device; Helm reads them after values.yaml\n"
-            "(docs/class/kubernetes.md).\n"
+            "pod needs to reach the device (and for a GPU, which: a whole one, a time-sliced\n"
+            "share or a MIG instance, the last two where the NVIDIA device plugin offers them);\n"
+            "Helm reads them after values.yaml (docs/class/kubernetes.md).\n"
             f"Replace {CLUSTER_REGISTRY} with where your images are."
         ): None,
         "singleuser": {"profileList": profiles},

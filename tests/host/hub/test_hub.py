@@ -3,82 +3,17 @@ what each user's server gets from them, through hub/jupyterhub_config.py."""
 
 from __future__ import annotations
 
-import sys
-import types
-from pathlib import Path
-
 import pytest
-from traitlets.config import Config
 
 from torchlab import variants
-from torchlab_host.core import settings as settings_module
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.hub import manage as hub
 
 MANIFEST = variants.load()
 CONFINED = MANIFEST.containers
-HUB_CONFIG = Path(__file__).resolve().parents[3] / "hub/jupyterhub_config.py"
-GPU_REQUEST = {"device_requests": [{"Driver": "nvidia", "Count": -1, "Capabilities": [["gpu"]]}]}
-HUB_SETTINGS = (
-    "HUB_ADMIN", "HUB_PROFILES", "HUB_PORT", "HUB_BIND", "HUB_AUTHENTICATOR", "HUB_MEM_LIMIT",
-    "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET",
-    "OAUTH_CALLBACK_URL",
-)  # fmt: skip
-
-
-@pytest.fixture(autouse=True)
-def clean_settings(tmp_path, monkeypatch):
-    """No .env and none of the hub's settings, and a PATH without nvidia-smi (no GPU)."""
-    monkeypatch.setattr(settings_module, "ROOT", tmp_path)  # its .env
-    for name in HUB_SETTINGS:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setenv("HUB_ADMIN", "teacher")
-
-
-@pytest.fixture
-def servers(tmp_path, monkeypatch):
-    """servers(): what a user who picks each profile gets, by profile name: the hub's settings
-    (for_hub) handed to its container as make hub does (HubSettings.environment), and
-    hub/jupyterhub_config.py run there, on a traitlets Config as JupyterHub runs it. A server is
-    what DockerSpawner creates for a profile's name: the image allowed_images gives it, the
-    container settings extra_host_config gives that image, the command, volumes and limits.
-    DockerSpawner, the docker SDK, tornado and NativeAuthenticator are stand-ins (they are the
-    hub image's, not the host's), and the hub's state volume is a folder here."""
-    spawner = type("DockerSpawner", (), {})
-    for name, attributes in {
-        "dockerspawner": {"DockerSpawner": spawner},
-        "docker": {"errors": types.SimpleNamespace(ImageNotFound=OSError, APIError=OSError)},
-        "tornado": {"web": types.SimpleNamespace(HTTPError=Exception)},
-        "nativeauthenticator": {"__file__": str(tmp_path / "nativeauthenticator/__init__.py")},
-    }.items():
-        monkeypatch.setitem(sys.modules, name, types.SimpleNamespace(**attributes))
-    state = tmp_path / "srv-jupyterhub"
-    state.mkdir()
-    source = HUB_CONFIG.read_text()
-    assert source.count('Path("/srv/jupyterhub")') == 1
-    source = source.replace('Path("/srv/jupyterhub")', f"Path({str(state)!r})")
-
-    def serve() -> dict[str, dict]:
-        for name, value in hub.for_hub(MANIFEST, Settings.load()).environment().items():
-            monkeypatch.setenv(name, value)
-        config = Config()
-        exec(compile(source, str(HUB_CONFIG), "exec"), {"get_config": lambda: config})
-        assert issubclass(config.JupyterHub.spawner_class, spawner)
-        chosen = config.DockerSpawner
-        return {
-            name: {
-                "image": image,
-                "host_config": chosen.extra_host_config(types.SimpleNamespace(image=image)),
-                "cmd": chosen.cmd,
-                "volumes": chosen.volumes,
-                "limits": (chosen.mem_limit, chosen.cpu_limit),
-            }
-            for name, image in chosen.allowed_images.items()
-        }
-
-    return serve
+# The one GPU of data/nvidia-smi/list-one-h100.txt.
+ONE_H100 = "GPU-993955be-5888-4f39-937c-56af8c5187c1"
 
 
 def one_line(raised: pytest.ExceptionInfo) -> str:
@@ -98,14 +33,17 @@ def test_the_defaults_serve_cpu_on_loopback_with_native_sign_up():
 
 def test_every_users_server_is_confined_as_the_manifest_says(servers, monkeypatch):
     """A user's server gets variants.toml's [containers], as compose's labs do: no
-    capabilities, no new privileges, shared memory for DataLoader workers; its own volumes
-    where a lab mounts labs/ and lab-data/, and the default limits."""
+    capabilities, no new privileges, shared memory for DataLoader workers, a process limit;
+    its own volumes where a lab mounts labs/ and lab-data/, and the default limits."""
     monkeypatch.delenv("HUB_NAME", raising=False)
     [(name, server)] = servers().items()
     assert name == "cpu" and server["image"] == "torchlab:cpu"
     assert server["host_config"] == {**CONFINED, "auto_remove": False}
     assert server["host_config"]["cap_drop"] == ["ALL"]
     assert server["host_config"]["security_opt"] == ["no-new-privileges:true"]
+    # A fork bomb, or a DataLoader's thousand workers, stops at the limit, not the host's.
+    assert server["host_config"]["pids_limit"] == CONFINED["pids_limit"] > 0
+    assert server["labels"] == {} and server["create_kwargs"]["healthcheck"] == {"test": ["NONE"]}
     assert server["cmd"] == ["torchlab", "singleuser"] and server["limits"] == ("4G", 2.0)
     assert server["volumes"] == {
         "torchlab-hub-{username}-labs": "/home/lab/labs",
@@ -151,16 +89,24 @@ def test_a_gpu_profile_without_a_gpu_is_one_line(monkeypatch):
 
 
 @pytest.mark.parametrize(("recording", "chosen"), [("580", "cuda"), ("570", "cuda12")])
-def test_a_gpu_profile_is_the_image_the_driver_supports_and_its_servers_get_the_gpus(
+def test_a_gpu_profile_is_the_image_the_driver_supports_and_its_servers_get_a_gpu(
     host, servers, recording, chosen
 ):
     """By default, with a GPU that reaches containers: cpu, and the CUDA image the host's
-    driver supports (as make lab chooses); a user who picks it gets that image and the GPUs."""
-    host(recording)
+    driver supports (as make lab chooses); a user who picks it gets that image and the host's
+    GPU, named by its UUID (never Docker's "every GPU")."""
+    host(recording, listing="list-one-h100.txt")
     served = servers()
     assert list(served) == ["cpu", chosen]
     assert served[chosen]["image"] == MANIFEST.variant(chosen).image
-    assert served[chosen]["host_config"] == {**CONFINED, "auto_remove": False, **GPU_REQUEST}
+    assert served[chosen]["host_config"] == {
+        **CONFINED,
+        "auto_remove": False,
+        "device_requests": [
+            {"Driver": "nvidia", "Capabilities": [["gpu"]], "DeviceIDs": [ONE_H100]}
+        ],
+    }
+    assert served[chosen]["labels"] == {"org.torchlab.gpus": ONE_H100}
     assert "device_requests" not in served["cpu"]["host_config"]
 
 

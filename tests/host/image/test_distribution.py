@@ -186,9 +186,9 @@ def test_each_dev_container_is_a_variants_lab(config):
     assert settings["workspaceFolder"] == "/home/lab/labs"
     assert "target=/home/lab/labs" in settings["workspaceMount"]
     assert settings["remoteUser"] == "lab" and settings["updateRemoteUserUID"] is True
-    assert {"--cap-drop=ALL", "--security-opt=no-new-privileges:true", "--shm-size=2gb"} <= set(
-        settings["runArgs"]
-    )  # confined as every lab is
+    confined = {"--cap-drop=ALL", "--security-opt=no-new-privileges:true", "--shm-size=2gb"}
+    limited = {f"--pids-limit={MANIFEST.containers['pids_limit']}"}
+    assert confined | limited <= set(settings["runArgs"])  # confined as every lab is
     assert {"ms-python.python", "ms-toolsai.jupyter"} <= set(
         settings["customizations"]["vscode"]["extensions"]
     )

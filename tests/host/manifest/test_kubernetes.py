@@ -93,12 +93,100 @@ def test_the_profiles_reach_their_devices():
     for name, profile in profiles.items():
         assert profile["kubespawner_override"]["image"].endswith(f"/torchlab:{name}")
     cuda = profiles["cuda"]["kubespawner_override"]
-    assert cuda["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
     assert cuda["image"].endswith(":cuda")
+    # Which GPU is the user's choice alone: KubeSpawner merges a choice's resource limits into
+    # the profile's, so a whole GPU there would come with every share and MIG instance too.
+    assert "extra_resource_limits" not in cuda
+    for name in ("cuda", "cuda12"):
+        [(option, gpu)] = profiles[name]["profile_options"].items()
+        limits = {
+            choice: chosen["kubespawner_override"]["extra_resource_limits"]
+            for choice, chosen in gpu["choices"].items()
+        }
+        assert (option, limits) == (
+            "gpu",
+            {
+                "whole": {"nvidia.com/gpu": "1"},
+                "shared": {"nvidia.com/gpu.shared": "1"},  # the plugin's renamed replicas
+                "mig": {"nvidia.com/mig-1g.10gb": "1"},  # the plugin's mixed MIG strategy
+            },
+        ), name
+        assert [c for c, chosen in gpu["choices"].items() if chosen.get("default")] == ["whole"]
     xla = profiles["xla"]["kubespawner_override"]
     assert xla["extra_resource_limits"] == {"google.com/tpu": "1"}
     assert "cloud.google.com/gke-tpu-accelerator" in xla["node_selector"]
     assert xla["environment"] == {"PJRT_DEVICE": "TPU"}
+
+
+# What KubeSpawner reads of a profile, of a profile's option and of an option's choice (its
+# profile_list's documentation): the chart's schema leaves profileList's items unchecked.
+PROFILE_KEYS = {"display_name", "description", "slug", "default", "kubespawner_override",
+                "profile_options"}  # fmt: skip
+OPTION_KEYS = {"display_name", "choices", "unlisted_choice"}
+CHOICE_KEYS = {"display_name", "default", "kubespawner_override"}
+
+
+def kubespawner_merge(settings: dict, override: dict) -> dict:
+    """An override applied as KubeSpawner applies one: a dict merged key by key into the
+    setting's dict, anything else replaced."""
+    merged = copy.deepcopy(settings)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = kubespawner_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def gpu_pods() -> list[tuple[str, dict]]:
+    """Each GPU choice of each profile, as the settings KubeSpawner ends with: the profile's
+    overrides, then the choice's."""
+    found = []
+    for profile in ours()["singleuser"]["profileList"]:
+        for option in profile.get("profile_options", {}).values():
+            for name, choice in option["choices"].items():
+                settings = kubespawner_merge(
+                    profile["kubespawner_override"], choice["kubespawner_override"]
+                )
+                found.append((f"{profile['slug']}/{name}", settings))
+    return found
+
+
+def test_every_profile_and_choice_is_what_kubespawner_reads():
+    for profile in ours()["singleuser"]["profileList"]:
+        assert set(profile) <= PROFILE_KEYS, profile["slug"]
+        for option in profile.get("profile_options", {}).values():
+            assert set(option) <= OPTION_KEYS and option["display_name"], profile["slug"]
+            for choice in option["choices"].values():
+                assert set(choice) <= CHOICE_KEYS and choice["display_name"], profile["slug"]
+            # KubeSpawner starts a user who chose nothing on the one default choice.
+            assert sum(bool(c.get("default")) for c in option["choices"].values()) == 1
+    assert {name for name, _ in gpu_pods()} >= {"cuda/whole", "cuda/shared", "cuda/mig"}
+
+
+@pytest.mark.parametrize(("name", "settings"), gpu_pods(), ids=[name for name, _ in gpu_pods()])
+def test_each_gpu_choice_makes_a_valid_pod_with_one_gpu_of_its_kind(name, settings):
+    import kubernetes_validate
+
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name.replace("/", "-")},
+        "spec": {
+            **settings["extra_pod_config"],
+            "tolerations": settings["tolerations"],
+            "containers": [
+                {
+                    "name": "notebook",
+                    "image": settings["image"],
+                    "resources": {"limits": settings["extra_resource_limits"]},
+                }
+            ],
+        },
+    }
+    kubernetes_validate.validate(pod, "1.30", strict=True)
+    [(resource, count)] = settings["extra_resource_limits"].items()
+    assert resource.startswith("nvidia.com/") and count == "1"
 
 
 def test_idle_servers_are_culled():

@@ -241,7 +241,8 @@ def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, host):
     assert editor["image"] == "torchlab:cudanext" and editor["hostRequirements"] == {"gpu": True}
     cluster = yaml.safe_load((checkout / "deploy/kubernetes/jupyterhub/profiles.yaml").read_text())
     [profile] = [p for p in cluster["singleuser"]["profileList"] if p["slug"] == "cudanext"]
-    assert profile["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
+    whole = profile["profile_options"]["gpu"]["choices"]["whole"]
+    assert whole["kubespawner_override"]["extra_resource_limits"] == {"nvidia.com/gpu": "1"}
 
     new = variants.load(checkout / "variants.toml")
     host("580", gpu="NVIDIA A100-SXM4-80GB, 8.0")  # a CUDA 13 driver, and a GPU of its sm_80

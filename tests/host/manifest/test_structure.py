@@ -120,6 +120,14 @@ def test_shared_memory_is_enough_for_dataloader_workers(services):
         assert int(service["shm_size"]) >= 2**30, name
 
 
+def test_every_container_has_the_manifests_process_limit(services):
+    """Labs, test runs and distributed nodes alike, privileged or not: a fork bomb or a
+    DataLoader's thousand workers stops at the limit, not at the host's process table."""
+    assert "lab-xla" in services and "ddp-node" in services
+    for name, service in services.items():
+        assert service["pids_limit"] == MANIFEST.containers["pids_limit"], name
+
+
 def test_no_service_disables_the_image_healthcheck(services):
     assert "ddp-node" in services  # every profile is read
     for name, service in services.items():

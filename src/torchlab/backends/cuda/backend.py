@@ -29,6 +29,14 @@ PUBLISHED_PEAKS = (
 )
 
 
+def smi_uuid(properties: Any) -> str:
+    """A device's UUID as nvidia-smi -L, NVIDIA_VISIBLE_DEVICES and the hub write it: MIG- for
+    a MIG instance (whose name says so), GPU- for a whole GPU. The probe lists the devices this
+    container was given, and only those: CUDA sees no others."""
+    kind = "MIG" if " MIG " in properties.name else "GPU"
+    return f"{kind}-{properties.uuid}"
+
+
 def _hip_version() -> str | None:
     import torch
 
@@ -119,6 +127,7 @@ class CudaBackend(Backend):
                 {
                     "index": index,
                     "name": properties.name,
+                    "uuid": smi_uuid(properties),
                     "capability": f"{properties.major}.{properties.minor}",
                     "sm": f"sm_{properties.major}{properties.minor}",
                     "memory_bytes": properties.total_memory,

@@ -11,8 +11,10 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
+from ... import system
 from .. import Hint, HostTooOld
 from .kernels import serving_arch
 
@@ -22,6 +24,14 @@ TOOLKIT_URL = (
 DRIVER_URL = "https://www.nvidia.com/Download/index.aspx"
 # Any of these on the host means Docker can hand GPUs to containers (--gpus).
 CONTAINER_TOOLKIT_COMMANDS = ("nvidia-ctk", "nvidia-container-runtime-hook", "nvidia-container-cli")
+# On WSL 2, Docker Desktop's engine hands GPUs to containers itself; the docker command of a
+# distribution it serves is a link into its tools, mounted here.
+DOCKER_DESKTOP_TOOLS = Path("/mnt/wsl/docker-desktop")
+# NVIDIA's Windows driver alone gives WSL 2 its GPU, libraries and nvidia-smi (/usr/lib/wsl/lib).
+WSL_DRIVER_FIX = (
+    f"install or update NVIDIA's Windows driver on Windows ({DRIVER_URL}; never a Linux driver "
+    "inside WSL), then in PowerShell: wsl --update; wsl --shutdown"
+)
 
 # The oldest driver branch that supports each CUDA major (NVIDIA's CUDA compatibility table);
 # a build for any 12.x runs on all of them (minor version compatibility).
@@ -52,6 +62,41 @@ def smi_gpus(said: str) -> list[tuple[str, tuple[int, int]]]:
     return gpus
 
 
+# nvidia-smi -L: a line per GPU, and under a GPU partitioned with MIG a line per instance.
+SMI_LISTED_GPU = re.compile(r"^GPU \d+: (?P<name>.+) \(UUID: (?P<uuid>GPU-[^)\s]+)\)$")
+SMI_LISTED_MIG = re.compile(
+    r"^\s+MIG (?P<profile>\S+)\s+Device\s+\d+: \(UUID: (?P<uuid>MIG-[^)\s]+)\)$"
+)
+
+
+class ListedDevice(NamedTuple):
+    """A device a container can be handed by its UUID: a whole GPU, or one MIG instance."""
+
+    uuid: str
+    name: str
+
+
+def smi_devices(said: str) -> list[ListedDevice]:
+    """The devices in nvidia-smi -L's output: each GPU, or, for a GPU partitioned with MIG,
+    its MIG instances instead (a MIG-enabled GPU itself runs nothing)."""
+    devices: list[ListedDevice] = []
+    partitioned: set[str] = set()
+    gpu: ListedDevice | None = None
+    for line in said.splitlines():
+        if match := SMI_LISTED_GPU.match(line.rstrip()):
+            gpu = ListedDevice(match["uuid"], match["name"])
+            devices.append(gpu)
+        elif gpu and (match := SMI_LISTED_MIG.match(line.rstrip())):
+            partitioned.add(gpu.uuid)
+            devices.append(ListedDevice(match["uuid"], f"{gpu.name} MIG {match['profile']}"))
+    return [device for device in devices if device.uuid not in partitioned]
+
+
+def host_devices() -> list[ListedDevice]:
+    """The GPUs and MIG instances this host's nvidia-smi lists, to be handed out by UUID."""
+    return smi_devices(_nvidia_smi("-L"))
+
+
 def needed_driver(cuda_major: int) -> str:
     oldest = MINIMUM_DRIVER.get(cuda_major)
     return f"CUDA {cuda_major} (driver {oldest} or newer)" if oldest else f"CUDA {cuda_major}"
@@ -69,6 +114,8 @@ def host_requirements(
     from suiting an image with these build promises; None: nothing. `explain` is the backend's
     reading of a known failure, for what nvidia-smi says instead of listing the GPUs."""
     if not shutil.which("nvidia-smi"):
+        if system.wsl():
+            return Hint("no NVIDIA driver reaches WSL 2 (nvidia-smi not found)", WSL_DRIVER_FIX)
         return Hint(
             "no NVIDIA driver on this host (nvidia-smi not found)",
             f"install the NVIDIA driver ({DRIVER_URL}) and check that nvidia-smi lists the GPU",
@@ -80,15 +127,35 @@ def host_requirements(
             f"nvidia-smi sees no usable GPU ({said.splitlines()[0]})",
             "fix the host's driver until nvidia-smi -L lists the GPU",
         )
-    if not any(shutil.which(tool) for tool in CONTAINER_TOOLKIT_COMMANDS):
-        return Hint(
-            "the NVIDIA Container Toolkit is not installed, so containers cannot reach the GPU",
-            f"install it ({TOOLKIT_URL}), then: sudo nvidia-ctk runtime configure "
-            "--runtime=docker && sudo systemctl restart docker",
-        )
+    reaches_containers = any(shutil.which(tool) for tool in CONTAINER_TOOLKIT_COMMANDS) or (
+        system.wsl() and _docker_desktop()  # its engine hands out the GPU itself
+    )
+    if not reaches_containers:
+        return _no_container_toolkit()
     if "cuda_major" in build and (too_old := _driver_suits(build["cuda_major"])):
         return too_old
     return _gpus_suit(build["archs"]) if "archs" in build else None
+
+
+def _no_container_toolkit() -> Hint:
+    if system.wsl():
+        return Hint(
+            "this WSL 2 distribution's Docker cannot hand the GPU to containers (it is neither "
+            "Docker Desktop's nor has the NVIDIA Container Toolkit)",
+            "use Docker Desktop with its WSL 2 backend and its WSL integration for this "
+            f"distribution, or install the toolkit for the Docker Engine here ({TOOLKIT_URL})",
+        )
+    return Hint(
+        "the NVIDIA Container Toolkit is not installed, so containers cannot reach the GPU",
+        f"install it ({TOOLKIT_URL}), then: sudo nvidia-ctk runtime configure "
+        "--runtime=docker && sudo systemctl restart docker",
+    )
+
+
+def _docker_desktop() -> bool:
+    """Whether this WSL 2 distribution's docker command is Docker Desktop's."""
+    docker = shutil.which("docker")
+    return docker is not None and Path(docker).resolve().is_relative_to(DOCKER_DESKTOP_TOOLS)
 
 
 def _nvidia_smi(*arguments: str) -> str:

@@ -10,7 +10,7 @@ from ... import system
 from ...variants import images_for
 from .. import Hint, KnownFailure
 from ..cpu import shm_too_small
-from .driver import DRIVER_URL, TOOLKIT_URL, cuda_text, needed_driver
+from .driver import DRIVER_URL, TOOLKIT_URL, WSL_DRIVER_FIX, cuda_text, needed_driver
 from .kernels import arch_list
 
 
@@ -35,6 +35,8 @@ def rocm_build(hip: str) -> Hint:
 
 
 def no_driver() -> Hint:
+    if system.wsl():
+        return wsl_no_gpu()
     if system.in_container():
         return Hint(
             "no NVIDIA driver is visible in this container: it was started without GPU access",
@@ -44,6 +46,26 @@ def no_driver() -> Hint:
     return Hint(
         "no NVIDIA driver found on this machine",
         f"install the NVIDIA driver ({DRIVER_URL}), then check that nvidia-smi lists the GPU",
+    )
+
+
+def wsl_no_gpu() -> Hint:
+    """Why WSL 2 (or a container of Docker Desktop on it) has no GPU: it gets one as /dev/dxg
+    with the Windows driver's libraries in /usr/lib/wsl/lib, from NVIDIA's Windows driver
+    alone; a Linux driver installed inside WSL only hides them."""
+    where = "this container on WSL 2" if system.in_container() else "WSL 2"
+    if not system.WSL_GPU.exists():
+        if system.in_container():
+            return Hint(
+                f"{where} has no GPU (no /dev/dxg): it was started without GPU access",
+                "start it with GPU access in Docker Desktop with its WSL 2 backend (docker run "
+                f"--gpus all, or compose's GPU reservation); if that fails too, {WSL_DRIVER_FIX}",
+            )
+        return Hint(f"{where} has no GPU (no /dev/dxg): Windows passes none to it", WSL_DRIVER_FIX)
+    return Hint(
+        f"{where} has the GPU (/dev/dxg) but no driver that loads (libcuda.so.1 in "
+        f"{system.WSL_DRIVER_LIBRARIES})",
+        WSL_DRIVER_FIX + (", then restart Docker Desktop" if system.in_container() else ""),
     )
 
 
