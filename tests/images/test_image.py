@@ -21,13 +21,17 @@ def inspect(image: str) -> dict:
 def test_labels_name_the_variant_torch_and_lock(variant):
     image = inspect(variant.image)
     labels, platform = image["Config"]["Labels"], f"{image['Os']}/{image['Architecture']}"
-    lock_text = (REPO / "requirements" / f"{variant.lock}.txt").read_text()
+    lock_text = {
+        name: (REPO / "requirements" / f"{name}.txt").read_text() for name in ("lab", variant.lock)
+    }
     # The torch the manifest ships on the image's platform, which its lock pins there.
     torch_pin = variant.platforms[platform].torch
-    assert pins(lock_text, variants.MACHINES[platform])["torch"] == torch_pin
+    assert pins(lock_text[variant.lock], variants.MACHINES[platform])["torch"] == torch_pin
     assert labels["org.torchlab.variant"] == variant.name
     assert labels["org.torchlab.torch"] == torch_pin
-    assert labels["org.torchlab.lock.sha256"] == hashlib.sha256(lock_text.encode()).hexdigest()
+    # The digest covers both locks the image installs: the shared one, then the variant's.
+    digest = hashlib.sha256("".join(lock_text.values()).encode()).hexdigest()
+    assert labels["org.torchlab.lock.sha256"] == digest
     assert re.fullmatch(r"[0-9a-f]{40}(-dirty)?", labels["org.opencontainers.image.revision"])
     for lock in labels["org.torchlab.lock"].split():
         assert docker("run", "--rm", variant.image, "test", "-s", lock, check=False).returncode == 0
