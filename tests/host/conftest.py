@@ -6,7 +6,8 @@ driver check) as nvidia-smi does on a recorded host (data/nvidia-smi/, see its R
 `nvidia-smi` its table, whose header names the driver and the newest CUDA it supports;
 `nvidia-smi -L` its GPUs (a recorded listing of several, with MIG instances, where a test
 names one); `--query-gpu=name,compute_cap --format=csv,noheader` their names and compute
-capabilities. Any other invocation fails, so a new one in the host tools is noticed.
+capabilities; `--query-gpu=uuid,mig.mode.current --format=csv,noheader` which of them are in MIG
+mode. Any other invocation fails, so a new one in the host tools is noticed.
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ def host(tmp_path, monkeypatch):
     """host(recording, gpu=None, toolkit=True, listing=None): from then on, PATH is a folder
     whose nvidia-smi answers as on the recorded host (gpu: the query of names and
     capabilities, "name, 9.0", where it is not that recording's; listing: a recorded
-    nvidia-smi -L, list-*.txt, where the host's GPUs are not the one of the recording), with
-    the NVIDIA Container Toolkit unless toolkit=False. Nothing else is on PATH: the fake reads
-    its recording with /bin/cat."""
+    nvidia-smi -L, list-*.txt, where the host's GPUs are not the one of the recording, whose
+    GPUs' MIG modes are in mig-mode-*.txt beside it), with the NVIDIA Container Toolkit unless
+    toolkit=False. Nothing else is on PATH: the fake reads its recording with /bin/cat."""
     folder = tmp_path / "bin"
 
     def recorded(
@@ -68,9 +69,13 @@ def host(tmp_path, monkeypatch):
         else:
             gpu = gpu or GPUS[name]
             listed = f"echo 'GPU 0: {gpu.rpartition(',')[0]} (UUID: GPU-0)'"
+            mig_modes = "echo 'GPU-0, Disabled'"
             if listing:
+                modes = RECORDED / listing.replace("list-", "mig-mode-", 1)
                 assert (RECORDED / listing).is_file(), f"no recording {listing}"
+                assert modes.is_file(), f"no recording {modes.name}"
                 listed = f"/bin/cat {RECORDED / listing}"
+                mig_modes = f"/bin/cat {modes}"
             put(
                 folder,
                 "nvidia-smi",
@@ -78,6 +83,7 @@ def host(tmp_path, monkeypatch):
                 f"'') /bin/cat {output};;\n"
                 f"-L) {listed};;\n"
                 f"'--query-gpu=name,compute_cap --format=csv,noheader') echo '{gpu}';;\n"
+                f"'--query-gpu=uuid,mig.mode.current --format=csv,noheader') {mig_modes};;\n"
                 f'*) echo "fake nvidia-smi: no recorded answer to: $*" >&2; exit 2;;\nesac',
             )
         if toolkit:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchlab.backends import get
-from torchlab.backends.cuda.driver import host_devices
+from torchlab.backends.cuda.driver import UnusableGpu, host_devices
 from torchlab.variants import Manifest, UnknownVariant, Variant
 from torchlab_host import ROOT
 from torchlab_host.core.addresses import (
@@ -191,7 +191,10 @@ def gpus(manifest: Manifest, served: list[dict[str, Any]], settings: Settings) -
     instances the host lists (none where no profile wants a GPU), how many each server gets,
     and how many servers may share one."""
     wanted = any(wants_gpu(manifest.variant(entry["name"])) for entry in served)
-    devices = host_devices() if wanted else []
+    try:
+        devices = host_devices() if wanted else []
+    except UnusableGpu as unusable:
+        raise HostError(unusable.hint.problem, unusable.hint.fix) from None
     if wanted and not devices:
         raise HostError(
             "nvidia-smi -L names no GPU by its UUID, so the hub cannot give each server its own",

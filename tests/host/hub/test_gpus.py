@@ -1,7 +1,8 @@
 """GPUs handed out by the hub: each GPU server its own device(s), by UUID, from what the host's
 nvidia-smi -L lists (recorded in data/nvidia-smi/list-*.txt) and what the running servers'
-containers hold; MIG instances where a GPU is partitioned; sharing only when asked, within its
-cap; a server refused in one line when none is free; nothing lost when the hub restarts."""
+containers hold; MIG instances where a GPU is partitioned, and make hub refused in one line where
+a GPU in MIG mode has none; sharing only when asked, within its cap; a server refused in one
+line when none is free; nothing lost when the hub restarts."""
 
 from __future__ import annotations
 
@@ -75,6 +76,47 @@ def test_nvidia_smi_lists_each_gpu_or_the_mig_instances_of_a_partitioned_one():
     assert [d.name.rpartition(" ")[2] for d in devices] == [
         "3g.40gb", "2g.20gb", "1g.10gb", "1g.10gb", "HBM3"
     ]  # fmt: skip
+
+
+def test_a_gpu_in_mig_mode_is_handed_out_by_its_instances_alone():
+    """What nvidia-smi says of the MIG modes changes nothing where -L lists every MIG-mode GPU's
+    instances."""
+    for recording in ("list-one-h100.txt", "list-eight-h100.txt", "list-a100-mig.txt",
+                      "list-h100-mig.txt"):  # fmt: skip
+        listing = (RECORDED / recording).read_text()
+        modes = (RECORDED / recording.replace("list-", "mig-mode-")).read_text()
+        assert smi_devices(listing, modes) == smi_devices(listing), recording
+
+
+@pytest.mark.parametrize(
+    ("recording", "said"),
+    [
+        (
+            "list-h100-mig-bare.txt",
+            "GPU 1 is in MIG mode without MIG instances (they do not outlast a reboot), so a "
+            "container handed one can use nothing. Fix: create its instances: sudo nvidia-smi mig "
+            "-i 1 -cgi PROFILE,... -C (nvidia-smi mig -i 1 -lgip lists the profiles), or turn MIG "
+            "mode off: sudo nvidia-smi -i 1 -mig 0",
+        ),
+        (
+            "list-a100-mig-rebooted.txt",
+            "GPUs 0, 1 are in MIG mode without MIG instances (they do not outlast a reboot), so a "
+            "container handed one can use nothing. Fix: create its instances: sudo nvidia-smi mig "
+            "-i 0 -cgi PROFILE,... -C (nvidia-smi mig -i 0 -lgip lists the profiles), or turn MIG "
+            "mode off: sudo nvidia-smi -i 0 -mig 0; the same for GPU 1",
+        ),
+    ],
+)
+def test_a_gpu_in_mig_mode_without_instances_stops_make_hub_in_one_line(
+    host, one_line, monkeypatch, recording, said
+):
+    """-L lists such a GPU as if it were whole, and a server handed its UUID would see no GPU:
+    the hub refuses to start before any server does, saying how to make it usable."""
+    host("580", listing=recording)
+    monkeypatch.setenv("HUB_PROFILES", "cpu,cuda")
+    with pytest.raises(HostError) as raised:
+        hub.for_hub(MANIFEST, Settings.load())
+    assert one_line(raised.value) == said
 
 
 def test_eight_servers_get_eight_gpus_and_a_ninth_is_refused_in_one_line(gpu_hub):

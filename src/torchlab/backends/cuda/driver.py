@@ -63,10 +63,14 @@ def smi_gpus(said: str) -> list[tuple[str, tuple[int, int]]]:
 
 
 # nvidia-smi -L: a line per GPU, and under a GPU partitioned with MIG a line per instance.
-SMI_LISTED_GPU = re.compile(r"^GPU \d+: (?P<name>.+) \(UUID: (?P<uuid>GPU-[^)\s]+)\)$")
+SMI_LISTED_GPU = re.compile(r"^GPU (?P<index>\d+): (?P<name>.+) \(UUID: (?P<uuid>GPU-[^)\s]+)\)$")
 SMI_LISTED_MIG = re.compile(
     r"^\s+MIG (?P<profile>\S+)\s+Device\s+\d+: \(UUID: (?P<uuid>MIG-[^)\s]+)\)$"
 )
+# Which GPUs are in MIG mode: "GPU-..., Enabled" ("Disabled", or "[N/A]" for a GPU without MIG).
+# One in MIG mode runs nothing itself, and -L lists it bare until its instances are made, as
+# after each reboot (the mode stays, the instances go).
+SMI_MIG_MODE_QUERY = ("--query-gpu=uuid,mig.mode.current", "--format=csv,noheader")
 
 
 class ListedDevice(NamedTuple):
@@ -76,25 +80,60 @@ class ListedDevice(NamedTuple):
     name: str
 
 
-def smi_devices(said: str) -> list[ListedDevice]:
+class UnusableGpu(Exception):
+    """A GPU nvidia-smi lists that a container handed it could not use; `hint` says why and what
+    makes it usable."""
+
+    def __init__(self, hint: Hint):
+        super().__init__(str(hint))
+        self.hint = hint
+
+
+def smi_devices(listing: str, mig_modes: str = "") -> list[ListedDevice]:
     """The devices in nvidia-smi -L's output: each GPU, or, for a GPU partitioned with MIG,
-    its MIG instances instead (a MIG-enabled GPU itself runs nothing)."""
+    its MIG instances instead (a MIG-enabled GPU itself runs nothing). With mig_modes (what
+    SMI_MIG_MODE_QUERY answers), a GPU in MIG mode that -L lists without instances, which has
+    nothing to hand out, is UnusableGpu."""
+    in_mig_mode = {
+        uuid.strip()
+        for uuid, _, mode in (line.partition(",") for line in mig_modes.splitlines())
+        if mode.strip() == "Enabled"
+    }
     devices: list[ListedDevice] = []
+    gpus: list[tuple[str, ListedDevice]] = []  # each GPU, with its index
     partitioned: set[str] = set()
-    gpu: ListedDevice | None = None
-    for line in said.splitlines():
+    for line in listing.splitlines():
         if match := SMI_LISTED_GPU.match(line.rstrip()):
-            gpu = ListedDevice(match["uuid"], match["name"])
-            devices.append(gpu)
-        elif gpu and (match := SMI_LISTED_MIG.match(line.rstrip())):
+            gpus.append((match["index"], ListedDevice(match["uuid"], match["name"])))
+            devices.append(gpus[-1][1])
+        elif gpus and (match := SMI_LISTED_MIG.match(line.rstrip())):
+            _, gpu = gpus[-1]
             partitioned.add(gpu.uuid)
             devices.append(ListedDevice(match["uuid"], f"{gpu.name} MIG {match['profile']}"))
+    bare = [index for index, gpu in gpus if gpu.uuid in in_mig_mode - partitioned]
+    if bare:
+        raise UnusableGpu(_mig_without_instances(bare))
     return [device for device in devices if device.uuid not in partitioned]
 
 
+def _mig_without_instances(indexes: list[str]) -> Hint:
+    """The GPUs of these indexes are in MIG mode, and -L lists none of their instances."""
+    first, others = indexes[0], indexes[1:]
+    which = f"GPUs {', '.join(indexes)} are" if others else f"GPU {first} is"
+    likewise = f"; the same for GPU {', '.join(others)}" if others else ""
+    return Hint(
+        f"{which} in MIG mode without MIG instances (they do not outlast a reboot), so a "
+        "container handed one can use nothing",
+        f"create its instances: sudo nvidia-smi mig -i {first} -cgi PROFILE,... -C (nvidia-smi "
+        f"mig -i {first} -lgip lists the profiles), or turn MIG mode off: sudo nvidia-smi -i "
+        f"{first} -mig 0{likewise}",
+    )
+
+
 def host_devices() -> list[ListedDevice]:
-    """The GPUs and MIG instances this host's nvidia-smi lists, to be handed out by UUID."""
-    return smi_devices(_nvidia_smi("-L"))
+    """The GPUs and MIG instances this host's nvidia-smi lists, to be handed out by UUID
+    (UnusableGpu: a GPU in MIG mode without instances)."""
+    return smi_devices(_nvidia_smi("-L"), _nvidia_smi(*SMI_MIG_MODE_QUERY))
 
 
 def needed_driver(cuda_major: int) -> str:
