@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +48,10 @@ LIMIT = re.compile(r"\d+(?:\.\d+)?[KMGkmg]?")
 # Beyond 8 servers on one GPU each gets less than an eighth of its time and memory: less than
 # the smallest MIG instance of an A100 or H100 (a seventh), which isolates them besides.
 MOST_SERVERS_PER_GPU = 8
+# The engine socket the hub's container mounts, to start its users' containers on: that of the
+# engine make hub itself drives. Where DOCKER_HOST names a unix socket (rootless Docker's is
+# $XDG_RUNTIME_DIR/docker.sock), that one; else the system engine's, on the engine's machine.
+SYSTEM_ENGINE_SOCKET = "/var/run/docker.sock"
 # Passed to the hub's container as they are (hub/compose.yaml lists them).
 PASSED_THROUGH = (
     "HUB_API_TOKEN", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
@@ -67,6 +72,7 @@ class HubSettings:
 
     name: str  # HUB_NAME: the hub's container, network and volumes, and its users' prefix
     passed: dict[str, str]  # PASSED_THROUGH, as set
+    engine_socket: str  # HUB_ENGINE_SOCKET: engine_socket()
 
     def environment(self) -> dict[str, str]:
         """What hub/compose.yaml hands the hub's container."""
@@ -80,7 +86,17 @@ class HubSettings:
             "HUB_PROFILES": json.dumps(self.profiles),
             **self.limits,
             **self.gpus,
+            "HUB_ENGINE_SOCKET": self.engine_socket,
         }
+
+
+def engine_socket(environ: Mapping[str, str] = os.environ) -> str:
+    """The unix socket of the engine the docker command drives (DOCKER_HOST is Docker's own
+    variable, not a setting of the host tools): the hub's container mounts it."""
+    docker_host = environ.get("DOCKER_HOST", "")
+    if docker_host.startswith("unix://"):
+        return docker_host.removeprefix("unix://")
+    return SYSTEM_ENGINE_SOCKET
 
 
 def profile(variant: Variant, manifest: Manifest) -> dict[str, Any]:
@@ -230,6 +246,7 @@ def for_hub(manifest: Manifest, settings: Settings) -> HubSettings:
         gpus=gpus(manifest, served, settings),
         name=settings["HUB_NAME"],
         passed={name: settings[name] for name in PASSED_THROUGH},
+        engine_socket=engine_socket(),
     )
 
 
@@ -238,7 +255,13 @@ def hub_compose(
 ) -> subprocess.CompletedProcess:
     """docker compose on hub/compose.yaml for the hub of that HUB_NAME. Commands that start no
     hub (down) interpolate it with placeholders: it refuses to without a port and an address."""
-    env = dict(os.environ, HUB_NAME=name, HUB_BIND=LOOPBACK, HUB_PORT="0")
+    env = dict(
+        os.environ,
+        HUB_NAME=name,
+        HUB_BIND=LOOPBACK,
+        HUB_PORT="0",
+        HUB_ENGINE_SOCKET=engine_socket(),
+    )
     env.update(environment or {})
     return quiet(compose_command(HUB_COMPOSE, *arguments), env=env)
 
