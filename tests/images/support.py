@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import nbformat
 import pytest
 
 from torchlab import variants
+from torchlab_host.core.addresses import free_loopback_port as free_port
 from torchlab_host.core.engine import problem_lines
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,12 +87,6 @@ class TrackedContainer:
     def remove_all(self) -> None:
         if self.started:
             docker("rm", "--force", *self.started, check=False)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass

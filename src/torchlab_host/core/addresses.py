@@ -53,6 +53,13 @@ def require_free_port(bind: str, port: int, command: str, prefix: str = "LAB") -
             ) from None
 
 
+def free_loopback_port() -> int:
+    """A loopback port nothing listens on now, for a server the host tools or tests start."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
 def browser_url(bind: str, port: int, path: str = "/") -> str:
     """The URL a browser on this machine opens: loopback where every address listens."""
     host = LOOPBACK if bind in EVERY_ADDRESS else bind

@@ -6,7 +6,9 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from urllib.parse import urlsplit
 
+from torchlab import healthcheck
 from torchlab.backends import HostTooOld, get
 from torchlab.variants import Manifest, Variant
 from torchlab_host import ARTIFACTS
@@ -29,7 +31,11 @@ from torchlab_host.lab.services import (
     test_service,
 )
 
-HEALTHY_TIMEOUT_S = 180
+READY_TIMEOUT_S = 180
+# How often make lab asks the lab's server whether it answers, and how often whether its
+# container still runs (a compose call: about 0.1 s of CPU, taken from the starting server).
+ASK_EVERY_S = 0.05
+LOOK_EVERY_S = 2.0
 
 
 def require_host_device(variant: Variant, manifest: Manifest) -> None:
@@ -91,7 +97,31 @@ def failure_reason(service: str, said: str, settings: Settings) -> HostError:
     reasons = [line for line in logs if line.startswith("torchlab: ")]
     if reasons:
         return HostError(reasons[-1].removeprefix("torchlab: "))
-    return HostError(f"{service} did not become healthy", "read its log: make logs")
+    said_last = said.strip().splitlines()[-1:]
+    why = f"did not start ({said_last[0]})" if said_last else "stopped while it started"
+    return HostError(f"{service} {why}", "read its log: make logs")
+
+
+def wait_until_serving(service: str, root: str, token: str | None, settings: Settings) -> None:
+    """Until the lab's server answers at the URL make lab prints, asked as the image's
+    healthcheck asks it (with the token, where there is one). Docker's health status would say
+    so only at its next check, up to its 2 s interval later, and Docker 20.10 has no faster
+    interval for the start. A container that stops meanwhile is its own reason."""
+    address = urlsplit(root)
+    server = {"hostname": address.hostname, "port": address.port, "base_url": "/", "token": token}
+    start = looked = time.monotonic()
+    while not healthcheck.check(server, timeout=1.0):
+        now = time.monotonic()
+        if now - looked >= LOOK_EVERY_S:
+            if not running(service, settings):
+                raise failure_reason(service, "", settings)
+            looked = now
+        if now - start > READY_TIMEOUT_S:
+            raise HostError(
+                f"{service} did not answer at {root} in {READY_TIMEOUT_S} s",
+                "read its log: make logs",
+            )
+        time.sleep(ASK_EVERY_S)
 
 
 def prepare(name: str, manifest: Manifest, settings: Settings) -> None:
@@ -106,36 +136,38 @@ def prepare(name: str, manifest: Manifest, settings: Settings) -> None:
 
 
 def up(name: str, manifest: Manifest, settings: Settings) -> float:
-    """Start a variant's lab and print its URL with the token; seconds to healthy."""
+    """Start a variant's lab and print its URL with the token; seconds until it answers."""
     variant = auto_variant(manifest) if name == "auto" else manifest.variant(name)
     require_host_device(variant, manifest)
     require_engine()
     lab = for_lab(settings)
     service = lab_service(variant)
-    if not running(service, settings):
+    try:
         require_free_port(lab.bind, lab.port, f"make lab-{variant.name}")
+    except HostError:
+        if not running(service, settings):  # else it is this lab's own port
+            raise
     ensure_image(variant_build(variant, manifest, settings), manifest)
     colab = settings["COLAB"] == "1"
     environment = dict(
         lab.environment(), JUPYTER_TOKEN=token(settings), TORCHLAB_COLAB="1" if colab else ""
     )
     start, since = time.monotonic(), int(time.time())
-    started = compose(
-        settings, "up", "--detach", "--wait", "--wait-timeout", str(HEALTHY_TIMEOUT_S), service,
-        environment=environment, capture=True,
-    )  # fmt: skip
+    started = compose(settings, "up", "--detach", service, environment=environment, capture=True)
     if started.returncode != 0:
         raise failure_reason(service, started.stderr, settings)
+    password = bool(settings["TORCHLAB_PASSWORD_HASH"])
+    root = browser_url(lab.bind, lab.port)
+    wait_until_serving(service, root, None if password else environment["JUPYTER_TOKEN"], settings)
     elapsed = time.monotonic() - start
     for line in course_news(service, since, environment, settings):
         print(line)
     url = browser_url(lab.bind, lab.port, "/lab")
-    login = " (log in with your password)" if settings["TORCHLAB_PASSWORD_HASH"] else ""
+    login = " (log in with your password)" if password else ""
     if not login:
         url += f"?token={environment['JUPYTER_TOKEN']}"
     print(
-        f"torchlab: {service} is ready at {url}{login} "
-        f"(healthy in {elapsed:.1f} s; stop: make down)"
+        f"torchlab: {service} is ready at {url}{login} (ready in {elapsed:.1f} s; stop: make down)"
     )
     if colab:
         # Colab's dialog takes the server's root with the token, on localhost.

@@ -14,7 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import secrets
-import socket
 import statistics
 import subprocess
 import time
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from torchlab import system
+from torchlab_host.core.addresses import free_loopback_port
 from torchlab_host.core.checkout import run_host_tools
 from torchlab_host.core.engine import quiet
 from torchlab_host.core.errors import HostError
@@ -239,9 +239,7 @@ def one_after_another(
 def measure(class_size: int = 30, max_users: int = 40, budget_s: float = 600,
             floor_gb: float = 3.0) -> dict[str, Any]:  # fmt: skip
     token = secrets.token_hex(24)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_loopback_port()
     started = hub_command(
         "hub",
         HUB_ADMIN=ADMIN,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import statistics
 import subprocess
 import sys
@@ -13,17 +14,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from torchlab import healthcheck
 from torchlab.backends import get
 from torchlab.bench import median_of_reports
 from torchlab.variants import Manifest, Variant
+from torchlab_host.core.addresses import free_loopback_port
 from torchlab_host.core.checkout import copy_tracked, run_host_tools
-from torchlab_host.core.engine import quiet
+from torchlab_host.core.engine import docker_must, quiet
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.image.tags import prune_replaced_images
 from torchlab_host.lab.services import SELFTEST, run_in_service, test_service
 from torchlab_host.measure.timing import host_tools_seconds, median_of, seconds_of
 
+BARE_TIMEOUT_S = 120
 # pytest's --durations line for one lab notebook of the device suite.
 LAB_DURATION = re.compile(
     r"^([\d.]+)s call\s+\S*test_notebooks\.py::test_notebook_runs_and_checks_itself\[(\S+)\]",
@@ -72,11 +76,46 @@ def rebuild_check(variant: Variant, ceiling_s: float, settings: Settings) -> int
     return 0
 
 
-def start_to_healthy(variant: Variant) -> float:
+def lab_to_url(variant: Variant) -> float:
+    """`make lab-<x>` until it has printed the lab's URL (the server answers there then)."""
     try:
         return host_tools_seconds("lab", variant.name)
     finally:
         run_host_tools("down")
+
+
+def bare_jupyterlab_to_url(variant: Variant) -> float:
+    """JupyterLab alone, started in the same image with docker run: the floor make lab's start
+    is held to. Timed the same way, from the command to the first answer of its API."""
+    port, token = free_loopback_port(), secrets.token_hex(16)
+    start = time.monotonic()
+    container = docker_must(
+        "run", "--detach", "--publish", f"127.0.0.1:{port}:8888", "--env", f"JUPYTER_TOKEN={token}",
+        variant.image, "jupyter", "lab", "--ip=0.0.0.0", "--no-browser",
+    ).strip()  # fmt: skip
+    try:
+        server = {"hostname": "127.0.0.1", "port": port, "base_url": "/", "token": token}
+        while not healthcheck.check(server, timeout=1.0):
+            if time.monotonic() - start > BARE_TIMEOUT_S:
+                raise HostError(f"bare JupyterLab in {variant.image} did not answer in 120 s")
+            time.sleep(0.05)
+        return time.monotonic() - start
+    finally:
+        quiet(["docker", "rm", "--force", container])
+
+
+def lab_beside_bare(variant: Variant, repeats: int) -> dict[str, float]:
+    """make lab and bare JupyterLab, in turn, so a slow spell on a shared machine hits both."""
+    lab, bare = [], []
+    for _ in range(repeats):
+        lab.append(lab_to_url(variant))
+        bare.append(bare_jupyterlab_to_url(variant))
+    lab_s, bare_s = statistics.median(lab), statistics.median(bare)
+    return {
+        "lab_to_url_s": round(lab_s, 1),
+        "bare_jupyterlab_to_url_s": round(bare_s, 1),
+        "lab_over_bare_s": round(lab_s - bare_s, 1),
+    }
 
 
 def suite(variant: Variant, settings: Settings) -> tuple[float, dict[str, float]]:
@@ -139,7 +178,7 @@ def bench_variant(variant: Variant, repeats: int, settings: Settings) -> dict[st
     results["rebuild_one_line_s"] = median_of(repeats, lambda: one_line_rebuild(variant, settings))
     rebuild_from_checkout(variant)
     if lab_runs_here(variant) is None:
-        results["start_to_healthy_s"] = median_of(repeats, lambda: start_to_healthy(variant))
+        results.update(lab_beside_bare(variant, repeats))
     runs = [suite(variant, settings) for _ in range(repeats)]
     results["suite_s"] = round(statistics.median(seconds for seconds, _ in runs), 1)
     results["labs_s"] = {

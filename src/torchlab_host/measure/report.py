@@ -7,7 +7,9 @@ from typing import Any
 # The goals this project set itself (docs/performance.md); image sizes are the manifest's.
 TARGETS = {
     "rebuild_s": 15.0,
-    "healthy_s": 5.0,
+    "lab_to_url_s": 5.0,
+    # make lab's own work beyond what JupyterLab itself takes to start in the same image.
+    "lab_over_bare_s": 1.0,
     "container_ratio": 0.95,
     "ddp_speed_of_host": 0.95,
 }
@@ -16,7 +18,8 @@ IMAGE_ROWS = (
     ("layers", "layers"),
     ("build, warm package cache, cold layer cache (s)", "build_cold_layers_s"),
     ("rebuild after a one-line toolkit change (s)", "rebuild_one_line_s"),
-    ("`make lab-<x>` to healthy (s)", "start_to_healthy_s"),
+    ("`make lab-<x>` to its printed URL (s)", "lab_to_url_s"),
+    ("bare JupyterLab in the same image to its URL (s)", "bare_jupyterlab_to_url_s"),
     ("in-image suite, CPU mode (s)", "suite_s"),
     ("probe (s)", "probe_s"),
 )
@@ -127,9 +130,12 @@ def goals_table(images: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
         f"| rebuild after a toolkit change <= {TARGETS['rebuild_s']:g} s (cpu) | "
         f"{cpu.get('rebuild_one_line_s', 'n/a')} | "
         f"{verdict(cpu.get('rebuild_one_line_s'), TARGETS['rebuild_s'])} |",
-        f"| start to healthy <= {TARGETS['healthy_s']:g} s (cpu) | "
-        f"{cpu.get('start_to_healthy_s', 'n/a')} | "
-        f"{verdict(cpu.get('start_to_healthy_s'), TARGETS['healthy_s'])} |",
+        f"| make lab to its URL <= {TARGETS['lab_to_url_s']:g} s (cpu) | "
+        f"{cpu.get('lab_to_url_s', 'n/a')} | "
+        f"{verdict(cpu.get('lab_to_url_s'), TARGETS['lab_to_url_s'])} |",
+        f"| make lab within {TARGETS['lab_over_bare_s']:g} s of bare JupyterLab (cpu) | "
+        f"{cpu.get('lab_over_bare_s', 'n/a')} | "
+        f"{verdict(cpu.get('lab_over_bare_s'), TARGETS['lab_over_bare_s'])} |",
         f"| container/host compute >= {TARGETS['container_ratio']} | {worst_ratio} | "
         f"{verdict(worst_ratio, TARGETS['container_ratio'], higher_is_better=True)} |",
     ]
