@@ -299,8 +299,9 @@ def up(manifest: Manifest, settings: Settings) -> float:
 
 
 def down(settings: Settings) -> int:
-    """Stop the hub, then every user's server (which outlive a restarted hub). The users'
-    volumes and the hub's state volume stay."""
+    """Stop the hub, then every user's server (which outlive a restarted hub), then the hub's
+    network, which the servers held while the hub went. The users' volumes and the hub's state
+    volume stay."""
     require_engine()
     name = settings["HUB_NAME"]
     stopped = hub_compose(name, "down", "--timeout", "60").returncode
@@ -308,6 +309,7 @@ def down(settings: Settings) -> int:
     if servers.stdout.split():
         run(["docker", "stop", "--time", "30", *servers.stdout.split()], capture_output=True)
         run(["docker", "rm", "--force", *servers.stdout.split()], capture_output=True)
+        stopped = hub_compose(name, "down").returncode
     return stopped
 
 

@@ -283,6 +283,8 @@ def test_a_server_that_cannot_start_says_why_on_the_users_page_and_in_the_hub_lo
 def test_the_hub_restarted_keeps_users_volumes_and_files_and_culls_idle_servers(hub, browser):
     assert hub.host("hub-down").returncode == 0
     assert containers() == []  # the hub and every user's server
+    networks = docker("network", "ls", "--quiet", "--filter", f"name=^{HUB_NAME}$").stdout
+    assert networks.split() == []  # which the servers held while the hub went
     volumes = docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
     for name in (f"{HUB_NAME}-state", f"{HUB_NAME}-{ALICE}-labs", f"{HUB_NAME}-{BOB}-data"):
         assert name in volumes, name
