@@ -211,9 +211,15 @@ c.Spawner.http_timeout = 120
 def host_config(spawner) -> dict:
     """The chosen profile's container settings: confined like make lab-cpu (its processes
     limited too), shared memory for DataLoader workers, and what its device needs (the
-    server's own GPUs). A container that exits stays until the spawner's stop removes it
-    (remove=True), so LabSpawner.poll can read why it stopped."""
-    config = {**by_image[spawner.image]["host_config"], "auto_remove": False}
+    server's own GPUs). Its memory limit holds swap included: Docker's default lets a
+    container swap as much again, which slows every other server on a machine with swap. A
+    container that exits stays until the spawner's stop removes it (remove=True), so
+    LabSpawner.poll can read why it stopped."""
+    config = {
+        **by_image[spawner.image]["host_config"],
+        "memswap_limit": os.environ["HUB_MEM_LIMIT"],
+        "auto_remove": False,
+    }
     if "device_requests" in config:
         config["device_requests"] = device_requests(config["device_requests"], spawner.gpus)
     return config

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -18,6 +20,7 @@ import pytest
 from torchlab import variants
 from torchlab_host.core.addresses import free_loopback_port as free_port
 from torchlab_host.core.engine import problem_lines
+from torchlab_host.measure.hub_scale import ClassHub
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = variants.load()
@@ -174,10 +177,11 @@ def request(
 
 def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) -> str:
     """Start a kernel through a Jupyter server's API, run code in it over the kernel's
-    websocket as JupyterLab does, and return what it printed."""
+    websocket as JupyterLab does, shut it down, and return what it printed."""
     import asyncio
     import uuid
 
+    from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
     status, body = request("POST", f"{base_url}/api/kernels", token, {"name": "python3"})
@@ -189,7 +193,10 @@ def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) ->
     )
 
     async def execute() -> str:
-        connection = await websocket_connect(ws_url)
+        # The token in a header as well: JupyterHub's servers take it only there.
+        connection = await websocket_connect(
+            HTTPRequest(ws_url, headers={"Authorization": f"token {token}"})
+        )
         msg_id = uuid.uuid4().hex
         header = {
             "msg_id": msg_id,
@@ -231,7 +238,45 @@ def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) ->
                 connection.close()
                 return "".join(printed)
 
-    return asyncio.run(asyncio.wait_for(execute(), timeout))
+    try:
+        return asyncio.run(asyncio.wait_for(execute(), timeout))
+    finally:
+        request("DELETE", f"{base_url}/api/kernels/{kernel}", token)
+
+
+@contextlib.contextmanager
+def class_hub(name: str, environment: dict[str, str] | None = None, **settings: str):
+    """make hub under a name of its own (no other hub is touched), with the cpu profile and an
+    API token for the class's scripts; yields the hub and what make hub printed, and leaves
+    nothing behind (make hub-down, then every container and volume of that name)."""
+    remove_hub(name)
+    port, token = free_port(), secrets.token_hex(24)
+    hub_environment = {
+        **(environment or os.environ),
+        "HUB_NAME": name,
+        "HUB_ADMIN": "teacher",
+        "HUB_PORT": str(port),
+        "HUB_PROFILES": "cpu",
+        "HUB_API_TOKEN": token,
+        "HUB_MEM_LIMIT": "2G",
+        "HUB_CPU_LIMIT": "1",
+        "HUB_IDLE_TIMEOUT": "3600",
+        **settings,
+    }
+
+    def host(*arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "torchlab_host", *arguments],
+            cwd=REPO, capture_output=True, text=True, env=hub_environment, timeout=900,
+        )  # fmt: skip
+
+    try:
+        started = host("hub")
+        assert started.returncode == 0, started.stdout + started.stderr
+        yield ClassHub(name, port, token), started.stdout
+    finally:
+        host("hub-down")
+        remove_hub(name)
 
 
 def remove_hub(name: str) -> None:

@@ -15,15 +15,12 @@ import concurrent.futures
 import json
 import os
 import re
-import secrets
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from engine_recorder import EngineRecorder, nvidia
-from support import REPO, docker, free_port, remove_hub, request, require_image, wait_until
+from support import REPO, class_hub, docker, request, require_image, wait_until
 
 from torchlab import variants
 from torchlab_host.core.settings import Settings
@@ -109,40 +106,19 @@ def engine(tmp_path):
 def hub(tmp_path, gpu_profile_image, engine):
     """make hub with PROFILE alone, on the fake GPU host, driving the engine through the
     recorder (DOCKER_HOST: its compose commands, and the socket the hub's container mounts)."""
-    remove_hub(HUB_NAME)
     # The hub's image as make hub ensures it (built only where missing, as in a fresh CI
     # job), before the engine is reached through the recorder: what goes through it is the hub.
     manifest = variants.load(Path(gpu_profile_image["TORCHLAB_MANIFEST"]))
     ensure_image(hub_build(manifest, Settings.load(gpu_profile_image)), manifest)
-    port, token = free_port(), secrets.token_hex(24)
-    environment = dict(
+    with class_hub(
+        HUB_NAME,
         gpu_profile_image,
         DOCKER_HOST=f"unix://{engine.path}",
         PATH=f"{fake_host(tmp_path / 'bin')}:{os.environ['PATH']}",
-        HUB_NAME=HUB_NAME,
-        HUB_ADMIN="teacher",
-        HUB_PORT=str(port),
         HUB_PROFILES=PROFILE,
-        HUB_API_TOKEN=token,
-        HUB_MEM_LIMIT="2G",
-        HUB_CPU_LIMIT="1",
-        HUB_IDLE_TIMEOUT="3600",
-    )
-
-    def host(*arguments: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "torchlab_host", *arguments],
-            cwd=REPO, capture_output=True, text=True, env=environment, timeout=900,
-        )  # fmt: skip
-
-    try:
-        started = host("hub")
-        assert started.returncode == 0, started.stdout + started.stderr
-        assert "8 GPUs to hand out, 1 per server" in started.stdout, started.stdout
-        yield ClassHub(HUB_NAME, port, token)
-    finally:
-        host("hub-down")
-        remove_hub(HUB_NAME)
+    ) as (started, printed):
+        assert "8 GPUs to hand out, 1 per server" in printed, printed
+        yield started
 
 
 def start(hub: ClassHub, user: str) -> tuple[int, str]:

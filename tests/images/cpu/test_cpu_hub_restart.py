@@ -6,15 +6,9 @@ The hub has a name of its own (HUB_NAME), so no other hub is touched."""
 from __future__ import annotations
 
 import json
-import os
-import secrets
-import subprocess
-import sys
 
 import pytest
-from support import REPO, docker, free_port, remove_hub, require_image
-
-from torchlab_host.measure.hub_scale import ClassHub
+from support import class_hub, docker, require_image
 
 HUB_NAME = "torchlab-hub-restart-test"
 USERS = ["ada", "grace", "alan", "edsger"]
@@ -23,31 +17,8 @@ USERS = ["ada", "grace", "alan", "edsger"]
 @pytest.fixture(scope="module")
 def hub():
     require_image("torchlab:cpu")
-    remove_hub(HUB_NAME)
-    port, token = free_port(), secrets.token_hex(24)
-    environment = dict(
-        os.environ,
-        HUB_NAME=HUB_NAME,
-        HUB_ADMIN="teacher",
-        HUB_PORT=str(port),
-        HUB_PROFILES="cpu",
-        HUB_API_TOKEN=token,
-        HUB_MEM_LIMIT="2G",
-        HUB_CPU_LIMIT="1",
-        HUB_IDLE_TIMEOUT="3600",
-    )
-
-    def host(*arguments: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "torchlab_host", *arguments],
-            cwd=REPO, capture_output=True, text=True, env=environment, timeout=900,
-        )  # fmt: skip
-
-    started = host("hub")
-    assert started.returncode == 0, started.stdout + started.stderr
-    yield ClassHub(HUB_NAME, port, token)
-    host("hub-down")
-    remove_hub(HUB_NAME)
+    with class_hub(HUB_NAME) as (started, _):
+        yield started
 
 
 def test_users_who_start_at_the_same_moment_all_get_a_server(hub):
