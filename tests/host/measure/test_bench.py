@@ -150,6 +150,34 @@ def test_the_hub_table_says_what_stopped_the_count_and_how_a_class_and_a_restart
         '| "start my server" to a ready lab (s): first, median, slowest | 2.4, 2.3, 3.1 |' in table
     )
     assert "| idle users started one after another | 40 (stopped by the user cap) |" in table
+    # One server that never came up misses the goal, however fast the others were.
+    assert "| goal: all ready, p95 <= 60 s | NO |" in table
+
+
+def test_a_class_all_ready_with_its_p95_within_a_minute_meets_the_hub_goal():
+    together = {"users": 30, "ready": 30, "failed": {}}
+    hub = {
+        "start_to_ready_s": {"first": 5.1, "median": 4.1, "slowest": 8.3},
+        "idle_server_mib": 113.5,
+        "idle_users_started": 40,
+        "stopped_by": "the user cap",
+        "idle_users_by_memory": 166,
+        "restart_while_starting": {
+            "users": 30, "starting_at_the_restart": 10, "hub_back_s": 20.5,
+            "running_after_the_restart": 21, "started_again": 9, "failed": {}, "files_lost": [],
+        },
+    }  # fmt: skip
+    met = hub_table(
+        {**hub, "class_at_once": {**together, "ready_s": {"p50": 43.6, "p95": 46.6, "max": 47.7}}}
+    )
+    missed = hub_table(
+        {
+            **hub,
+            "class_at_once": {**together, "ready_s": {"p50": 105.9, "p95": 114.3, "max": 114.3}},
+        }
+    )
+    assert "| goal: all ready, p95 <= 60 s | yes |" in met
+    assert "| goal: all ready, p95 <= 60 s | NO |" in missed
 
 
 def test_the_platforms_table_says_which_runs_were_emulated_and_by_how_much():
