@@ -61,4 +61,4 @@ def test_it_lists_exactly_the_debian_packages_dpkg_reports(document):
     ).stdout  # fmt: skip
     installed = dict(line[3:].split() for line in shown.splitlines() if line.startswith("ii"))
     assert listed(document, "deb") == installed
-    assert {"python3.11", "tini", "g++"} <= set(installed)
+    assert {"python3.11", "tini", "g++", "git", "openssh-client"} <= set(installed)

@@ -143,3 +143,21 @@ def test_the_resource_and_gpu_dashboards_are_enabled(variant, container):
         # The lab extension says both on one line; the server extension on two.
         said = " ".join(line for line in output.splitlines() if f"{extension} " in f"{line} ")
         assert "enabled" in said and "OK" in said and "disabled" not in said, output
+
+
+def test_git_commits_clones_and_has_ssh_as_the_labs_user(variant):
+    """Many courses start with `!git clone`, and a student's work wants committing and
+    pushing: git and ssh are in every image and work as the lab's user, in a fresh home."""
+    require_image(variant.image)
+    steps = (
+        "cd /tmp && git init -q --initial-branch=main work && cd work",
+        "git config user.email student@example.org && git config user.name Student",
+        "echo 'my work' > notes.txt && git add notes.txt && git commit -q -m 'my first commit'",
+        "cd /tmp && git clone -q work copy && cat copy/notes.txt",
+        "git -C copy log --format=%s",
+        "ssh -V 2>&1",
+    )
+    ran = docker("run", "--rm", variant.image, "bash", "-ec", " && ".join(steps), check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[:2] == ["my work", "my first commit"], ran.stdout
+    assert ran.stdout.splitlines()[2].startswith("OpenSSH_"), ran.stdout
