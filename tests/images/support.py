@@ -178,24 +178,34 @@ def request(
 def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) -> str:
     """Start a kernel through a Jupyter server's API, run code in it over the kernel's
     websocket as JupyterLab does, shut it down, and return what it printed."""
+    status, body = request("POST", f"{base_url}/api/kernels", token, {"name": "python3"})
+    assert status == 201, body
+    kernel = json.loads(body)["id"]
+    ws_url = base_url.replace("http", "ws", 1) + f"/api/kernels/{kernel}/channels?token={token}"
+    try:
+        # The token in a header as well: JupyterHub's servers take it only there.
+        return execute_in_kernel(ws_url, code, {"Authorization": f"token {token}"}, timeout)
+    finally:
+        request("DELETE", f"{base_url}/api/kernels/{kernel}", token)
+
+
+def execute_in_kernel(
+    ws_url: str, code: str, headers: dict[str, str] | None = None, timeout: float = 120
+) -> str:
+    """Open a kernel's websocket (ws_url: .../api/kernels/<id>/channels?token=...) with these
+    request headers, run code in it as a notebook's cell runs, and return what it printed;
+    an error in the cell fails."""
     import asyncio
     import uuid
 
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
-    status, body = request("POST", f"{base_url}/api/kernels", token, {"name": "python3"})
-    assert status == 201, body
-    kernel = json.loads(body)["id"]
     session = uuid.uuid4().hex
-    ws_url = base_url.replace("http", "ws", 1) + (
-        f"/api/kernels/{kernel}/channels?token={token}&session_id={session}"
-    )
 
     async def execute() -> str:
-        # The token in a header as well: JupyterHub's servers take it only there.
         connection = await websocket_connect(
-            HTTPRequest(ws_url, headers={"Authorization": f"token {token}"})
+            HTTPRequest(f"{ws_url}&session_id={session}", headers=headers or {})
         )
         msg_id = uuid.uuid4().hex
         header = {
@@ -238,10 +248,7 @@ def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) ->
                 connection.close()
                 return "".join(printed)
 
-    try:
-        return asyncio.run(asyncio.wait_for(execute(), timeout))
-    finally:
-        request("DELETE", f"{base_url}/api/kernels/{kernel}", token)
+    return asyncio.run(asyncio.wait_for(execute(), timeout))
 
 
 @contextlib.contextmanager

@@ -137,6 +137,14 @@ def prepare(name: str, manifest: Manifest, settings: Settings) -> None:
 
 def up(name: str, manifest: Manifest, settings: Settings) -> float:
     """Start a variant's lab and print its URL with the token; seconds until it answers."""
+    colab, password = settings["COLAB"] == "1", bool(settings["TORCHLAB_PASSWORD_HASH"])
+    if colab and password:
+        raise HostError(
+            "COLAB=1 with TORCHLAB_PASSWORD_HASH set: Colab connects with the lab's token, and "
+            "a password turns the token off",
+            "remove TORCHLAB_PASSWORD_HASH from .env (and the environment) while Colab uses "
+            "the lab, which its token then guards; or start it without COLAB=1",
+        )
     variant = auto_variant(manifest) if name == "auto" else manifest.variant(name)
     require_host_device(variant, manifest)
     require_engine()
@@ -148,7 +156,6 @@ def up(name: str, manifest: Manifest, settings: Settings) -> float:
         if not running(service, settings):  # else it is this lab's own port
             raise
     ensure_image(variant_build(variant, manifest, settings), manifest)
-    colab = settings["COLAB"] == "1"
     environment = dict(
         lab.environment(), JUPYTER_TOKEN=token(settings), TORCHLAB_COLAB="1" if colab else ""
     )
@@ -156,7 +163,6 @@ def up(name: str, manifest: Manifest, settings: Settings) -> float:
     started = compose(settings, "up", "--detach", service, environment=environment, capture=True)
     if started.returncode != 0:
         raise failure_reason(service, started.stderr, settings)
-    password = bool(settings["TORCHLAB_PASSWORD_HASH"])
     root = browser_url(lab.bind, lab.port)
     wait_until_serving(service, root, None if password else environment["JUPYTER_TOKEN"], settings)
     elapsed = time.monotonic() - start

@@ -12,6 +12,7 @@ import pytest
 from torchlab import variants
 from torchlab.backends import cuda, get
 from torchlab_host.core.errors import HostError
+from torchlab_host.core.settings import Settings
 from torchlab_host.lab import config as lab_settings
 from torchlab_host.lab import manage as lab
 
@@ -63,6 +64,19 @@ def test_unknown_variant():
         match=f"^unknown image variant 'foo': choose one of {', '.join(MANIFEST.names)}$",
     ):
         MANIFEST.variant("foo")
+
+
+def test_colab_with_a_password_is_refused_before_anything_starts(one_line, tmp_path):
+    """Colab's "Connect to a local runtime" sends the token, which a password turns off: the
+    lab would start and Colab could never connect."""
+    both = {"COLAB": "1", "TORCHLAB_PASSWORD_HASH": "argon2:$argon2id$v=19$m=10240,t=10,p=8$x"}
+    # No PATH: the refusal comes before Docker is even looked for.
+    settings = Settings.load({**both, "PATH": ""}, env_file=tmp_path / ".env")
+    with pytest.raises(HostError) as raised:
+        lab.up("cpu", MANIFEST, settings)
+    line = one_line(raised.value)
+    assert line.startswith("COLAB=1 with TORCHLAB_PASSWORD_HASH set: Colab connects with")
+    assert "remove TORCHLAB_PASSWORD_HASH from .env" in line
 
 
 def test_missing_work_folder(current, one_line, tmp_path, monkeypatch):
