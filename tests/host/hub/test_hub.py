@@ -38,7 +38,7 @@ def test_every_users_server_is_confined_as_the_manifest_says(servers, monkeypatc
     monkeypatch.delenv("HUB_NAME", raising=False)
     [(name, server)] = servers().items()
     assert name == "cpu" and server["image"] == "torchlab:cpu"
-    assert server["host_config"] == {**CONFINED, "auto_remove": False}
+    assert server["host_config"] == {**CONFINED, "memswap_limit": "4G", "auto_remove": False}
     assert server["host_config"]["cap_drop"] == ["ALL"]
     assert server["host_config"]["security_opt"] == ["no-new-privileges:true"]
     # A fork bomb, or a DataLoader's thousand workers, stops at the limit, not the host's.
@@ -54,7 +54,10 @@ def test_every_users_server_is_confined_as_the_manifest_says(servers, monkeypatc
 def test_a_users_server_gets_the_limits_make_hub_was_given(servers, monkeypatch):
     monkeypatch.setenv("HUB_MEM_LIMIT", "1G")
     monkeypatch.setenv("HUB_CPU_LIMIT", "0.5")
-    assert servers()["cpu"]["limits"] == ("1G", 0.5)
+    [server] = servers().values()
+    assert server["limits"] == ("1G", 0.5)
+    # Swap included: Docker's default would let the server swap as much again.
+    assert server["host_config"]["memswap_limit"] == "1G"
 
 
 def test_the_admin_may_come_from_env_file(tmp_path, monkeypatch):
@@ -101,6 +104,7 @@ def test_a_gpu_profile_is_the_image_the_driver_supports_and_its_servers_get_a_gp
     assert served[chosen]["image"] == MANIFEST.variant(chosen).image
     assert served[chosen]["host_config"] == {
         **CONFINED,
+        "memswap_limit": "4G",
         "auto_remove": False,
         "device_requests": [
             {"Driver": "nvidia", "Capabilities": [["gpu"]], "DeviceIDs": [ONE_H100]}
