@@ -193,6 +193,17 @@ profiles = json.loads(os.environ["HUB_PROFILES"])
 by_image = {profile["image"]: profile for profile in profiles}
 c.JupyterHub.spawner_class = LabSpawner
 c.DockerSpawner.allowed_images = {profile["name"]: profile["image"] for profile in profiles}
+
+
+def apply_user_options(spawner, user_options: dict) -> None:
+    """The one option a user gives, the profile's image, DockerSpawner applies at start (from
+    allowed_images); anything else would be applied by nothing, so it is refused."""
+    unknown = sorted(set(user_options) - {"image"})
+    if unknown:
+        raise web.HTTPError(400, f"unknown server options: {', '.join(unknown)}")
+
+
+c.DockerSpawner.apply_user_options = apply_user_options
 c.DockerSpawner.image = profiles[0]["image"]
 c.DockerSpawner.cmd = ["torchlab", "singleuser"]
 c.DockerSpawner.network_name = NAME

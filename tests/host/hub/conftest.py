@@ -49,10 +49,12 @@ def clean_settings(tmp_path, monkeypatch):
 
 
 class SpawnRefused(Exception):
-    """tornado's HTTPError, as the hub's SpawnFailed derives from it."""
+    """tornado's HTTPError (a status, and the message the hub logs), as the hub's SpawnFailed
+    derives from it."""
 
-    def __init__(self, status: int):
-        super().__init__(status)
+    def __init__(self, status_code: int, log_message: str | None = None):
+        super().__init__(status_code, log_message)
+        self.status_code, self.log_message = status_code, log_message
 
 
 @dataclass

@@ -136,3 +136,15 @@ def test_a_setting_that_is_no_number_is_one_line(monkeypatch, name, value):
     monkeypatch.setenv(name, value)
     with pytest.raises(HostError, match=f"{name}={value} is not a"):
         hub.for_hub(MANIFEST, Settings.load())
+
+
+def test_a_user_may_pick_a_profile_and_nothing_else(hub_config):
+    """The spawn form and the REST API hand the spawner user options: the profile's image is
+    DockerSpawner's to apply; any other option would be applied by nothing, so it is a 400."""
+    apply = hub_config().config.DockerSpawner.apply_user_options
+    assert apply(None, {}) is None
+    assert apply(None, {"image": "cpu"}) is None
+    with pytest.raises(Exception) as refused:  # tornado's HTTPError, in the hub image
+        apply(None, {"image": "cpu", "mem_limit": "64G"})
+    assert refused.value.status_code == 400
+    assert refused.value.log_message == "unknown server options: mem_limit"

@@ -150,4 +150,6 @@ def test_two_students_get_a_gpu_each(hub, engine):
         labels = docker("inspect", "--format", "{{json .Config.Labels}}", container)
         assert json.loads(labels.stdout)[LABEL] == given[user]
     assert given["ada"] != given["grace"] and {*given.values()} <= {*listed}, given
-    assert "Traceback" not in log.stdout + log.stderr
+    said = log.stdout + log.stderr
+    assert "Traceback" not in said
+    assert "unhandled user_options" not in said  # the profile's image was applied, and known
