@@ -213,6 +213,17 @@ c.DockerSpawner.volumes = {
     f"{NAME}-{{username}}-labs": "/home/lab/labs",
     f"{NAME}-{{username}}-data": "/home/lab/lab-data",
 }
+# The host's proxy (make hub hands it on, each name in both cases), for what a server fetches;
+# the hub itself, on the servers' own network, never through it.
+proxied = {
+    name: os.environ[name]
+    for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
+    if os.environ.get(name)
+}
+if proxied:
+    for name in ("NO_PROXY", "no_proxy"):
+        proxied[name] = ",".join(filter(None, [proxied.get(name), NAME]))
+c.DockerSpawner.environment = proxied
 c.DockerSpawner.mem_limit = os.environ["HUB_MEM_LIMIT"]
 c.DockerSpawner.cpu_limit = float(os.environ["HUB_CPU_LIMIT"])
 c.Spawner.start_timeout = 180

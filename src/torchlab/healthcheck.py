@@ -36,6 +36,11 @@ def servers() -> list[dict]:
     return found
 
 
+# The server asked is this container's, or a lab on this machine's loopback: never through
+# the proxy HTTP_PROXY names, which cannot reach it.
+DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
 def check(info: dict, timeout: float = 3.0) -> bool:
     host = info.get("hostname") or "127.0.0.1"
     host = "127.0.0.1" if host in ("0.0.0.0", "", "*") else host
@@ -48,7 +53,7 @@ def check(info: dict, timeout: float = 3.0) -> bool:
         else urllib.request.Request(api)
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with DIRECT.open(request, timeout=timeout) as response:
             answer = json.load(response)
             return response.status == 200 and ("started" in answer or "version" in answer)
     except (urllib.error.URLError, OSError, ValueError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torchlab.variants import MACHINES, Variant, this_platform
@@ -125,6 +125,27 @@ TABLE = (
 BY_NAME = {setting.name: setting for setting in TABLE}
 # Read where the sudo that ran make says who called it: not a setting, a fact of this call.
 CALLER = ("SUDO_UID", "SUDO_GID")
+# The host's proxy, in the names every tool knows (either case): not settings of ours, the
+# network's, handed on to what reaches the network (the labs, the hub's servers, builds).
+PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+PROXY_VARIABLES = tuple(name for upper in PROXY_NAMES for name in (upper, upper.lower()))
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def proxies(environ: Mapping[str, str]) -> dict[str, str]:
+    """The host's proxy settings, each in both cases (some tools read only one), with loopback
+    never sent through the proxy: a lab's own healthcheck and a build's wheelhouse are there.
+    Nothing where no proxy is set."""
+    found = {}
+    for name in PROXY_NAMES:
+        value = environ.get(name) or environ.get(name.lower())
+        if value:
+            found[name] = value
+    if not (found.get("HTTP_PROXY") or found.get("HTTPS_PROXY")):
+        return {}
+    bypassed = [host.strip() for host in found.get("NO_PROXY", "").split(",") if host.strip()]
+    found["NO_PROXY"] = ",".join([*bypassed, *(host for host in LOOPBACK if host not in bypassed)])
+    return {**found, **{name.lower(): value for name, value in found.items()}}
 
 
 def env_file_lines(path: Path) -> dict[str, str]:
@@ -147,6 +168,7 @@ class Settings:
     origins: Mapping[str, str]  # name -> environment, .env or default
     caller: Mapping[str, str]  # SUDO_UID, SUDO_GID where sudo ran make
     env_file: Path
+    proxies: Mapping[str, str] = field(default_factory=dict)  # the host's: proxies(environ)
 
     @classmethod
     def load(
@@ -167,7 +189,7 @@ class Settings:
                     values[name], origins[name] = said[name], origin
                     break
         caller = {name: environ[name] for name in CALLER if environ.get(name)}
-        return cls(values, origins, caller, env_file)
+        return cls(values, origins, caller, env_file, proxies(environ))
 
     def __getitem__(self, name: str) -> str:
         return self.values[name]  # a name outside TABLE is a bug: its KeyError shows
@@ -183,6 +205,7 @@ class Settings:
             {**self.origins, **dict.fromkeys(values, "environment")},
             self.caller,
             self.env_file,
+            self.proxies,
         )
 
     def handed_on(self) -> dict[str, str]:

@@ -29,7 +29,7 @@ from torchlab_host.core.addresses import (
 )
 from torchlab_host.core.engine import compose_command, container_ids, quiet, require_engine, run
 from torchlab_host.core.errors import HostError
-from torchlab_host.core.settings import Settings
+from torchlab_host.core.settings import PROXY_VARIABLES, Settings
 from torchlab_host.image.build import build_image, ensure_image
 from torchlab_host.image.spec import hub_build, variant_build
 from torchlab_host.lab.containers import host_config, refuse_unless_per_user, wants_gpu
@@ -73,6 +73,7 @@ class HubSettings:
     name: str  # HUB_NAME: the hub's container, network and volumes, and its users' prefix
     passed: dict[str, str]  # PASSED_THROUGH, as set
     engine_socket: str  # HUB_ENGINE_SOCKET: engine_socket()
+    proxies: dict[str, str]  # the host's proxy, for the servers: Settings.proxies
 
     def environment(self) -> dict[str, str]:
         """What hub/compose.yaml hands the hub's container."""
@@ -87,6 +88,8 @@ class HubSettings:
             **self.limits,
             **self.gpus,
             "HUB_ENGINE_SOCKET": self.engine_socket,
+            # Each listed in hub/compose.yaml, so each is given: empty where there is none.
+            **{name: self.proxies.get(name, "") for name in PROXY_VARIABLES},
         }
 
 
@@ -247,6 +250,7 @@ def for_hub(manifest: Manifest, settings: Settings) -> HubSettings:
         name=settings["HUB_NAME"],
         passed={name: settings[name] for name in PASSED_THROUGH},
         engine_socket=engine_socket(),
+        proxies=dict(settings.proxies),
     )
 
 

@@ -65,6 +65,10 @@ def build_command(
         command += ["--network", "host"]
     for name, value in build_arguments(build, manifest, wheelhouse_url).items():
         command += ["--build-arg", f"{name}={value}"]
+    # The host's proxy, for apt and pip: Docker's own build arguments, which stay out of the
+    # image and its history.
+    for name, value in build.settings.proxies.items():
+        command += ["--build-arg", f"{name}={value}"]
     return [*command, str(context)]
 
 

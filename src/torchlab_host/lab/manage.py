@@ -157,7 +157,10 @@ def up(name: str, manifest: Manifest, settings: Settings) -> float:
             raise
     ensure_image(variant_build(variant, manifest, settings), manifest)
     environment = dict(
-        lab.environment(), JUPYTER_TOKEN=token(settings), TORCHLAB_COLAB="1" if colab else ""
+        lab.environment(),
+        **settings.proxies,
+        JUPYTER_TOKEN=token(settings),
+        TORCHLAB_COLAB="1" if colab else "",
     )
     start, since = time.monotonic(), int(time.time())
     started = compose(settings, "up", "--detach", service, environment=environment, capture=True)

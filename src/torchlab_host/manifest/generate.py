@@ -11,6 +11,7 @@ from typing import Any
 
 from torchlab.variants import Manifest, Variant
 from torchlab_host import ROOT
+from torchlab_host.core.settings import PROXY_VARIABLES
 from torchlab_host.lab.containers import run_flags, wants_gpu
 from torchlab_host.lab.services import SELFTEST, lab_service, test_service
 from torchlab_host.manifest import reference
@@ -44,7 +45,7 @@ def lab(variant: Variant) -> dict[str, Any]:
     device = variant.compose
     on_host_network = device.get("network_mode") == "host"
     environment: dict[Any, Any] = {
-        "<<": Alias("token"),
+        "<<": merged("token", "proxy"),
         "TORCHLAB_EXPECT": variant.device,
         **device.get("environment", {}),
     }
@@ -153,6 +154,13 @@ def compose(manifest: Manifest) -> str:
             "TORCHLAB_PASSWORD_HASH": "${TORCHLAB_PASSWORD_HASH:-}",
             Comment("1 lets Colab's page use the lab (make lab-<variant> COLAB=1)."): None,
             "TORCHLAB_COLAB": "${TORCHLAB_COLAB:-}",
+        }),
+        Comment(
+            "The host's proxy, as make lab hands it on (proxies() in core/settings.py of the\n"
+            "host tools: each name in both cases, loopback bypassed; empty where there is none)."
+        ): None,
+        "x-proxy": Anchored("proxy", {
+            name: f"${{{name}:-}}" for name in PROXY_VARIABLES
         }),
         "x-test": Anchored("test", {
             "<<": Alias("container"), "profiles": ["test"], "command": SELFTEST,

@@ -12,7 +12,7 @@ import pytest
 from torchlab_host import ROOT
 from torchlab_host.core import checkout
 from torchlab_host.core.errors import HostError
-from torchlab_host.core.settings import BY_NAME, Settings
+from torchlab_host.core.settings import BY_NAME, Settings, proxies
 from torchlab_host.lab import config
 
 HOST_TOOLS = ROOT / "src/torchlab_host"
@@ -149,3 +149,20 @@ def test_another_checkouts_host_tools_get_what_was_set_here(tmp_path):
     assert environment["TORCHLAB_WITHOUT"] == "torchvision"
     assert environment["PYTHONPATH"] == str(tmp_path / "copy/src")
     assert "LAB_PORT" not in given.handed_on()  # a default stays the child's own
+
+
+def test_the_hosts_proxy_is_handed_on_in_both_cases_with_loopback_never_through_it():
+    """Tools read HTTPS_PROXY or https_proxy, never both; a lab's healthcheck and a build's
+    wheelhouse are on loopback, which a proxy cannot reach."""
+    handed = proxies({"https_proxy": "http://proxy.corp:3128", "NO_PROXY": ".corp,localhost"})
+    assert handed == {
+        "HTTPS_PROXY": "http://proxy.corp:3128",
+        "https_proxy": "http://proxy.corp:3128",
+        "NO_PROXY": ".corp,localhost,127.0.0.1,::1",
+        "no_proxy": ".corp,localhost,127.0.0.1,::1",
+    }
+    assert proxies({"NO_PROXY": ".corp"}) == {} == proxies({"HTTP_PROXY": ""})
+    assert Settings.load({"HTTP_PROXY": "http://p:8080"}, Path("/dev/null/.env")).proxies == {
+        "HTTP_PROXY": "http://p:8080", "http_proxy": "http://p:8080",
+        "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
+    }  # fmt: skip

@@ -148,3 +148,16 @@ def test_a_user_may_pick_a_profile_and_nothing_else(hub_config):
         apply(None, {"image": "cpu", "mem_limit": "64G"})
     assert refused.value.status_code == 400
     assert refused.value.log_message == "unknown server options: mem_limit"
+
+
+def test_the_hosts_proxy_reaches_each_server_and_the_hub_is_asked_directly(hub_config, monkeypatch):
+    monkeypatch.setenv("HUB_NAME", "torchlab-hub")
+    monkeypatch.setenv("https_proxy", "http://proxy.corp:3128")
+    given = hub_config().config.DockerSpawner.environment
+    assert given["HTTPS_PROXY"] == given["https_proxy"] == "http://proxy.corp:3128"
+    # A server asks the hub's API by the hub's name, on their own network.
+    assert given["NO_PROXY"] == given["no_proxy"] == "localhost,127.0.0.1,::1,torchlab-hub"
+
+
+def test_without_a_proxy_the_servers_are_given_none(hub_config):
+    assert hub_config().config.DockerSpawner.environment == {}

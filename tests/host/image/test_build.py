@@ -3,6 +3,7 @@ platform or another), its staged context, and every failure as one line that nam
 
 from __future__ import annotations
 
+import re
 import urllib.request
 from pathlib import Path
 
@@ -284,3 +285,23 @@ def test_only_the_variants_that_allow_it_leave_a_package_out(current, monkeypatc
     assert "torchvision==0.28.0 " in files.installed_text(
         "cuda", MANIFEST, current(), "linux/amd64"
     )
+
+
+def test_the_hosts_proxy_reaches_the_build_and_stays_out_of_the_image(
+    current, clean_build_environment
+):
+    settings = current(HTTPS_PROXY="http://proxy.corp:3128")
+    offline = building.build_command(
+        buildspec.variant_build(CPU, MANIFEST, settings), MANIFEST, CONTEXT, "http://127.0.0.1:8799"
+    )
+    args = build_args(offline)
+    assert args["HTTPS_PROXY"] == args["https_proxy"] == "http://proxy.corp:3128"
+    assert "127.0.0.1" in args["no_proxy"].split(",")  # the wheelhouse, served on loopback
+    # Docker's predefined proxy arguments: a Dockerfile that declared one would keep it.
+    for dockerfile in ("docker/Dockerfile", "hub/Dockerfile"):
+        declared = re.findall(r"^ARG\s+(\S+)", (REPO / dockerfile).read_text(), re.MULTILINE)
+        assert not [name for name in declared if name.upper().endswith("_PROXY")], dockerfile
+    without = build_args(building.build_command(
+        buildspec.variant_build(CPU, MANIFEST, current()), MANIFEST, CONTEXT
+    ))  # fmt: skip
+    assert not any(name.upper().endswith("_PROXY") for name in without)

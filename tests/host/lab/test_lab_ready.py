@@ -59,6 +59,20 @@ def test_make_lab_waits_until_the_server_answers_with_the_token(lab_server, monk
     assert lab_server.asked == [f"token {TOKEN}"] * 4  # three refused, then the answer
 
 
+def test_behind_a_proxy_the_lab_is_still_asked_directly(lab_server, monkeypatch):
+    """A host whose HTTP_PROXY names a company proxy, and whose NO_PROXY leaves loopback out:
+    the proxy could never reach the lab, so the lab is asked without it."""
+    monkeypatch.setattr(manage, "ASK_EVERY_S", 0.01)
+    monkeypatch.setattr(manage, "running", lambda service, settings: True)
+    monkeypatch.setattr(manage, "READY_TIMEOUT_S", 10)  # asked through the proxy: never
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")  # nothing listens on the discard port
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    root = browser_url("127.0.0.1", lab_server.server_port)
+    manage.wait_until_serving("lab-cpu", root, TOKEN, Settings.load())
+    assert lab_server.asked[-1] == f"token {TOKEN}"
+
+
 def test_a_lab_with_a_password_is_asked_without_a_token(lab_server, monkeypatch):
     monkeypatch.setattr(manage, "ASK_EVERY_S", 0.01)
     monkeypatch.setattr(manage, "running", lambda service, settings: True)

@@ -57,6 +57,17 @@ def labs_of(services):
     return {name: service for name, service in services.items() if name.startswith("lab-")}
 
 
+def test_the_hosts_proxy_reaches_every_lab_and_no_offline_container(current):
+    handed = current(HTTP_PROXY="http://proxy.corp:3128").proxies
+    services = compose_config(**handed)
+    for name, service in labs_of(services).items():
+        environment = service["environment"]
+        assert environment["HTTP_PROXY"] == environment["http_proxy"] == "http://proxy.corp:3128"
+        assert environment["no_proxy"] == "localhost,127.0.0.1,::1", name
+    offline = [service for service in services.values() if service.get("network_mode") == "none"]
+    assert offline and not any("HTTP_PROXY" in s.get("environment", {}) for s in offline)
+
+
 def test_the_files_written_from_the_manifest_are_up_to_date():
     assert check.problems(MANIFEST) == []
 
