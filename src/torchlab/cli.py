@@ -177,6 +177,40 @@ def packages(args: argparse.Namespace) -> int:
     return 0
 
 
+def env(args: argparse.Namespace) -> int:
+    """Your own environments, outside the locks, each with its kernel: create, list, remove."""
+    from . import environments
+
+    try:
+        if args.action == "list":
+            for found in environments.summary():
+                kernel = f"kernel {found['kernel']!r}" if found["kernel"] else "no kernel"
+                print(
+                    f"{found['name']}: not locked, {len(found['packages'])} packages, "
+                    f"{kernel}, in {found['path']}"
+                )
+            return 0
+        if not args.name:
+            return _fail(
+                f"torchlab env {args.action} needs a name. Fix: torchlab env {args.action} NAME"
+            )
+        if args.action == "create":
+            made = environments.create(args.name, args.requirements)
+            print(
+                f"torchlab: made {made}, not locked; its kernel is "
+                f"{environments.display_name(args.name)!r} (remove: torchlab env remove "
+                f"{args.name})"
+            )
+            return 0
+        if args.requirements:
+            return _fail(f"torchlab env {args.action} takes a name alone")
+        environments.remove(args.name)
+        print(f"torchlab: removed the environment {args.name} and its kernel")
+        return 0
+    except environments.EnvProblem as problem:
+        return _fail(str(problem))
+
+
 def sbom(args: argparse.Namespace) -> int:
     """The image's CycloneDX SBOM: its Python and Debian packages."""
     from . import sbom as bill
@@ -266,6 +300,15 @@ def commands() -> tuple[Command, ...]:
                 ((("--remove",), {"nargs": "*", "metavar": "NAME",
                                   "help": "uninstall these, or all you added (the locks' "
                                   "packages stay)"}),)),
+        Command("env", "your own environments outside the locks, each with its Jupyter "
+                "kernel, kept in the lab's data folder: create NAME [REQUIREMENT ...], list, "
+                "remove NAME", env, (
+            (("action",), {"choices": ["create", "list", "remove"]}),
+            (("name",), {"nargs": "?", "help": "the environment (small letters, digits, . _ -)"}),
+            (("requirements",), {"nargs": "*", "metavar": "REQUIREMENT",
+                                 "help": "what create installs besides ipykernel, as pip "
+                                 "takes it (torch==2.9.0, -r requirements.txt)"}),
+        )),
         Command("sbom", "write the CycloneDX SBOM of this environment's Python and Debian "
                 "packages", sbom,
                 ((("--output",), {"default": os.environ.get("TORCHLAB_SBOM"),

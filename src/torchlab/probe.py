@@ -6,7 +6,7 @@ import datetime
 import os
 from typing import Any
 
-from . import __version__, packages, system
+from . import __version__, environments, packages, system
 from .backends import Backend, all_backends, get
 
 
@@ -99,6 +99,7 @@ def collect(smoke: bool = True) -> dict[str, Any]:
             "added": packages.added(),
             "added_in": str(packages.user_site()),
             "left_out": packages.left_out(),
+            "environments": environments.summary(),
         },
         "warnings": _warnings(container),
     }
@@ -144,6 +145,15 @@ def _added(found: dict[str, Any]) -> str:
     return f"{listed} (in {found['added_in']}; torchlab packages prints them as requirements)"
 
 
+def _environments(found: list[dict[str, Any]]) -> str:
+    listed = ", ".join(
+        f"{env['name']} ({len(env['packages'])} packages"
+        f"{', torch ' + env['packages']['torch'] if 'torch' in env['packages'] else ''})"
+        for env in found
+    )
+    return f"{listed}: NOT LOCKED, each with its kernel (torchlab env list)"
+
+
 def render_table(report: dict[str, Any]) -> str:
     machine, container = report["machine"], report["container"]
     environment = " ".join(f"{k}={v or '-'}" for k, v in container["environment"].items())
@@ -184,6 +194,8 @@ def render_table(report: dict[str, Any]) -> str:
         ("environment", environment),
         ("added", _added(report["packages"])),
     ]
+    if report["packages"].get("environments"):
+        rows.append(("envs", _environments(report["packages"]["environments"])))
     if report["packages"]["left_out"]:
         rows.append(
             (

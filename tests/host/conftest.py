@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from torchlab_host.core import certificates
 from torchlab_host.core.settings import Settings
 
 RECORDED = Path(__file__).parent / "data/nvidia-smi"
@@ -110,3 +111,12 @@ def one_line():
         return message
 
     return checked
+
+
+@pytest.fixture(autouse=True)
+def no_host_local_cas(tmp_path, monkeypatch):
+    """The host's local CAs (which make lab and make hub hand on by default) are a folder of
+    the test's: none, until a test puts certificates there. This machine's own stay out."""
+    folder = tmp_path / "host-local-cas"
+    monkeypatch.setattr(certificates, "HOST_LOCAL_CAS", folder)
+    return folder

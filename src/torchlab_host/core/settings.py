@@ -49,6 +49,10 @@ TABLE = (
             path=True),
     Setting("LAB_UID", "", "the uid the lab runs as (unset: yours, or sudo's caller)", "lab"),
     Setting("LAB_GID", "", "the gid the lab runs as (unset: LAB_UID's, or yours)", "lab"),
+    Setting("LAB_CA_CERTS", "", "CA certificates the labs and the hub's servers trust beside "
+            "the image's (a company's TLS-inspecting proxy): a PEM file or a folder of them "
+            "(unset: the host's local CAs, /usr/local/share/ca-certificates; set and empty: none)",
+            "lab", blank_is_a_value=True, path=True),
     Setting("COLAB", "", "1: Colab's page may connect to the lab (make lab-cpu COLAB=1)", "lab"),
     Setting("JUPYTER_TOKEN", "", "the lab's token (unset: a new one, written to .env)", "lab"),
     Setting("TORCHLAB_PASSWORD_HASH", "", "a Jupyter password hash to log in with, besides "

@@ -20,6 +20,7 @@ from torchlab.backends import get
 from torchlab.backends.cuda.driver import UnusableGpu, host_devices
 from torchlab.variants import Manifest, UnknownVariant, Variant
 from torchlab_host import ROOT
+from torchlab_host.core import certificates
 from torchlab_host.core.addresses import (
     LOOPBACK,
     browser_url,
@@ -74,6 +75,7 @@ class HubSettings:
     passed: dict[str, str]  # PASSED_THROUGH, as set
     engine_socket: str  # HUB_ENGINE_SOCKET: engine_socket()
     proxies: dict[str, str]  # the host's proxy, for the servers: Settings.proxies
+    ca_certificates: str  # PEM text the servers trust beside the image's CAs (LAB_CA_CERTS)
 
     def environment(self) -> dict[str, str]:
         """What hub/compose.yaml hands the hub's container."""
@@ -90,6 +92,7 @@ class HubSettings:
             "HUB_ENGINE_SOCKET": self.engine_socket,
             # Each listed in hub/compose.yaml, so each is given: empty where there is none.
             **{name: self.proxies.get(name, "") for name in PROXY_VARIABLES},
+            certificates.VARIABLE: self.ca_certificates,
         }
 
 
@@ -251,6 +254,7 @@ def for_hub(manifest: Manifest, settings: Settings) -> HubSettings:
         passed={name: settings[name] for name in PASSED_THROUGH},
         engine_socket=engine_socket(),
         proxies=dict(settings.proxies),
+        ca_certificates=certificates.ca_certificates(settings),
     )
 
 

@@ -25,6 +25,7 @@ LAB_CONTEXT = {
     "scripts/opt/torchlab/scripts/install-lock": "docker/install-lock",
     "scripts/opt/torchlab/scripts/slim-venv": "docker/slim-venv",
     "scripts/opt/torchlab/scripts/reproducible-run": "docker/reproducible-run",
+    "toolkit/opt/torchlab/scripts/entrypoint": "docker/entrypoint",
     "toolkit/etc/jupyter/jupyter_server_config.py": "docker/jupyter_server_config.py",
     "toolkit/opt/venv/share/jupyter/lab/settings/overrides.json": "docker/overrides.json",
     "toolkit/opt/torchlab/src/pyproject.toml": "pyproject.toml",

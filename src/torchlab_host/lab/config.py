@@ -26,6 +26,10 @@ class LabSettings:
     labs: Path
     data: Path
 
+    @property
+    def home(self) -> Path:
+        return home_dir(self.data)
+
     def environment(self) -> dict[str, str]:
         """What compose.yaml interpolates for a lab."""
         return {
@@ -35,6 +39,7 @@ class LabSettings:
             "LAB_BIND": self.bind,
             "LABS_DIR": str(self.labs),
             "LAB_DATA_DIR": str(self.data),
+            "LAB_HOME_DIR": str(self.home),
         }
 
 
@@ -52,17 +57,31 @@ def writable_by(path: Path, uid: int, gid: int) -> bool:
     return status.st_mode & 0o003 == 0o003
 
 
+def home_dir(data: Path) -> Path:
+    """The lab's home on the host, kept in its data folder: mounted at /home/lab."""
+    return data / "home"
+
+
+# Where the work and data folders are mounted inside the home: the engine would create these
+# in the home's folder as root, where the user could not remove them.
+MOUNTED_IN_HOME = ("labs", "lab-data")
+
+
 def prepare_data_dir(folder: Path, uid: int, gid: int) -> None:
-    """Create the data folder for the lab user; refuse one they could not write to."""
-    if not folder.exists():
-        folder.mkdir(parents=True)
-        if os.getuid() == 0:
-            os.chown(folder, uid, gid)
-    if not writable_by(folder, uid, gid):
-        raise HostError(
-            f"the lab's data folder {folder} is not writable by uid {uid}",
-            f"sudo chown -R {uid}:{gid} {folder}, or point LAB_DATA_DIR at a folder of yours",
-        )
+    """Create the data folder and the home in it for the lab user; refuse one they could not
+    write to."""
+    home = home_dir(folder)
+    for made in (folder, home, *(home / name for name in MOUNTED_IN_HOME)):
+        if not made.exists():
+            made.mkdir(parents=True)
+            if os.getuid() == 0:
+                os.chown(made, uid, gid)
+    for checked, what in ((folder, "data folder"), (home, "home")):
+        if not writable_by(checked, uid, gid):
+            raise HostError(
+                f"the lab's {what} {checked} is not writable by uid {uid}",
+                f"sudo chown -R {uid}:{gid} {folder}, or point LAB_DATA_DIR at a folder of yours",
+            )
 
 
 def lab_user(labs: Path, settings: Settings) -> tuple[int, int]:

@@ -12,6 +12,7 @@ from torchlab import healthcheck
 from torchlab.backends import HostTooOld, get
 from torchlab.variants import Manifest, Variant
 from torchlab_host import ARTIFACTS
+from torchlab_host.core import certificates
 from torchlab_host.core.addresses import browser_url, require_free_port, warn_if_exposed
 from torchlab_host.core.engine import problem_lines, require_docker, require_engine, run, streamed
 from torchlab_host.core.envfile import token
@@ -20,7 +21,7 @@ from torchlab_host.core.settings import Settings
 from torchlab_host.image.build import ensure_image
 from torchlab_host.image.spec import variant_build
 from torchlab_host.image.tags import image_exists, prune_replaced_images
-from torchlab_host.lab.config import data_dir, for_lab, warn_if_on_windows
+from torchlab_host.lab.config import LabSettings, data_dir, for_lab, warn_if_on_windows
 from torchlab_host.lab.services import (
     SELFTEST,
     compose,
@@ -124,6 +125,16 @@ def wait_until_serving(service: str, root: str, token: str | None, settings: Set
         time.sleep(ASK_EVERY_S)
 
 
+def network_environment(lab: LabSettings, settings: Settings) -> dict[str, str]:
+    """What compose.yaml interpolates for a lab that reaches the network: its folders and user,
+    the host's proxy, and the CA certificates it trusts beside the image's."""
+    return dict(
+        lab.environment(),
+        **settings.proxies,
+        **{certificates.VARIABLE: certificates.ca_certificates(settings)},
+    )
+
+
 def prepare(name: str, manifest: Manifest, settings: Settings) -> None:
     """What an editor's dev container (.devcontainer/<variant>) needs before it starts: the
     image of this checkout, and the work and data folders, writable by the lab's user."""
@@ -157,8 +168,7 @@ def up(name: str, manifest: Manifest, settings: Settings) -> float:
             raise
     ensure_image(variant_build(variant, manifest, settings), manifest)
     environment = dict(
-        lab.environment(),
-        **settings.proxies,
+        network_environment(lab, settings),
         JUPYTER_TOKEN=token(settings),
         TORCHLAB_COLAB="1" if colab else "",
     )
@@ -230,7 +240,7 @@ def shell(name: str, manifest: Manifest, settings: Settings) -> int:
     require_host_device(variant, manifest)
     require_engine()
     ensure_image(variant_build(variant, manifest, settings), manifest)
-    environment = for_lab(settings).environment()
+    environment = network_environment(for_lab(settings), settings)
     return compose(
         settings, "run", "--rm", lab_service(variant), "bash", environment=environment
     ).returncode
@@ -258,8 +268,14 @@ def logs(settings: Settings) -> int:
 
 
 def clean_data(part: str, settings: Settings) -> int:
-    """Remove one part of the lab's data folder: the caches, or the packages you added."""
-    parts = {"cache": ("cache", "datasets"), "packages": ("packages",)}
+    """Remove one part of the lab's data folder: the caches, the packages you added, your
+    environments, or the lab's home."""
+    parts = {
+        "cache": ("cache", "datasets"),
+        "packages": ("packages",),
+        "envs": ("envs",),
+        "home": ("home",),
+    }
     for name in parts[part]:
         folder = data_dir(settings) / name
         try:

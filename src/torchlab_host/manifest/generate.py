@@ -11,6 +11,7 @@ from typing import Any
 
 from torchlab.variants import Manifest, Variant
 from torchlab_host import ROOT
+from torchlab_host.core.certificates import VARIABLE as CA_VARIABLE
 from torchlab_host.core.settings import PROXY_VARIABLES
 from torchlab_host.lab.containers import run_flags, wants_gpu
 from torchlab_host.lab.services import SELFTEST, lab_service, test_service
@@ -22,6 +23,7 @@ GENERATED = (
     "edit those, never this file; `make check` fails while it is out of date."
 )
 NO_TOKEN = "JUPYTER_TOKEN is empty: run make lab-cpu, which writes one to .env"
+HOME = "/home/lab"
 LABS = "/home/lab/labs"
 DATA = "/home/lab/lab-data"
 # Where the Zero to JupyterHub profiles pull from: replace it with your registry
@@ -45,7 +47,7 @@ def lab(variant: Variant) -> dict[str, Any]:
     device = variant.compose
     on_host_network = device.get("network_mode") == "host"
     environment: dict[Any, Any] = {
-        "<<": merged("token", "proxy"),
+        "<<": merged("token", "network"),
         "TORCHLAB_EXPECT": variant.device,
         **device.get("environment", {}),
     }
@@ -60,7 +62,7 @@ def lab(variant: Variant) -> dict[str, Any]:
     }
     if not on_host_network:
         service["ports"] = ["${LAB_BIND:-127.0.0.1}:${LAB_PORT:-8888}:8888"]
-    service["volumes"] = [Alias("work-folder"), Alias("lab-data")]
+    service["volumes"] = [Alias("home"), Alias("work-folder"), Alias("lab-data")]
     service["environment"] = environment
     return service
 
@@ -123,8 +125,8 @@ def compose(manifest: Manifest) -> str:
             "The labs (make lab-<variant>) and the in-image test runs (make test-<variant>, and\n"
             "make test-<variant>-on-cpu for a machine without the variant's device), for each\n"
             "variant of variants.toml. The host tools pass the host user (LAB_UID, LAB_GID),\n"
-            "LAB_PORT, LAB_BIND, LABS_DIR and LAB_DATA_DIR; JUPYTER_TOKEN comes from .env, which\n"
-            "make lab-* writes with a random token when missing."
+            "LAB_PORT, LAB_BIND, LABS_DIR, LAB_DATA_DIR and LAB_HOME_DIR; JUPYTER_TOKEN comes\n"
+            "from .env, which make lab-* writes with a random token when missing."
         ): None,
         "name": "torchlab",
         "x-container": Anchored("container", {
@@ -147,6 +149,12 @@ def compose(manifest: Manifest) -> str:
             "Hugging Face and the labs' datasets. Kept across make down and rebuilds."
         ): None,
         "x-lab-data": Anchored("lab-data", bind_mount("${LAB_DATA_DIR:-./lab-data}", DATA)),
+        Comment(
+            "The lab's home, kept in the data folder: JupyterLab's settings and workspaces, the\n"
+            "kernels and git configuration you add, the shell's history. The image keeps\n"
+            "nothing of its own there."
+        ): None,
+        "x-home": Anchored("home", bind_mount("${LAB_HOME_DIR:-./lab-data/home}", HOME)),
         "x-token": Anchored("token", {
             "JUPYTER_TOKEN": f"${{JUPYTER_TOKEN:?{NO_TOKEN}}}",
             Comment("A password instead of the token (docs/security.md): its hash, from .env."):
@@ -156,11 +164,14 @@ def compose(manifest: Manifest) -> str:
             "TORCHLAB_COLAB": "${TORCHLAB_COLAB:-}",
         }),
         Comment(
-            "The host's proxy, as make lab hands it on (proxies() in core/settings.py of the\n"
-            "host tools: each name in both cases, loopback bypassed; empty where there is none)."
+            "The host's network, as make lab hands it on: its proxy (proxies() in\n"
+            "core/settings.py of the host tools: each name in both cases, loopback bypassed),\n"
+            "and the CA certificates the lab trusts beside the image's (PEM text, from\n"
+            "LAB_CA_CERTS: core/certificates.py); each empty where there is none."
         ): None,
-        "x-proxy": Anchored("proxy", {
-            name: f"${{{name}:-}}" for name in PROXY_VARIABLES
+        "x-network": Anchored("network", {
+            **{name: f"${{{name}:-}}" for name in PROXY_VARIABLES},
+            CA_VARIABLE: f"${{{CA_VARIABLE}:-}}",
         }),
         "x-test": Anchored("test", {
             "<<": Alias("container"), "profiles": ["test"], "command": SELFTEST,
@@ -181,7 +192,10 @@ def devcontainer(variant: Variant, manifest: Manifest) -> str:
         "workspaceMount": f"source=${{localWorkspaceFolder}}/work,target={LABS},type=bind",
         "workspaceFolder": LABS,
         "postStartCommand": ["torchlab", "course"],
-        "mounts": [f"source=${{localWorkspaceFolder}}/lab-data,target={DATA},type=bind"],
+        "mounts": [
+            f"source=${{localWorkspaceFolder}}/lab-data/home,target={HOME},type=bind",
+            f"source=${{localWorkspaceFolder}}/lab-data,target={DATA},type=bind",
+        ],
         **({"hostRequirements": {"gpu": True}} if wants_gpu(variant) else {}),
         "remoteUser": "lab",
         "containerUser": "lab",
@@ -197,8 +211,9 @@ def devcontainer(variant: Variant, manifest: Manifest) -> str:
     gpus = " GPUs: the editor passes them all, or refuses to start." if wants_gpu(variant) else ""
     about = (
         f'The {variant.name} lab in VS Code (Dev Containers: "Reopen in Container", or the\n'
-        f"devcontainer CLI): the image make lab-{variant.name} runs, work/ and lab-data/\n"
-        "mounted where the lab has them, the lab user given your uid so your files stay yours,\n"
+        f"devcontainer CLI): the image make lab-{variant.name} runs, work/, lab-data/ and the\n"
+        "lab's home (lab-data/home) mounted where the lab has them, the lab user given your\n"
+        "uid so your files stay yours,\n"
         f"confined as every lab is; make prepare-{variant.name} readies the image and the\n"
         "folders first, and each start brings the image's course into work/ as the lab does.\n"
         "The editor runs the kernels itself, so the image's Jupyter server and its\n"

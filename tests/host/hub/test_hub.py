@@ -34,7 +34,7 @@ def test_the_defaults_serve_cpu_on_loopback_with_native_sign_up():
 def test_every_users_server_is_confined_as_the_manifest_says(servers, monkeypatch):
     """A user's server gets variants.toml's [containers], as compose's labs do: no
     capabilities, no new privileges, shared memory for DataLoader workers, a process limit;
-    its own volumes where a lab mounts labs/ and lab-data/, and the default limits."""
+    its own volumes where a lab mounts its home, labs/ and lab-data/, and the default limits."""
     monkeypatch.delenv("HUB_NAME", raising=False)
     [(name, server)] = servers().items()
     assert name == "cpu" and server["image"] == "torchlab:cpu"
@@ -46,6 +46,7 @@ def test_every_users_server_is_confined_as_the_manifest_says(servers, monkeypatc
     assert server["labels"] == {} and server["create_kwargs"]["healthcheck"] == {"test": ["NONE"]}
     assert server["cmd"] == ["torchlab", "singleuser"] and server["limits"] == ("4G", 2.0)
     assert server["volumes"] == {
+        "torchlab-hub-{username}-home": "/home/lab",
         "torchlab-hub-{username}-labs": "/home/lab/labs",
         "torchlab-hub-{username}-data": "/home/lab/lab-data",
     }
@@ -161,3 +162,12 @@ def test_the_hosts_proxy_reaches_each_server_and_the_hub_is_asked_directly(hub_c
 
 def test_without_a_proxy_the_servers_are_given_none(hub_config):
     assert hub_config().config.DockerSpawner.environment == {}
+
+
+def test_the_hosts_local_cas_reach_each_server(hub_config, no_host_local_cas):
+    """make hub hands them to the hub, which hands them to each server's entrypoint."""
+    certificate = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    no_host_local_cas.mkdir()
+    (no_host_local_cas / "company.crt").write_text(certificate)
+    given = hub_config().config.DockerSpawner.environment
+    assert given == {"TORCHLAB_CA_CERTIFICATES": certificate}

@@ -202,14 +202,38 @@ def test_gpu_targets_without_a_gpu_name_what_to_install(fake_bin, target):
     assert line.startswith("torchlab: no NVIDIA driver on this host") and cuda.DRIVER_URL in line
 
 
-def test_clean_cache_and_clean_packages_remove_their_part_of_the_lab_data_only(
-    current, tmp_path, monkeypatch
-):
+def test_each_clean_target_removes_its_part_of_the_lab_data_only(current, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path))
-    for part in ("cache/torch/hub", "datasets/digits", "packages/cpu/lib"):
+    parts = (
+        "cache/torch/hub", "datasets/digits", "packages/cpu/lib", "envs/old-torch/bin",
+        "home/.jupyter/lab",
+    )  # fmt: skip
+    for part in parts:
         (tmp_path / part).mkdir(parents=True)
         (tmp_path / part / "kept").write_text("data")
     assert lab.clean_data("cache", current()) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["packages"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["envs", "home", "packages"]
     assert lab.clean_data("packages", current()) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["envs", "home"]
+    assert lab.clean_data("envs", current()) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]
+    assert lab.clean_data("home", current()) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_labs_home_is_made_in_its_data_folder_with_the_folders_mounted_in_it(
+    current, tmp_path, monkeypatch, require
+):
+    """The engine would make the mount points inside the home as root, where the user could
+    not remove them: make lab makes them, the lab user's."""
+    require(os.getuid() == 0, "root, to create folders owned by another uid")
+    (tmp_path / "work").mkdir()
+    os.chown(tmp_path / "work", 4242, 4343)
+    monkeypatch.setenv("LABS_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("LAB_DATA_DIR", str(tmp_path / "lab-data"))
+    monkeypatch.setenv("LAB_UID", "4242")
+    monkeypatch.setenv("LAB_GID", "4343")
+    home = lab_settings.for_lab(current()).home
+    assert home == tmp_path / "lab-data/home"
+    for folder in (home, home / "labs", home / "lab-data"):
+        assert (folder.stat().st_uid, folder.stat().st_gid) == (4242, 4343), folder

@@ -68,6 +68,29 @@ def test_the_hosts_proxy_reaches_every_lab_and_no_offline_container(current):
     assert offline and not any("HTTP_PROXY" in s.get("environment", {}) for s in offline)
 
 
+def test_the_ca_certificates_handed_on_reach_every_lab_and_no_offline_container():
+    """make lab hands them on as PEM text (core/certificates.py); each container's entrypoint
+    trusts them. The suites run offline, where no certificate is needed."""
+    certificate = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    services = compose_config(TORCHLAB_CA_CERTIFICATES=certificate)
+    for name, service in labs_of(services).items():
+        assert service["environment"]["TORCHLAB_CA_CERTIFICATES"] == certificate, name
+    offline = [service for service in services.values() if service.get("network_mode") == "none"]
+    assert offline
+    assert not any("TORCHLAB_CA_CERTIFICATES" in s.get("environment", {}) for s in offline)
+
+
+def test_every_lab_mounts_its_home_from_the_data_folder_around_the_work_and_data_folders():
+    """The home is kept (lab-data/home, or the LAB_HOME_DIR make lab passes); the work folder
+    and the data folder are mounted inside it, where the lab has them."""
+    services = compose_config(LAB_DATA_DIR="/data", LAB_HOME_DIR="/data/home")
+    for name, service in labs_of(services).items():
+        mounts = {volume["target"]: volume["source"] for volume in service["volumes"]}
+        assert mounts["/home/lab"] == "/data/home", name
+        assert mounts["/home/lab/lab-data"] == "/data", name
+        assert mounts[LABS] == str(REPO / "work"), name
+
+
 def test_the_files_written_from_the_manifest_are_up_to_date():
     assert check.problems(MANIFEST) == []
 
