@@ -175,10 +175,13 @@ def request(
         return error.code, error.read().decode(errors="replace")
 
 
-def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) -> str:
-    """Start a kernel through a Jupyter server's API, run code in it over the kernel's
-    websocket as JupyterLab does, shut it down, and return what it printed."""
-    status, body = request("POST", f"{base_url}/api/kernels", token, {"name": "python3"})
+def run_in_kernel(
+    base_url: str, token: str, code: str, timeout: float = 120, kernel_name: str = "python3"
+) -> str:
+    """Start a kernel (the image's own, unless named) through a Jupyter server's API, run code
+    in it over the kernel's websocket as JupyterLab does, shut it down, and return what it
+    printed."""
+    status, body = request("POST", f"{base_url}/api/kernels", token, {"name": kernel_name})
     assert status == 201, body
     kernel = json.loads(body)["id"]
     ws_url = base_url.replace("http", "ws", 1) + f"/api/kernels/{kernel}/channels?token={token}"
@@ -187,6 +190,21 @@ def run_in_kernel(base_url: str, token: str, code: str, timeout: float = 120) ->
         return execute_in_kernel(ws_url, code, {"Authorization": f"token {token}"}, timeout)
     finally:
         request("DELETE", f"{base_url}/api/kernels/{kernel}", token)
+
+
+def in_lab_terminal(
+    base_url: str, token: str, command: str, timeout: float = 300
+) -> tuple[int, str]:
+    """A shell command as a lab's terminal runs it (in the lab's container, as its user, with
+    the server's environment): its exit status, and what it printed."""
+    code = (
+        "import subprocess\n"
+        f"done = subprocess.run({command!r}, shell=True, capture_output=True, text=True)\n"
+        "print(done.returncode)\n"
+        "print(done.stdout + done.stderr)\n"
+    )
+    status, _, printed = run_in_kernel(base_url, token, code, timeout=timeout).partition("\n")
+    return int(status), printed
 
 
 def execute_in_kernel(
