@@ -61,9 +61,9 @@ def assert_it_is_mine(base: str, token: str) -> None:
     status, body = request("GET", base + "/api/kernelspecs", token)
     kernels = json.loads(body)
     assert kernels["kernelspecs"]["mine"]["spec"]["display_name"] == "My kernel", kernels
-    # The image's own kernel is still the default, and still the image's.
+    # The image's own kernel is still the default, and still the image's locked environment.
     assert kernels["default"] == "python3"
-    assert kernels["kernelspecs"]["python3"]["resource_dir"].startswith("/opt/venv/"), kernels
+    assert run_in_kernel(base, token, "import sys\nprint(sys.prefix)\n").strip() == "/opt/venv"
     assert run_in_kernel(base, token, GIT_NAME).strip() == "Ada Lovelace"
 
 
