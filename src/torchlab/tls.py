@@ -62,13 +62,12 @@ def certificate_problem(url: str) -> str | None:
 
 
 def explanation(url: str, problem: str) -> str:
-    host = urlsplit(url).hostname
-    variant = os.environ.get("TORCHLAB_VARIANT", "cpu")
     return (
-        f"torchlab: pip could not verify the certificate of {host} ({problem}): a proxy on this "
-        "network inspects TLS with a CA this lab does not trust. Fix: on the host, make "
-        f"lab-{variant} LAB_CA_CERTS=<your company's CA, a PEM file> (unset, make lab hands on "
-        "the host's /usr/local/share/ca-certificates; for a hub: make hub LAB_CA_CERTS=...)"
+        f"torchlab: pip could not verify the certificate of {urlsplit(url).hostname} "
+        f"({problem}): a proxy on this network inspects TLS with a CA this lab does not trust. "
+        "Fix: start the lab with your company's CA in LAB_CA_CERTS (a PEM file or folder; the "
+        "host's /usr/local/share/ca-certificates are handed on unless it is set), or its PEM "
+        "text in the container's TORCHLAB_CA_CERTIFICATES"
     )
 
 

@@ -98,7 +98,7 @@ def the_line_it_ends_with(printed: str, host: str) -> str:
     (pip itself ends in a resolver error that blames the locks)."""
     last = printed.strip().splitlines()[-1]
     assert last.startswith(f"torchlab: pip could not verify the certificate of {host} ("), printed
-    assert "LAB_CA_CERTS=" in last
+    assert "Fix: start the lab with your company's CA in LAB_CA_CERTS" in last
     return last
 
 
