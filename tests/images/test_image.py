@@ -45,11 +45,36 @@ def test_image_size_is_within_the_manifests_ceiling(variant):
 def test_runs_jupyter_as_a_non_root_user_under_an_init_with_a_healthcheck(variant):
     config = inspect(variant.image)["Config"]
     assert config["User"] == "1000:1000"
-    assert config["Entrypoint"] == ["tini", "--"]
+    assert config["Entrypoint"] == ["tini", "--", "/opt/torchlab/scripts/entrypoint"]
     assert config["Cmd"] == ["torchlab", "serve"]
     assert config["Healthcheck"]["Test"] == ["CMD", "torchlab", "healthcheck"]
     assert config["Env"].count(f"TORCHLAB_EXPECT={variant.device}") == 1
     assert docker("run", "--rm", variant.image, "id", "-u").stdout.strip() == "1000"
+
+
+def test_every_container_trusts_the_ca_certificates_it_is_handed_beside_the_images(variant):
+    """make lab and make hub hand the host's CAs on (TORCHLAB_CA_CERTIFICATES, PEM text); the
+    entrypoint adds them to the container's own bundle, which every tool with a CA setting of
+    its own is pointed at, and the image itself keeps none."""
+    certificate = "-----BEGIN CERTIFICATE-----\nMIIBcompanyCA\n-----END CERTIFICATE-----"
+    shown = (
+        "for name in SSL_CERT_FILE REQUESTS_CA_BUNDLE PIP_CERT CURL_CA_BUNDLE GIT_SSL_CAINFO; "
+        'do printenv "$name"; done; tail -n 3 "$SSL_CERT_FILE"; '
+        'grep -c BEGIN /etc/ssl/certs/ca-certificates.crt "$SSL_CERT_FILE"; '
+        "printenv TORCHLAB_CA_CERTIFICATES || echo handed-on-no-further"
+    )
+    said = docker(
+        "run", "--rm", "--env", f"TORCHLAB_CA_CERTIFICATES={certificate}", variant.image,
+        "sh", "-c", shown,
+    ).stdout.splitlines()  # fmt: skip
+    bundle = "/tmp/torchlab-ca/ca-certificates.crt"
+    assert said[:5] == [bundle] * 5, said
+    assert said[5:8] == certificate.splitlines(), said
+    image_count, bundle_count = (int(line.rpartition(":")[2]) for line in said[8:10])
+    assert bundle_count == image_count + 1 > 100, said
+    assert said[10] == "handed-on-no-further"
+    plain = docker("run", "--rm", variant.image, "sh", "-c", "printenv SSL_CERT_FILE || echo none")
+    assert plain.stdout.strip() == "none"
 
 
 def test_the_toolkit_comes_after_the_packages_so_its_changes_rebuild_in_seconds(variant):

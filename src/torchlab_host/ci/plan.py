@@ -31,9 +31,10 @@ from torchlab_host.lockfiles.files import omitted
 
 NOTEBOOK = "notebook"  # the marker of a whole notebook (tests/device/test_notebooks.py)
 # What CI runs of a suite in another platform's image, under emulation, where torch imports
-# 7-10x and a large matmul 300x slower than natively: the environment (installed packages equal
-# the locks, torch the promised build, the device computes), the tensor and autograd core on the
-# CPU, and one course lab. The probe runs before it, as before every suite.
+# about 11x and a 1024x1024 matmul about 1500x slower than natively (make bench): the
+# environment (installed packages equal the locks, torch the promised build, the device
+# computes), the tensor and autograd core on the CPU, and one course lab. The probe runs before
+# it, as before every suite.
 EMULATED_SUBSET = ("test_environment", "test_tensors", "test_autograd", "02_tensors")
 # How .ci/run runs a step: a phase; in the background from the start (beside the phases up to
 # the one that waits for it); a phase that waits for the background step.

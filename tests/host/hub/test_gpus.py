@@ -138,6 +138,16 @@ def test_eight_servers_get_eight_gpus_and_a_ninth_is_refused_in_one_line(gpu_hub
     assert gpus_of(started.start("student9", "cuda")) == given[3]
 
 
+def test_a_hub_with_one_gpu_gives_it_to_one_server_and_says_so_to_the_next(gpu_hub):
+    started = gpu_hub("list-one-h100.txt")
+    assert gpus_of(started.start("student0", "cuda")) == listed("list-one-h100.txt")
+    with pytest.raises(Exception) as raised:
+        started.start("student1", "cuda")
+    assert refusal(raised).startswith(
+        "no GPU is free for your server: this hub's one GPU is taken by a server. Fix: "
+    )
+
+
 def test_a_class_starting_at_once_gets_a_gpu_each_and_never_two_the_same(gpu_hub):
     started = gpu_hub("list-eight-h100.txt")
     results = started.start_at_once([f"student{n}" for n in range(9)], "cuda")

@@ -82,8 +82,12 @@ def test_each_user_gets_the_images_user_start_command_shm_and_volume():
     assert shm["emptyDir"]["medium"] == "Memory"
     mounts = {m["mountPath"]: m for m in singleuser["storage"]["extraVolumeMounts"]}
     assert mounts["/dev/shm"]["name"] == "shm"
-    assert mounts["/home/lab/lab-data"]["name"] == "volume-{user_server}"
+    # One volume, where a single lab mounts its home, its data folder and its work folder.
+    for path, folder in (("/home/lab", "home"), ("/home/lab/lab-data", "lab-data")):
+        assert mounts[path]["name"] == "volume-{user_server}", path
+        assert mounts[path]["subPath"] == folder, path
     assert singleuser["storage"]["homeMountPath"] == "/home/lab/labs"
+    assert singleuser["storage"]["dynamic"]["subPath"] == "labs"
 
 
 def test_the_profiles_reach_their_devices():
