@@ -4,9 +4,7 @@ inspects TLS with a CA the lab does not trust), and says nothing where it is not
 from __future__ import annotations
 
 import http.server
-import shutil
 import ssl
-import subprocess
 import threading
 
 import pytest
@@ -27,51 +25,17 @@ def test_the_index_asked_is_pips():
 
 
 @pytest.fixture
-def company_index(tmp_path, require, monkeypatch):
+def company_index(company_ca, monkeypatch):
     """An index on loopback whose certificate a company's CA signed; no proxy on the way."""
-    require(shutil.which("openssl") is not None, "openssl")
     for name in ("PIP_CERT", "HTTPS_PROXY", "https_proxy", "SSL_CERT_FILE"):
         monkeypatch.delenv(name, raising=False)
-
-    def openssl(*arguments: str) -> None:
-        subprocess.run(["openssl", *arguments], cwd=tmp_path, check=True, capture_output=True)
-
-    openssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=company CA",
-    )
-    openssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=localhost",
-    )
-    (tmp_path / "names").write_text("subjectAltName=DNS:localhost\n")
-    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "names", "-out", "server.crt")  # fmt: skip
+    certificates = company_ca("localhost")
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(tmp_path / "server.crt", tmp_path / "server.key")
+    context.load_cert_chain(certificates / "server.crt", certificates / "server.key")
     server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"https://localhost:{server.server_address[1]}/simple/", tmp_path / "ca.crt"
+    yield f"https://localhost:{server.server_address[1]}/simple/", certificates / "ca.crt"
     server.shutdown()
 
 

@@ -10,7 +10,6 @@ this machine's own, whose proxy inspects TLS on the way to PyPI, where the host 
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -42,50 +41,6 @@ SERVE = (
 )
 
 
-def openssl(folder: Path, *arguments: str) -> None:
-    subprocess.run(["openssl", *arguments], cwd=folder, check=True, capture_output=True)
-
-
-def company_ca(folder: Path) -> Path:
-    """A company's CA and the index's certificate, signed by it for the index's name."""
-    folder.mkdir()
-    openssl(
-        folder,
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.crt",
-        "-subj",
-        "/CN=torchlab test company CA",
-    )
-    openssl(
-        folder,
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        f"/CN={INDEX_HOST}",
-    )
-    (folder / "names").write_text(f"subjectAltName=DNS:{INDEX_HOST}\n")
-    openssl(folder, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-extfile", "names", "-out", "server.crt")  # fmt: skip
-    for path in folder.iterdir():
-        path.chmod(0o644)
-    return folder / "ca.crt"
-
-
 def pip_download(lab, index: str, package: str) -> tuple[int, str]:
     return in_lab_terminal(
         lab.url("").rstrip("/"), TOKEN,
@@ -103,12 +58,11 @@ def the_line_it_ends_with(printed: str, host: str) -> str:
 
 
 @pytest.fixture
-def company_index(tmp_path, require):
+def company_index(tmp_path, company_ca):
     """The company's index (a container, which joins a lab's network while the lab runs), and
     the CA its certificate is signed by."""
     require_image("torchlab:cpu")
-    require(subprocess.run(["which", "openssl"], capture_output=True).returncode == 0, "openssl")
-    ca = company_ca(tmp_path / "certs")
+    certificates = company_ca(INDEX_HOST)
     served = tmp_path / "srv/simple/company-tool"
     served.mkdir(parents=True)
     build_wheel(served, "company_tool")
@@ -116,9 +70,9 @@ def company_index(tmp_path, require):
         path.chmod(0o755 if path.is_dir() else 0o644)
     tracked = TrackedContainer()
     index = tracked.run("torchlab:cpu", "python", "-c", SERVE, options=(
-        "--volume", f"{tmp_path / 'srv'}:/srv:ro", "--volume", f"{ca.parent}:/certs:ro",
+        "--volume", f"{tmp_path / 'srv'}:/srv:ro", "--volume", f"{certificates}:/certs:ro",
     ))  # fmt: skip
-    yield ca, index
+    yield certificates / "ca.crt", index
     tracked.remove_all()
 
 
