@@ -314,6 +314,15 @@ def remove_hub(name: str) -> None:
         docker("volume", "rm", "--force", *volumes, check=False)
 
 
+def server_token(container: str) -> str:
+    """The token the hub gave a user's server (its container): it opens that server, and only
+    it."""
+    listed = docker("inspect", "--format", "{{json .Config.Env}}", container)
+    [token] = [value.split("=", 1)[1] for value in json.loads(listed.stdout)
+               if value.startswith("JUPYTERHUB_API_TOKEN=")]  # fmt: skip
+    return token
+
+
 def save_notebook(lab: Lab, name: str, text: str) -> None:
     """Save a notebook through Jupyter's contents API, as JupyterLab's Save does."""
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(text)])

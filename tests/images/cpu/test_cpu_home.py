@@ -19,6 +19,7 @@ from support import (
     request,
     require_image,
     run_in_kernel,
+    server_token,
 )
 
 THEME = "/lab/api/settings/@jupyterlab/apputils-extension:themes"
@@ -93,13 +94,6 @@ HUB_NAME = "torchlab-hub-home-test"
 ADA = "ada"
 
 
-def server_token(user: str) -> str:
-    listed = docker("inspect", "--format", "{{json .Config.Env}}", f"{HUB_NAME}-user-{user}")
-    [token] = [value.split("=", 1)[1] for value in json.loads(listed.stdout)
-               if value.startswith("JUPYTERHUB_API_TOKEN=")]  # fmt: skip
-    return token
-
-
 @pytest.fixture
 def hub(require):
     require(os.getuid() == 0, "root, for the hub's engine")
@@ -112,10 +106,10 @@ def test_a_hub_users_settings_workspace_kernel_and_git_identity_outlive_their_se
     _, failed = hub.start_at_once([ADA], timeout=300)
     assert failed == {}, failed
     base = f"http://127.0.0.1:{hub.port}/user/{ADA}"
-    make_it_mine(base, server_token(ADA))
+    make_it_mine(base, server_token(f"{HUB_NAME}-user-{ADA}"))
     hub.stop([ADA])
     _, failed = hub.start_at_once([ADA], timeout=300)
     assert failed == {}, failed
-    assert_it_is_mine(base, server_token(ADA))
+    assert_it_is_mine(base, server_token(f"{HUB_NAME}-user-{ADA}"))
     volumes = docker("volume", "ls", "--quiet", "--filter", f"name=^{HUB_NAME}-{ADA}-").stdout
     assert f"{HUB_NAME}-{ADA}-home" in volumes.split()

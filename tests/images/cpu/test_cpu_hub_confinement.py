@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import MANIFEST, class_hub, docker, require_image, run_in_kernel
+from support import MANIFEST, class_hub, docker, require_image, run_in_kernel, server_token
 
 HUB_NAME = "torchlab-hub-confinement-test"
 MALLORY, ALICE = "mallory", "alice"
@@ -104,19 +104,11 @@ def the_others_still_work(hub, alice_token: str, during: threading.Thread) -> li
     return failures
 
 
-def server_token(user: str) -> str:
-    """The token the hub gave the user's server: it opens that server, and only it."""
-    listed = docker("inspect", "--format", "{{json .Config.Env}}", server(user))
-    [token] = [v.split("=", 1)[1] for v in json.loads(listed.stdout)
-               if v.startswith("JUPYTERHUB_API_TOKEN=")]  # fmt: skip
-    return token
-
-
 def test_a_fork_bomb_and_a_memory_hog_stop_in_their_own_server(hub):
     limit = MANIFEST.containers["pids_limit"]
     confined = docker("inspect", "--format", "{{.HostConfig.PidsLimit}}", server(MALLORY))
     assert int(confined.stdout) == limit, "no process limit: the fork bomb would hit the host"
-    alice_token = server_token(ALICE)
+    alice_token = server_token(server(ALICE))
 
     before = host_tasks()
     outcome: dict[str, subprocess.CompletedProcess] = {}
