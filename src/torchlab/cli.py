@@ -93,7 +93,7 @@ def serve(args: argparse.Namespace) -> int:
     labs_problem = system.labs_problem(system.container())
     if labs_problem:
         return _fail(labs_problem)
-    if course(args):
+    if not args.without_course and course(args):
         return EXIT_EXPECTATION
     if args.expect:
         from .backends import get
@@ -288,7 +288,10 @@ def commands() -> tuple[Command, ...]:
         Command("selftest", "probe, then run the device suite (other arguments go to pytest)",
                 selftest, (expect,), passes_on=True),
         Command("serve", "check the lab's needs, then start JupyterLab (other arguments go to it)",
-                serve, (expect,), passes_on=True),
+                serve, (expect, (("--without-course",), {
+                    "action": "store_true",
+                    "help": "leave the course out of the work folder (a project's folder on a "
+                    "cluster: deploy/slurm/lab.sbatch)"})), passes_on=True),
         Command("singleuser", "a user's server in a hub: the course brought in, then "
                 "jupyterhub-singleuser (other arguments go to it)", singleuser, passes_on=True),
         Command("course", "bring what is new in the image's course into the work folder, never "
