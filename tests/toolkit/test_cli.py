@@ -339,3 +339,28 @@ def test_torchlab_course_fills_the_work_folder_and_refuses_without_a_course(
         f"torchlab: there is no course at {tmp_path / 'none'}. "
         "Fix: set TORCHLAB_COURSE to the course"
     )
+
+
+@pytest.mark.parametrize("without_course", [False, True])
+def test_serve_brings_the_course_unless_told_to_leave_it_out(
+    without_course, course_and_work, tmp_path
+):
+    """lab.sbatch opens a project's folder: --without-course keeps the course out of it."""
+    source, work = course_and_work
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    jupyter = bin_folder / "jupyter"
+    jupyter.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/jupyter-ran\n')
+    jupyter.chmod(0o755)
+    options = ["--without-course"] if without_course else []
+    result = torchlab(
+        "serve", *options, "--ServerApp.port=9999",
+        TORCHLAB_COURSE=str(source), TORCHLAB_LABS=str(work),
+        PATH=f"{bin_folder}:{os.environ['PATH']}", PYTHONUSERBASE=str(tmp_path / "user"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "jupyter-ran").read_text() == "lab --ServerApp.port=9999\n"
+    brought = sorted(path.name for path in work.iterdir())
+    assert brought == (
+        [] if without_course else [".torchlab-course.json", "01.ipynb", "02.ipynb", "data"]
+    )

@@ -224,6 +224,10 @@ def steps(manifest: Manifest, settings: Settings) -> list[Step]:
         Step("rebuild after a one-line change", (make("rebuild-check"),),
              "only the layers after the toolkit may rebuild, so a one-line change takes seconds"),
         Step(f"{cpu} slow tier: labs, browser, hub", (make(f"test-images-{cpu}"),)),
+        Step("Slurm cluster (make test-slurm)", (make("test-slurm"),),
+             f"a real Slurm cluster here (a login node and two compute nodes in namespaces of "
+             f"their own), the {cpu} image in podman on the nodes: the proof and a failing "
+             "script from sbatch, the lab reached from the login node and stopped by scancel"),
     ]  # fmt: skip
     for suite in others:
         name = suite.variant.name

@@ -36,6 +36,7 @@ TOPICS = {
     "lab": "A lab (make lab-*)",
     "hub": "A hub for a class (make hub)",
     "build": "Building and publishing images",
+    "slurm": "A Slurm cluster (deploy/slurm)",
     "host": "The host tools and make bench",
 }
 
@@ -115,6 +116,9 @@ TABLE = (
             "build"),
     Setting("TORCHLAB_REGISTRY", "ghcr.io/torchlab", "where make publish pushes and make lab "
             "pulls from; set and empty: never pull", "build", blank_is_a_value=True),
+    Setting("TORCHLAB_RUNTIME", "apptainer", "the container runtime deploy/slurm's scripts start "
+            "the image with, and make slurm-image converts it for: apptainer, enroot (pyxis) or "
+            "podman", "slurm"),
     Setting("PYTHON", "python3", "the Python 3.11 the host tools and venvs run with (the "
             "environment or make's line: not .env, which make does not read)", "host",
             in_env_file=False),

@@ -1,7 +1,7 @@
 """An image as a file, for machines without a registry: make image-save writes the image (its
 name and its inputs tag) as a gzip-compressed `docker save` archive with a checksum file beside
-it, in the format `sha256sum -c` reads; make image-load checks the archive against it, then
-loads it.
+it, in the format `sha256sum -c` reads; make image-load (and make slurm-image FILE=...) checks
+the archive against it, then loads it.
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ def save(variant: Variant, file: str | None) -> Path:
     return archive
 
 
-def load(file: str) -> list[str]:
-    archive = Path(file)
+def verified(archive: Path) -> Path:
+    """An image-save archive whose .sha256 beside it matches it, else HostError."""
     if not archive.is_file():
-        raise HostError(f"{archive} is not a file", "make image-load FILE=torchlab-cpu-....tar.gz")
+        raise HostError(f"{archive} is not a file", "FILE=torchlab-cpu-....tar.gz (make image-save)")
     expected_file = checksum_file(archive)
     if not expected_file.is_file():
         raise HostError(
@@ -79,6 +79,11 @@ def load(file: str) -> list[str]:
             "the copy is damaged or altered",
             "copy it again from where make image-save wrote it",
         )
+    return archive
+
+
+def load(file: str) -> list[str]:
+    archive = verified(Path(file))
     require_docker()
     loaded = quiet(["docker", "load", "--input", str(archive)])
     if loaded.returncode != 0:

@@ -285,6 +285,7 @@ def test_ci_keeps_its_phases_in_their_order(ci_steps):
         f"make ci-suite-{cpu}",
         "make rebuild-check",
         f"make test-images-{cpu}",
+        "make test-slurm",
     ]
     for name in others:
         expected += [

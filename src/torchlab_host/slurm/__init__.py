@@ -1,0 +1,1 @@
+"""Slurm: the image in the form each container runtime of deploy/slurm starts."""
