@@ -65,7 +65,7 @@ def save(variant: Variant, file: str | None) -> Path:
 def verified(archive: Path) -> Path:
     """An image-save archive whose .sha256 beside it matches it, else HostError."""
     if not archive.is_file():
-        raise HostError(f"{archive} is not a file", "FILE=torchlab-cpu-....tar.gz (make image-save)")
+        raise HostError(f"{archive} is not a file", "name the file make image-save wrote")
     expected_file = checksum_file(archive)
     if not expected_file.is_file():
         raise HostError(
