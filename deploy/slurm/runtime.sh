@@ -18,9 +18,9 @@
 torchlab_runtime=${TORCHLAB_RUNTIME:-apptainer}
 torchlab_variant=${TORCHLAB_VARIANT:-cuda}
 torchlab_home=${TORCHLAB_HOME:-$HOME/.torchlab/home}
-# The variables (names, space-separated) a task's container gets besides the image's own:
-# yours in TORCHLAB_PASS, and each script's. Apptainer and pyxis hand on the job's whole
-# environment; podman only these.
+# The variables (names, space-separated) a task's container gets from the job, over the
+# image's own of the same name (TORCHLAB_LABS): yours in TORCHLAB_PASS, and each script's.
+# Apptainer and pyxis hand on the rest of the job's environment too, below the image's.
 TORCHLAB_PASS=${TORCHLAB_PASS:-}
 
 torchlab_refuse() { # what is wrong, then the command that fixes it
@@ -91,14 +91,22 @@ torchlab_srun() {
     shift
   done
   shift
+  local variable listed
   case $torchlab_runtime in
     apptainer)
+      # APPTAINERENV_NAME wins over the image's NAME, and keeps values (the lab's token) off
+      # the command line, which every user of the node can read.
+      # shellcheck disable=SC2086 # names, split on spaces
+      for variable in $TORCHLAB_PASS; do export "APPTAINERENV_$variable=${!variable}"; done
       srun "${options[@]}" apptainer exec --nv --home "$torchlab_home:/home/lab" \
         --bind "$PWD" --pwd "$PWD" "$torchlab_image" "$@"
       ;;
     enroot)
+      # pyxis' --container-env: these names take the job's value over the image's.
+      read -r -a listed <<<"$TORCHLAB_PASS"
       srun "${options[@]}" --container-image="$torchlab_image" --container-workdir="$PWD" \
-        --container-mounts="$PWD:$PWD,$torchlab_home:/home/lab" "$@"
+        --container-mounts="$PWD:$PWD,$torchlab_home:/home/lab" \
+        --container-env="$(IFS=, && echo "${listed[*]}")" "$@"
       ;;
     podman)
       # srun hands the job's environment to each task, exported functions included.

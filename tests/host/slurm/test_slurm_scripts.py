@@ -28,7 +28,13 @@ def run(script: Path, tmp_path: Path, *arguments: str, fakes: dict[str, str], **
     for name, body in fakes.items():
         (bin_folder / name).write_text(f"#!{BASH}\n{body}\n")
         (bin_folder / name).chmod(0o755)
-    env = {"PATH": str(bin_folder), "HOME": str(tmp_path / "home"), **environment}
+    # PATH: the fakes alone, unless the script needs more (PATH_TAIL: the system's commands).
+    tail = environment.pop("PATH_TAIL", "")
+    env = {
+        "PATH": f"{bin_folder}:{tail}".rstrip(":"),
+        "HOME": str(tmp_path / "home"),
+        **environment,
+    }
     done = subprocess.run([BASH, str(script), *arguments], capture_output=True, text=True,
                           env=env, cwd=tmp_path, timeout=30)  # fmt: skip
     return done, (tmp_path / "srun-ran").exists()
@@ -127,3 +133,49 @@ def test_enroot_reads_no_archive_and_says_how_to_load_it_first(monkeypatch, tmp_
         HostError, match=r"Fix: make image-load FILE=.*x\.tar\.gz, then make slurm-image"
     ):
         images.convert(CPU, "enroot", str(file))
+
+
+PROOF = ["torchlab", "torchrun", "-m", "torchlab", "distributed"]
+
+
+@pytest.mark.parametrize("runtime", ["apptainer", "enroot"])
+def test_the_sites_runtimes_start_each_node_with_the_folder_the_home_and_the_settings(
+    runtime, tmp_path
+):
+    """What srun is handed for the runtimes this machine lacks (the podman one runs for real in
+    make test-slurm): the image, the submission folder, the lab's home, the job's GPUs, and the
+    torchrun settings over the image's environment."""
+    image = tmp_path / "torchlab-cuda.sif"
+    image.write_bytes(b"")
+    fakes = {
+        "srun": f'[[ $1 == --help ]] && {{ echo "  --container-image=[USER@][REGISTRY#]IMAGE"; '
+        f'exit 0; }}\nprintf "%s\\n" "$@" > {tmp_path}/srun-args\n'
+        f"env > {tmp_path}/srun-env",
+        "apptainer": "exit 0",
+        "scontrol": f"[[ $2 == hostnames ]] && echo node1 && echo node2 && exit 0\n"
+        f'echo "   Command={SCRIPTS[0]} -m torchlab distributed"',
+    }
+    slurm = dict(SLURM_JOB_ID="7", SLURM_NNODES="2", SLURM_GPUS_ON_NODE="4",
+                 SLURM_CPUS_PER_TASK="8", SLURM_JOB_NODELIST="node[1-2]")  # fmt: skip
+    done, _ = run(SCRIPTS[0], tmp_path, fakes=fakes, TORCHLAB_RUNTIME=runtime,
+                  TORCHLAB_IMAGE=str(image), NCCL_DEBUG="INFO", **slurm,
+                  PATH_TAIL="/usr/bin:/bin")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    arguments = (tmp_path / "srun-args").read_text().splitlines()
+    home = f"{tmp_path}/home/.torchlab/home"
+    passed = ["NNODES", "NPROC_PER_NODE", "RDZV_HOST", "RDZV_PORT", "RDZV_ID", "OMP_NUM_THREADS"]
+    if runtime == "apptainer":
+        assert arguments == ["--ntasks-per-node=1", "apptainer", "exec", "--nv", "--home",
+                             f"{home}:/home/lab", "--bind", str(tmp_path), "--pwd", str(tmp_path),
+                             str(image), *PROOF]  # fmt: skip
+        environment = (tmp_path / "srun-env").read_text().splitlines()
+        for line in ("APPTAINERENV_NNODES=2", "APPTAINERENV_NPROC_PER_NODE=4",
+                     "APPTAINERENV_RDZV_HOST=node1", "APPTAINERENV_RDZV_ID=7",
+                     "APPTAINERENV_OMP_NUM_THREADS=2", "APPTAINERENV_NCCL_DEBUG=INFO"):  # fmt: skip
+            assert line in environment
+    else:
+        assert arguments == ["--ntasks-per-node=1", f"--container-image={image}",
+                             f"--container-workdir={tmp_path}",
+                             f"--container-mounts={tmp_path}:{tmp_path},{home}:/home/lab",
+                             f"--container-env={','.join(passed)},NCCL_DEBUG,NCCL_SOCKET_IFNAME",
+                             *PROOF]  # fmt: skip
