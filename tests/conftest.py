@@ -19,7 +19,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require():
     """require(condition, what): skip without it, but fail in CI, where it must be there."""
 

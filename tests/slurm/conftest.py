@@ -26,22 +26,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slurm)
 
 
-def precondition(condition: bool, what: str) -> None:
-    """The session-wide form of the require fixture: skip, or fail in CI."""
-    if condition:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must provide {what}", pytrace=False)
-    pytest.skip(f"needs {what}")
-
-
 @pytest.fixture(scope="session")
-def cluster():
-    precondition(os.getuid() == 0, "root, for the cluster's namespaces and daemons")
+def cluster(require):
+    require(os.getuid() == 0, "root, for the cluster's namespaces and daemons")
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
-    precondition(not missing, f"{', '.join(missing)} (Debian's slurmctld, slurmd, munge, podman)")
+    require(not missing, f"{', '.join(missing)} (Debian's slurmctld, slurmd, munge, podman)")
     present = subprocess.run(["podman", "image", "exists", IMAGE]).returncode == 0
-    precondition(present, f"{IMAGE} in podman: {CONVERT}")
+    require(present, f"{IMAGE} in podman: {CONVERT}")
     running = Cluster()
     try:
         running.up()

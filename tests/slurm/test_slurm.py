@@ -16,16 +16,6 @@ LAB = REPO / "deploy/slurm/lab.sbatch"
 # 2 fake GPUs a node make 2 processes a node (SLURM_GPUS_ON_NODE); 2 CPUs a task keep each
 # rank to one thread on this 2-core machine.
 TWO_BY_TWO = ("--gpus-per-node=2", "--cpus-per-task=2")
-PROOF_CHECKS = [
-    "the world is what torchrun promised",
-    "every rank runs the same software",
-    "/dev/shm holds the batches",
-    "all_reduce adds exactly",
-    "all_gather brings every rank's tensor",
-    "broadcast copies rank 0's tensor exactly",
-    "DDP keeps every rank's parameters identical",
-    "DDP equals one process with the global batch",
-]
 
 
 def podman_job(submission: Path, **more: str) -> dict[str, str]:
@@ -50,8 +40,9 @@ def test_the_proof_passes_on_two_nodes_of_two_processes_from_sbatch(cluster, sub
     rows = re.findall(r"^  (\d)\s+(\d)\s+(\d)\s+(node\d)\s+cpu", output, re.MULTILINE)
     assert rows == [("0", "0", "0", "node1"), ("1", "0", "1", "node1"),
                     ("2", "1", "0", "node2"), ("3", "1", "1", "node2")]  # fmt: skip
-    for check in PROOF_CHECKS:
-        assert f"  ok  {check}" in output, output[-3000:]
+    # Every check of the proof passed (tests/host/distributed names them), DDP's last.
+    checks = re.findall(r"^  ok  (.+)$", output, re.MULTILINE)
+    assert len(checks) == 8 and checks[-1].startswith("DDP equals one process"), output[-3000:]
 
 
 def test_your_script_gets_the_nodes_gpus_your_variables_and_your_folder(cluster, submission):
