@@ -39,7 +39,8 @@ case $torchlab_runtime in
     ;;
   enroot)
     torchlab_image=${TORCHLAB_IMAGE:-ghcr.io#torchlab/torchlab:$torchlab_variant}
-    srun --help 2>&1 | grep -q -- --container-image ||
+    # grep reads it all: grep -q would stop early, and pipefail take srun's SIGPIPE for a no.
+    srun --help 2>&1 | grep -- --container-image >/dev/null ||
       torchlab_refuse "srun has no --container-image: pyxis is not installed here" "ask the site for pyxis, or another TORCHLAB_RUNTIME (apptainer, podman)"
     if [[ $torchlab_image == *.sqsh || $torchlab_image == /* ]] && [[ ! -f $torchlab_image ]]; then
       torchlab_refuse "the squashfs image $torchlab_image is not here" "$torchlab_made_by (or enroot import -o $torchlab_image dockerd://torchlab:$torchlab_variant)"

@@ -148,11 +148,13 @@ def test_the_sites_runtimes_start_each_node_with_the_folder_the_home_and_the_set
     image = tmp_path / "torchlab-cuda.sif"
     image.write_bytes(b"")
     fakes = {
+        # pyxis' option first in a long help, and a large allocation: a reader that stops at
+        # its first line would kill the writer by SIGPIPE, which pipefail takes for a failure.
         "srun": f'[[ $1 == --help ]] && {{ echo "  --container-image=[USER@][REGISTRY#]IMAGE"; '
-        f'exit 0; }}\nprintf "%s\\n" "$@" > {tmp_path}/srun-args\n'
+        f'seq 100000; exit 0; }}\nprintf "%s\\n" "$@" > {tmp_path}/srun-args\n'
         f"env > {tmp_path}/srun-env",
         "apptainer": "exit 0",
-        "scontrol": f"[[ $2 == hostnames ]] && echo node1 && echo node2 && exit 0\n"
+        "scontrol": f"[[ $2 == hostnames ]] && seq -f node%g 100000 && exit 0\n"
         f'echo "   Command={SCRIPTS[0]} -m torchlab distributed"',
     }
     slurm = dict(SLURM_JOB_ID="7", SLURM_NNODES="2", SLURM_GPUS_ON_NODE="4",
