@@ -1,7 +1,7 @@
 """make lock: requirements/*.in -> requirements/*.txt, exact pins with hashes, resolved by uv
 for the images' Python on each machine the lock's images ship for; where those resolutions
 differ, each machine's pin carries its marker. A CPU-build pin that cannot be resolved here is
-kept, never dropped."""
+kept, never dropped, with the entries of what only it needs; the rest resolves without it."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from torchlab_host.lockfiles.platforms import check_locks
 from torchlab_host.lockfiles.sources import (
     LOCAL_PIN,
     LocalPin,
+    answers,
     torch_cpu_links,
     torch_sources,
     unreachable_local_pins,
@@ -96,12 +97,49 @@ def merged(resolutions: dict[str, str]) -> str:
     return joined(header, out)
 
 
+def via(block: str) -> set[str]:
+    """The packages an entry's comments say it is there for (not the input or constraint
+    files)."""
+    names, listing = set(), False
+    for line in block.splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("# via "):
+            names.add(text.removeprefix("# via "))
+        listing = text == "# via" or (listing and text.startswith("#   "))
+        if listing and text.startswith("#   "):
+            names.add(text.removeprefix("#   "))
+    return {canonical(name) for name in names if not name.startswith("-")}
+
+
+def with_dependencies(
+    kept: dict[str, str], existing: dict[str, str], resolved: dict[str, str]
+) -> dict[str, str]:
+    """The kept entries and, from the existing lock (one machine's, unmarked), the entries of
+    what they alone need (what the resolution without them does not hold), and of what they
+    need beside others where the pin is the same, so their comments still name the kept."""
+    found = dict(kept)
+    while grown := {
+        name: block
+        for name, block in existing.items()
+        if name not in found and name not in resolved and via(block) & found.keys()
+    }:
+        found.update(grown)
+    shared = {
+        name: block
+        for name, block in existing.items()
+        if name in resolved
+        and requirement_of(block) == requirement_of(resolved[name])
+        and via(block) & found.keys()
+    }
+    return {**found, **shared}
+
+
 def lock_one(name: str, manifest: Manifest, settings: Settings) -> None:
     options = [f"--constraint=requirements/{c}.txt" for c in constraints(name, manifest)]
     unreachable: list[LocalPin] = []
     if "pytorch-cpu" in torch_sources(name, manifest):
-        links = torch_cpu_links(settings)
-        options += [f"--find-links={link}" for link in links]
+        # Only the places that answer: uv fails at a page that does not.
+        options += [f"--find-links={link}" for link in torch_cpu_links(settings) if answers(link)]
         unreachable = unreachable_local_pins(name, settings)
         for pin in unreachable:
             print(
@@ -110,12 +148,12 @@ def lock_one(name: str, manifest: Manifest, settings: Settings) -> None:
                 flush=True,
             )
     kept = kept_entries(name, unreachable, ", ".join(torch_cpu_links(settings)))
-    # uv resolves the rest; the kept pins' own dependencies are pinned by the locks.
     out_of_reach = {(canonical(pin.package), pin.version) for pin in unreachable}
     wanted = LOCAL_PIN.sub(
         lambda m: "" if (canonical(m[1]), m[2]) in out_of_reach else m[0],
         (files.REQUIREMENTS / f"{name}.in").read_text(),
     )
+    existing = lock_file(name).read_text() if lock_file(name).exists() else ""
     machines = [MACHINES[platform] for platform in lock_platforms(name, manifest)]
     resolutions = {}
     for machine in machines:
@@ -125,17 +163,28 @@ def lock_one(name: str, manifest: Manifest, settings: Settings) -> None:
             for pin in unreachable
             if pin.holds_on(machine)
         }
-        header, blocks = entries(resolve(settings["UV"], name, wanted, options, machine))
-        resolutions[machine] = joined(header, {**blocks, **kept_here})
+        header, blocks = entries(
+            resolve(settings["UV"], name, wanted, options, machine, set(kept_here))
+        )
+        existing_here = entries(files.for_machine(existing, machine))[1]
+        resolutions[machine] = joined(
+            header, {**blocks, **with_dependencies(kept_here, existing_here, blocks)}
+        )
     text = resolutions[machines[0]] if len(machines) == 1 else merged(resolutions)
     lock_file(name).write_text(text)
 
 
-def resolve(uv: str, name: str, wanted: str, options: list[str], machine: str) -> str:
-    """One machine's resolution of a lock's input, uv's existing lock as its preferences."""
+def resolve(
+    uv: str, name: str, wanted: str, options: list[str], machine: str, kept: set[str]
+) -> str:
+    """One machine's resolution of a lock's input, uv's existing lock as its preferences; the
+    kept packages are taken out of it (an override whose marker never holds removes a package
+    from every dependency list, so no other release of it is resolved in its place)."""
     with tempfile.TemporaryDirectory() as folder:
         source, output = Path(folder, f"{name}.in"), Path(folder, f"{name}.txt")
+        overrides = Path(folder, "kept.txt")
         source.write_text(wanted)
+        overrides.write_text("".join(f"{package} ; sys_platform == 'never'\n" for package in kept))
         if lock_file(name).exists():  # so uv keeps the pins it need not change
             output.write_text(lock_file(name).read_text())
         result = run(
@@ -152,6 +201,8 @@ def resolve(uv: str, name: str, wanted: str, options: list[str], machine: str) -
                 "--python-platform",
                 f"{machine}-manylinux_2_{GLIBC_MINOR}",
                 *options,
+                "--override",
+                str(overrides),
                 "--output-file",
                 str(output),
                 str(source),

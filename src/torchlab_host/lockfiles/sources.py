@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import urllib.error
@@ -75,13 +76,20 @@ def shielded(lock: str, manifest: Manifest, folder: Path, settings: Settings) ->
     return environment
 
 
+@functools.cache
 def page_listing(link: str) -> str | None:
-    """What a find-links page lists (unquoted), or None when it does not answer."""
+    """What a find-links page lists (unquoted), or None when it does not answer (asked once:
+    an unreachable page costs its timeout)."""
     try:
         with urllib.request.urlopen(link, timeout=PAGE_TIMEOUT_S) as page:
             return urllib.parse.unquote(page.read().decode(errors="replace"))
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def answers(link: str) -> bool:
+    """Whether a find-links place is there: a folder that exists, or a page that answers."""
+    return Path(link).is_dir() if "://" not in link else page_listing(link) is not None
 
 
 def wheel_place_has(link: str, name: str, version: str) -> bool:

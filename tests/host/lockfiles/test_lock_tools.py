@@ -3,6 +3,7 @@ the manifest allows: the lock tools, on copies of the files."""
 
 from __future__ import annotations
 
+import shutil
 import socket
 
 import pytest
@@ -102,6 +103,46 @@ def test_an_unreachable_pin_the_lock_does_not_hold_fails_loudly(requirements):
     message = str(raised.value)
     assert message.startswith("torchvision==0.28.0+cpu cannot be resolved here (none of /nowhere")
     assert "holds no pin of it to keep. Fix: run make lock where" in message
+
+
+def test_lock_with_the_cpu_pages_out_of_reach_keeps_every_pin_and_entry(
+    requirements, closed_url, monkeypatch, capsys
+):
+    """make lock where PyTorch's CPU wheel pages do not answer and TORCH_CPU_WHEELS is unset:
+    the CPU builds' pins are kept, and uv (asking PyPI for the rest) is never handed a page
+    that does not answer."""
+    uv = shutil.which("uv", path=str(venv.ROOT / ".venv" / "bin")) or "uv"
+    monkeypatch.setattr(sources, "TORCH_CPU_PAGES", (closed_url, closed_url.replace("vision", "")))
+    before = (requirements / "cpu.txt").read_text()
+    settings = Settings.load({"UV": uv}, requirements / ".env")
+
+    resolve.lock_one("cpu", MANIFEST, settings)
+
+    out = capsys.readouterr().out
+    assert "torchlab: kept torch==2.13.0+cpu and its hashes" in out
+    assert "torchlab: kept torchvision==0.28.0+cpu and its hashes" in out
+    assert (requirements / "cpu.txt").read_text() == before
+
+
+def test_a_kept_pin_keeps_the_entries_of_what_only_it_needs():
+    existing = files.entries(
+        "# header\n"
+        "torch==2.13.0+cpu \\\n    --hash=sha256:aa\n    # via -r requirements/cpu.in\n"
+        "sympy==1.14.0 \\\n    --hash=sha256:bb\n    # via torch\n"
+        "mpmath==1.3.0 \\\n    --hash=sha256:cc\n    # via sympy\n"
+        "numpy==2.4.6 \\\n    --hash=sha256:dd\n    # via\n    #   -c requirements/lab.txt\n"
+        "    #   torch\n    #   torchmetrics\n"
+        "six==1.17.0 \\\n    --hash=sha256:ee\n    # via python-dateutil\n"
+    )[1]
+    resolved = files.entries(
+        "# header\nnumpy==2.4.6 \\\n    --hash=sha256:dd\n    # via torchmetrics\n"
+        "torchmetrics==1.9.0 \\\n    --hash=sha256:ff\n    # via -r requirements/cpu.in\n"
+    )[1]
+    kept = resolve.with_dependencies({"torch": existing["torch"]}, existing, resolved)
+    # sympy and, through it, mpmath are torch's alone; numpy's pin is uv's too, and keeps the
+    # comment naming torch; six is nobody's here and goes.
+    assert sorted(kept) == ["mpmath", "numpy", "sympy", "torch"]
+    assert "#   torch" in kept["numpy"]
 
 
 def test_the_constraints_pin_every_package_of_the_locks_each_machine_its_own():
