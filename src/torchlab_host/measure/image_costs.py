@@ -220,6 +220,9 @@ def compare(on_host: dict[str, Any], in_container: dict[str, Any]) -> dict[str, 
     ratios["dataloader"] = round(
         in_container["dataloader_2_workers_mbps"] / on_host["dataloader_2_workers_mbps"], 3
     )
+    ratios["batching"] = round(
+        in_container["batching_per_example_speedup"] / on_host["batching_per_example_speedup"], 3
+    )
     return {"host": on_host, "container": in_container, "ratio": ratios}
 
 

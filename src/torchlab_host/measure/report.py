@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import reduce
+from operator import getitem
 from typing import Any
 
 # The goals this project set itself (docs/performance.md); image sizes are the manifest's.
@@ -100,27 +102,32 @@ def container_table(ratio: dict[str, Any]) -> list[str]:
     )
     runs = ratio["runs"]
 
-    def with_range(side: str, size: str) -> str:
+    def with_range(side: str, *keys: str) -> str:
         """The median, and the range over the runs: how noisy the machine was."""
-        values = [run["matmul_float32_gflops"][size] for run in runs[side]]
-        median = ratio[side]["matmul_float32_gflops"][size]
+        median, *values = (reduce(getitem, keys, report) for report in (ratio[side], *runs[side]))
         return f"{median} ({min(values)}-{max(values)})"
 
     for size in ratio["host"]["matmul_float32_gflops"]:
+        gflops = ("matmul_float32_gflops", size)
         lines.append(
-            f"| float32 matmul {size}x{size} (GFLOP/s) | {with_range('host', size)} | "
-            f"{with_range('container', size)} | {ratio['ratio'][f'matmul_{size}']} |"
+            f"| float32 matmul {size}x{size} (GFLOP/s) | {with_range('host', *gflops)} | "
+            f"{with_range('container', *gflops)} | {ratio['ratio'][f'matmul_{size}']} |"
         )
-    lines.append(
+    speedup = "batching_per_example_speedup"
+    return [
+        *lines,
         f"| DataLoader, 2 workers (MB/s) | {ratio['host']['dataloader_2_workers_mbps']} | "
-        f"{ratio['container']['dataloader_2_workers_mbps']} | {ratio['ratio']['dataloader']} |"
-    )
-    return lines
+        f"{ratio['container']['dataloader_2_workers_mbps']} | {ratio['ratio']['dataloader']} |",
+        f"| batching: time per example at batch 1 over batch 256 (08's DigitNet, eager) | "
+        f"{with_range('host', speedup)} | {with_range('container', speedup)} | "
+        f"{ratio['ratio']['batching']} |",
+    ]
 
 
 def goals_table(images: dict[str, Any], ratio: dict[str, Any]) -> list[str]:
     cpu = images.get("cpu", {})
-    worst_ratio = min(ratio["ratio"].values())
+    # Throughput's goal: batching's ratio is a quotient of two speed-ups, not a cost.
+    worst_ratio = min(value for name, value in ratio["ratio"].items() if name != "batching")
     lines = header("goal", ["measured", "met"])
     lines += [
         f"| {name} image <= {facts['size_ceiling_gb']:g} GB | {facts['size_gb']} | "
