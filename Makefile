@@ -126,10 +126,10 @@ clean-envs: ## remove your own environments and their kernels (lab-data/envs; to
 clean-home: ## start afresh: remove the lab's home (lab-data/home: settings, kernels, git config, history)
 	@$(HOST) clean-home
 
-check: ## the locks and the generated files agree with variants.toml, or each difference in a line
+check: ## the locks agree with variants.toml and every generated file is up to date, or each difference in a line
 	@$(HOST) check
 
-generate: ## write compose.yaml, .devcontainer/ and the cluster profiles from variants.toml
+generate: ## write compose.yaml, .devcontainer/, the cluster profiles and the docs' tables from their sources
 	@$(HOST) generate
 
 ci-matrix: ## the GitHub workflow's image matrix, read from variants.toml

@@ -63,7 +63,10 @@ def check_manifest(_: argparse.Namespace, manifest: Manifest, settings: Settings
     for problem in found:
         print(f"torchlab: {problem}", file=sys.stderr)
     if not found:
-        print(f"torchlab: the locks and the generated files agree with {manifest.path.name}")
+        print(
+            f"torchlab: the locks agree with {manifest.path.name} and the generated files are "
+            "up to date"
+        )
     return 1 if found else 0
 
 
@@ -156,7 +159,7 @@ COMMANDS = (
         (("--script",), {"help": "a script in the labs folder, with its arguments"}),
         (("--json",), {"action": "store_true", "help": "the proof's report as JSON"}),
         (("--steps",), {"type": int, "help": "the proof's DDP training steps (a soak test)"}),
-        (("--shm-size",), {"help": "each node's /dev/shm (default: variants.toml's)"}),
+        (("--shm-size",), {"help": "each node's /dev/shm (default: TORCHLAB_DDP_SHM_SIZE)"}),
         (("--image-of",), {"action": "append", "default": [], "metavar": "NODE=IMAGE",
                            "help": "run node NODE from another image (a mismatch is refused)"}),
     )),
@@ -202,10 +205,10 @@ COMMANDS = (
             lambda a, m, s: resolve.lock(m, s)),
     Command("check-locks", "every lock has a hash for each platform its images ship for",
             lambda a, m, s: platforms.check_locks(m, s)),
-    Command("check", "the locks and the generated files agree with variants.toml",
-            check_manifest),
-    Command("generate", "write compose.yaml, the dev containers and the cluster profiles "
-            "from variants.toml", write_generated),
+    Command("check", "the locks agree with variants.toml and every generated file is up to "
+            "date", check_manifest),
+    Command("generate", "write compose.yaml, the dev containers, the cluster profiles and the "
+            "docs' tables from their sources", write_generated),
     Command("ci-matrix", "the CI workflow's image matrix, from variants.toml",
             lambda a, m, s: print(check.ci_matrix(m))),
     Command("ci-plan", "CI's steps (bash .ci/run) in order, one a line: how, phase, command, "

@@ -35,6 +35,7 @@ class Setting:
 TOPICS = {
     "lab": "A lab (make lab-*)",
     "hub": "A hub for a class (make hub)",
+    "ddp": "Training across containers (make test-ddp, make ddp)",
     "build": "Building and publishing images",
     "slurm": "A Slurm cluster (deploy/slurm)",
     "host": "The host tools and make bench",
@@ -58,6 +59,9 @@ TABLE = (
     Setting("JUPYTER_TOKEN", "", "the lab's token (unset: a new one, written to .env)", "lab"),
     Setting("TORCHLAB_PASSWORD_HASH", "", "a Jupyter password hash to log in with, besides "
             "the token", "lab"),
+    Setting("LAB_SHM_SIZE", "2gb", "the /dev/shm of each lab and in-image test run, where "
+            "DataLoader workers pass batches (compose.yaml reads it; default: variants.toml's "
+            "shm_size)", "lab"),
     Setting("HUB_ADMIN", "", "the hub's admin user (required by make hub)", "hub"),
     Setting("HUB_PROFILES", "", "the variants the hub offers, e.g. cpu,cuda (unset: cpu and "
             "the accelerators this host's containers reach)", "hub"),
@@ -86,6 +90,8 @@ TABLE = (
     Setting("OAUTH_USERDATA_URL", "", "the provider's user data URL (generic)", "hub"),
     Setting("OAUTH_USERNAME_CLAIM", "", "the user data field that is the user name (generic)",
             "hub"),
+    Setting("TORCHLAB_DDP_SHM_SIZE", "2gb", "each node's /dev/shm, where DataLoader workers "
+            "pass batches (default: variants.toml's shm_size)", "ddp"),
     Setting("PLATFORM", "", "the platform to build, fetch or publish for, e.g. linux/arm64 "
             "(unset or empty: this machine's; for make wheels and publish: every one)", "build",
             blank_is_a_value=True),
@@ -138,6 +144,17 @@ CALLER = ("SUDO_UID", "SUDO_GID")
 PROXY_NAMES = ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 PROXY_VARIABLES = tuple(name for upper in PROXY_NAMES for name in (upper, upper.lower()))
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+# What compose.yaml and hub/compose.yaml read besides the settings: each worked out by the host
+# tools and handed to compose on every run, over the environment and .env, so none is a setting.
+HANDED_TO_COMPOSE = {
+    "LAB_HOME_DIR": "the lab's home, the folder home in LAB_DATA_DIR",
+    "TORCHLAB_COLAB": "1 where COLAB=1, else empty",
+    "TORCHLAB_CA_CERTIFICATES": "the PEM text of LAB_CA_CERTS's certificates",
+    "TORCHLAB_DDP_NODE": "a distributed run's node: its container's name",
+    "TORCHLAB_DDP_IMAGE": "a distributed run's node: its image (the cpu image, or --image-of's)",
+    "HUB_ENGINE_SOCKET": "the socket of the engine make hub drives (DOCKER_HOST's, if a socket)",
+    **dict.fromkeys(PROXY_VARIABLES, "the host's proxy, in both cases, loopback bypassed"),
+}
 
 
 def proxies(environ: Mapping[str, str]) -> dict[str, str]:

@@ -112,7 +112,7 @@ def run(
     node_env = node_settings(names, nproc, f"torchlab-{secrets.token_hex(4)}")
     for index in range(nodes):
         image = (images or {}).get(index, cpu.image)
-        start_node(index, names, image, shm_size or manifest.containers["shm_size"], program,
+        start_node(index, names, image, shm_size or settings["TORCHLAB_DDP_SHM_SIZE"], program,
                    node_env, settings)  # fmt: skip
     print(
         f"torchlab: torchrun on {nodes} node(s) x {nproc} process(es): {shlex.join(program)}",

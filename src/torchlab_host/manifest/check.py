@@ -33,8 +33,8 @@ def problems(manifest: Manifest) -> list[str]:
         if lock_file(variant.lock).exists():
             found += torch_disagreements(variant)
     found += [
-        f"{path} is out of date with variants.toml. Fix: make generate"
-        for path in generate.stale(manifest)
+        f"{path} is out of date with {' and '.join(sources)}. Fix: make generate"
+        for path, sources in generate.stale(manifest).items()
     ]
     return found
 

@@ -1,11 +1,13 @@
 """make generate: what compose.yaml, the dev containers (.devcontainer/<variant>/) and the Zero
-to JupyterHub profiles need from the manifest, written from it; `make check` fails while any of
-them differs from what this writes, so adding a variant to variants.toml cannot leave one behind.
+to JupyterHub profiles need from the manifest, written from it, and the docs' generated tables
+(reference.py); `make check` fails while any of them differs from what this writes, naming what
+it is written from, so adding a variant to variants.toml cannot leave one behind.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -256,42 +258,62 @@ def cluster_profiles(manifest: Manifest) -> str:
     })  # fmt: skip
 
 
-def outputs(manifest: Manifest) -> dict[Path, str]:
-    """Every generated file, by path, as make generate writes it."""
-    written = {ROOT / "compose.yaml": compose(manifest), PROFILES: cluster_profiles(manifest)}
-    written.update(reference.outputs(manifest))  # the docs' tables
+@dataclass(frozen=True)
+class Output:
+    text: str
+    sources: tuple[str, ...]  # what it is written from, from the root: make check names them
+
+
+FROM_MANIFEST = ("variants.toml",)
+
+
+def outputs(manifest: Manifest) -> dict[Path, Output]:
+    """Every generated file, by path, as make generate writes it, with what it is written from."""
+    written = {
+        ROOT / "compose.yaml": Output(compose(manifest), FROM_MANIFEST),
+        PROFILES: Output(cluster_profiles(manifest), FROM_MANIFEST),
+    }
+    for path, text in reference.outputs(manifest).items():  # the docs' tables
+        written[path] = Output(text, reference.sources(text))
     for variant in manifest.variants:
         if variant.per_user:
             path = ROOT / ".devcontainer" / variant.name / "devcontainer.json"
-            written[path] = devcontainer(variant, manifest)
+            written[path] = Output(devcontainer(variant, manifest), FROM_MANIFEST)
     return written
 
 
-def leftovers(wanted: dict[Path, str]) -> list[Path]:
+def leftovers(wanted: dict[Path, Output]) -> list[Path]:
     """Generated files of variants the manifest no longer has (wanted: its outputs)."""
     return [path for path in ROOT.glob(".devcontainer/*/devcontainer.json") if path not in wanted]
 
 
-def differing(wanted: dict[Path, str]) -> list[str]:
-    """The generated files that differ from these outputs, and the leftovers, from the root."""
-    found = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
-    return [str(path.relative_to(ROOT)) for path in [*found, *leftovers(wanted)]]
+def differing(wanted: dict[Path, Output]) -> dict[str, tuple[str, ...]]:
+    """The generated files that differ from these outputs, and the leftovers (of variants gone
+    from the manifest), from the root, each with what it is written from."""
+    found = {
+        path: output.sources
+        for path, output in wanted.items()
+        if not path.exists() or path.read_text() != output.text
+    }
+    found.update(dict.fromkeys(leftovers(wanted), FROM_MANIFEST))
+    return {str(path.relative_to(ROOT)): sources for path, sources in found.items()}
 
 
-def stale(manifest: Manifest) -> list[str]:
-    """The generated files that differ from what make generate writes, relative to the root."""
+def stale(manifest: Manifest) -> dict[str, tuple[str, ...]]:
+    """The generated files that differ from what make generate writes, relative to the root,
+    each with what it is written from."""
     return differing(outputs(manifest))
 
 
 def write(manifest: Manifest) -> list[str]:
     """Write every generated file that differs, remove the leftovers; what changed."""
     wanted = outputs(manifest)  # once: it reads the locks and every document
-    changed = differing(wanted)
+    changed = list(differing(wanted))
     for path in leftovers(wanted):
         path.unlink()
         if not any(path.parent.iterdir()):
             path.parent.rmdir()
-    for path, text in wanted.items():
+    for path, output in wanted.items():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_text(output.text)
     return changed

@@ -1,10 +1,12 @@
-"""What the docs and `make help` say that comes from data: the images (variants.toml and the
-locks), the settings (core/settings.py), the make targets (the Makefile's `## ` lines, with the
-variants each pattern target takes from the manifest) and the toolkit's commands (its table).
+"""What the docs and `make help` say that comes from data: the images and the packages every
+image has (variants.toml and the locks), the settings (core/settings.py), the make targets (the
+Makefile's `## ` lines, with the variants each pattern target takes from the manifest) and the
+toolkit's commands (its table).
 
 make generate writes each table between its markers in the Markdown files,
 `<!-- begin generated: NAME -->` and `<!-- end generated: NAME -->`; make check fails while
-one differs, so the docs cannot fall behind what they describe.
+one differs, naming what the document's tables are written from (TABLES), so the docs cannot
+fall behind what they describe.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from torchlab.locks import pins
 from torchlab.variants import MACHINES, Manifest, Variant
 from torchlab_host import ROOT
 from torchlab_host.core.errors import HostError
-from torchlab_host.core.settings import TABLE, TOPICS
-from torchlab_host.lockfiles.files import lock_file
+from torchlab_host.core.settings import HANDED_TO_COMPOSE, TABLE, TOPICS
+from torchlab_host.lockfiles.files import entries, lock_file, lock_platforms, package_of
 
 MAKEFILE = ROOT / "Makefile"
 TARGET = re.compile(r"^([a-z%-]+):[^#\n]*## (.*)$", re.MULTILINE)
@@ -108,6 +110,12 @@ def settings_table(_: Manifest) -> str:
             if s.topic == topic
         ]
         blocks.append(f"**{title}**\n\n" + table(("setting", "what it sets", "default"), rows))
+    handed: dict[str, list[str]] = {}  # what is handed -> its variables (a proxy's two cases)
+    for name, what in HANDED_TO_COMPOSE.items():
+        handed.setdefault(what, []).append(f"`{name}`")
+    rows = [(", ".join(names), cell(what)) for what, names in handed.items()]
+    title = "Not settings: what the host tools hand compose on every run, over the environment"
+    blocks.append(f"**{title}**\n\n" + table(("variable", "what it is"), rows))
     return "\n\n".join(blocks)
 
 
@@ -183,12 +191,72 @@ def images(manifest: Manifest) -> str:
     return table(header, rows)
 
 
-TABLES: dict[str, Callable[[Manifest], str]] = {
-    "images": images,
-    "settings": settings_table,
-    "host-commands": host_commands,
-    "make-variants": make_variants,
-    "toolkit-commands": toolkit_commands,
+def requested(lock: str) -> set[str]:
+    """The packages a lock's .in names, not what they pull in: the entries whose comments say
+    they are there for `-r requirements/<lock>.in`; none while the lock is missing (make
+    check's first line)."""
+    if not lock_file(lock).exists():
+        return set()
+    asked = f"-r requirements/{lock}.in"
+    _, blocks = entries(lock_file(lock).read_text())
+    return {package_of(key) for key, block in blocks.items() if asked in block}
+
+
+def pins_on(lock: str, platform: str) -> dict[str, str]:
+    return pins(lock_file(lock).read_text(), MACHINES[platform]) if lock_file(lock).exists() else {}
+
+
+def pinned_list(names: set[str], pins_in: dict[str, dict[str, str]]) -> str:
+    """Each package with its version, by name; where the places (pins_in: each one's pins)
+    pin it differently, each version with the places that pin it."""
+    said = []
+    for name in sorted(names):
+        places: dict[str, list[str]] = {}
+        for place, pinned in pins_in.items():
+            if name in pinned:
+                places.setdefault(pinned[name], []).append(place)
+        said.append(f"{name} " + " or ".join(
+            version if len(places) == 1 else f"{version} ({', '.join(where)})"
+            for version, where in places.items()
+        ))  # fmt: skip
+    return ", ".join(said)
+
+
+def packages(manifest: Manifest) -> str:
+    """What every image installs from the locks besides torch and its domain libraries (the
+    images table's): the packages of the shared lock, and those every variant's own lock has."""
+    shared = manifest.shared_lock
+    locked = [variant for variant in manifest.variants if lock_file(variant.lock).exists()]
+    own = set.intersection(*(requested(variant.lock) for variant in locked)) if locked else set()
+    everywhere = {
+        platform: pins_on(shared, platform) for platform in lock_platforms(shared, manifest)
+    }
+    each = {
+        f"{variant.name} on {platform}": pins_on(variant.lock, platform)
+        for variant in locked
+        for platform in variant.platforms
+    }
+    return (
+        f"- from `requirements/{shared}.txt`, which every image shares: "
+        f"{pinned_list(requested(shared), everywhere)}\n"
+        f"- from each image's own lock: {pinned_list(own - {'torch', *DOMAIN_LIBRARIES}, each)}"
+    )
+
+
+@dataclass(frozen=True)
+class Table:
+    write: Callable[[Manifest], str]
+    sources: tuple[str, ...]  # what it is written from, from the root: make check names them
+
+
+LOCKS = "requirements/*.txt"
+TABLES: dict[str, Table] = {
+    "images": Table(images, ("variants.toml", LOCKS)),
+    "packages": Table(packages, ("variants.toml", LOCKS)),
+    "settings": Table(settings_table, ("src/torchlab_host/core/settings.py",)),
+    "host-commands": Table(host_commands, ("Makefile", "variants.toml")),
+    "make-variants": Table(make_variants, ("Makefile", "variants.toml")),
+    "toolkit-commands": Table(toolkit_commands, ("src/torchlab/cli.py",)),
 }
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")))
 
@@ -203,9 +271,15 @@ def filled(text: str, manifest: Manifest, where: Path) -> str:
                 "torchlab does not make",
                 f"name one of {', '.join(TABLES)} in its begin and end markers",
             )
-        return f"{match[1]}{TABLES[match['name']](manifest)}\n{match[4]}"
+        return f"{match[1]}{TABLES[match['name']].write(manifest)}\n{match[4]}"
 
     return REGION.sub(fill, text)
+
+
+def sources(text: str) -> tuple[str, ...]:
+    """What the generated regions of a Markdown text are written from, each once."""
+    found = [source for match in REGION.finditer(text) for source in TABLES[match["name"]].sources]
+    return tuple(dict.fromkeys(found))
 
 
 def outputs(manifest: Manifest) -> dict[Path, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from torchlab_host import ROOT
 from torchlab_host.core import checkout
 from torchlab_host.core.errors import HostError
-from torchlab_host.core.settings import BY_NAME, Settings, proxies
+from torchlab_host.core.settings import BY_NAME, HANDED_TO_COMPOSE, Settings, proxies
 from torchlab_host.lab import config
 
 HOST_TOOLS = ROOT / "src/torchlab_host"
@@ -166,3 +167,64 @@ def test_the_hosts_proxy_is_handed_on_in_both_cases_with_loopback_never_through_
         "HTTP_PROXY": "http://p:8080", "http_proxy": "http://p:8080",
         "NO_PROXY": "localhost,127.0.0.1,::1", "no_proxy": "localhost,127.0.0.1,::1",
     }  # fmt: skip
+
+
+# Compose's interpolation: $NAME, ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error} ...
+# ($$ is a literal dollar), with the default where one is given.
+INTERPOLATION = re.compile(
+    r"(?<!\$)\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*)|[:?+][^}]*)?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
+
+
+def interpolated(text: str) -> dict[str, str]:
+    """Each variable a compose file reads, with compose's default for it ("" where none)."""
+    found: dict[str, str] = {}
+    for braced, has_default, default, bare in INTERPOLATION.findall(text):
+        name = braced or bare
+        found[name] = found.get(name) or (default if has_default else "")
+    return found
+
+
+def compose_reads() -> dict[str, dict[str, str]]:
+    """What each of the checkout's compose files reads, by its path from the root."""
+    listed = checkout.git(ROOT, "ls-files", "--cached", "--others", "--exclude-standard",
+                          "*compose*.yaml", "*compose*.yml").stdout.split()  # fmt: skip
+    return {name: interpolated((ROOT / name).read_text()) for name in listed}
+
+
+def not_settings(reads: dict[str, str]) -> list[str]:
+    return [name for name in reads if name not in BY_NAME and name not in HANDED_TO_COMPOSE]
+
+
+def test_the_scan_finds_each_way_compose_reads_a_variable():
+    text = "a: ${A}\nb: ${B:-2gb}\nc: ${C:?make lab passes it}\nd: $D\ne: $$E\nf: ${F-x}\n"
+    assert interpolated(text) == {"A": "", "B": "2gb", "C": "", "D": "", "F": "x"}
+    assert not_settings(interpolated("${LAB_SHM_SIZE:-2gb} ${LAB_LOOKS_LIKE_ONE:-}")) == [
+        "LAB_LOOKS_LIKE_ONE"
+    ]
+
+
+def test_every_variable_a_compose_file_reads_is_a_setting_or_handed_to_it():
+    read = compose_reads()
+    assert {"compose.yaml", "hub/compose.yaml"} <= read.keys()
+    unknown = [f"{path}: {name}" for path, reads in read.items() for name in not_settings(reads)]
+    assert unknown == [], (
+        "add each to TABLE in src/torchlab_host/core/settings.py (or, where the host tools work "
+        "it out on every run, to HANDED_TO_COMPOSE), then make generate"
+    )
+
+
+def test_what_the_host_tools_hand_compose_is_read_by_it_and_is_no_setting():
+    read = {name for reads in compose_reads().values() for name in reads}
+    assert sorted(HANDED_TO_COMPOSE.keys() - read) == []
+    assert sorted(HANDED_TO_COMPOSE.keys() & BY_NAME.keys()) == []
+
+
+def test_a_settings_default_is_composes_where_both_give_one():
+    differ = [
+        f"{path}: {name} defaults to {default}, the settings to {BY_NAME[name].default}"
+        for path, reads in compose_reads().items()
+        for name, default in reads.items()
+        if name in BY_NAME and default and BY_NAME[name].default not in ("", default)
+    ]
+    assert differ == []

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
 
 import pytest
 
 from torchlab import variants
-from torchlab.locks import pins
+from torchlab.locks import canonical, pins
 from torchlab_host import ROOT
 from torchlab_host.core.errors import HostError
-from torchlab_host.core.settings import TABLE
-from torchlab_host.lockfiles.files import lock_file
-from torchlab_host.manifest import reference
+from torchlab_host.core.settings import TABLE, Setting
+from torchlab_host.lockfiles.files import REQUIREMENTS, lock_file
+from torchlab_host.manifest import check, generate, reference
 
 MANIFEST = variants.load()
 
@@ -68,6 +69,61 @@ def test_the_settings_table_holds_every_setting_with_its_default():
         assert f"| `{setting.name}` |" in written
         if setting.default:
             assert f"| `{setting.default}` |" in written
+
+
+def test_the_packages_list_names_each_package_of_the_shared_lock_with_its_pin():
+    listed = reference.packages(MANIFEST)
+    shared = MANIFEST.shared_lock
+    pinned = pins(lock_file(shared).read_text())
+    asked = re.findall(
+        r"^[A-Za-z0-9][A-Za-z0-9._-]*", (REQUIREMENTS / f"{shared}.in").read_text(), re.M
+    )
+    assert asked and all(f"{canonical(name)} {pinned[canonical(name)]}" in listed for name in asked)
+    # every variant's lock asks for torchmetrics beside torch, which the images table says
+    [own] = [line for line in listed.splitlines() if line.startswith("- from each image's own")]
+    torchmetrics = pins(lock_file(MANIFEST.variants[0].lock).read_text())["torchmetrics"]
+    assert f"torchmetrics {torchmetrics}" in own and "torch " not in own
+
+
+def test_a_package_pinned_differently_says_which_version_is_where():
+    pins_in = {"linux/amd64": {"numpy": "2.4.6"}, "linux/arm64": {"numpy": "2.4.5"}}
+    assert reference.pinned_list({"numpy"}, pins_in) == (
+        "numpy 2.4.6 (linux/amd64) or 2.4.5 (linux/arm64)"
+    )
+    assert reference.pinned_list({"numpy"}, {"linux/amd64": {"numpy": "2.4.6"}}) == "numpy 2.4.6"
+
+
+def test_a_packages_list_behind_its_lock_is_named_with_the_locks_in_make_check(
+    tmp_path, monkeypatch
+):
+    locks = shutil.copytree(REQUIREMENTS, tmp_path / "requirements")
+    shared = locks / f"{MANIFEST.shared_lock}.txt"
+    numpy = pins(shared.read_text())["numpy"]
+    shared.write_text(shared.read_text().replace(f"numpy=={numpy}", "numpy==0.0.1"))
+    monkeypatch.setattr(reference, "lock_file", lambda lock: locks / f"{lock}.txt")
+    assert "numpy 0.0.1" in reference.packages(MANIFEST)
+    found = check.problems(MANIFEST)
+    for document in ("README.md", "docs/index.md"):
+        assert (
+            f"{document} is out of date with variants.toml and requirements/*.txt. "
+            "Fix: make generate"
+        ) in found
+
+
+def test_a_stale_settings_page_is_named_with_the_settings_table_it_is_written_from(monkeypatch):
+    added = Setting("LAB_NEW", "", "a setting the docs do not have yet", "lab")
+    monkeypatch.setattr(reference, "TABLE", (*TABLE, added))
+    found = [line for line in check.problems(MANIFEST) if "docs/reference/settings.md" in line]
+    assert found == [
+        "docs/reference/settings.md is out of date with src/torchlab_host/core/settings.py. "
+        "Fix: make generate"
+    ]
+
+
+def test_what_each_generated_file_is_written_from_is_in_the_checkout():
+    named = {source for output in generate.outputs(MANIFEST).values() for source in output.sources}
+    named |= {source for table in reference.TABLES.values() for source in table.sources}
+    assert [source for source in sorted(named) if not list(ROOT.glob(source))] == []
 
 
 def test_a_table_edited_by_hand_is_written_back_and_a_written_one_stays():
