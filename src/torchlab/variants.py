@@ -27,8 +27,9 @@ _FIELDS = {
     "platforms": dict,
     "size_ceiling_gb": (int, float),
     "build": dict,
+    "debian_packages": list,
 }
-_OPTIONAL: tuple[str, ...] = ()
+_OPTIONAL: tuple[str, ...] = ("debian_packages",)
 # What a variant ships on one platform ([variants.<name>.platforms."linux/arm64"]).
 _PLATFORM_FIELDS = {"source": str, "torch": str, "build": dict, "why": str, "omittable": list}
 _PLATFORM_OPTIONAL = ("build", "why", "omittable")
@@ -38,6 +39,9 @@ _DEVICE_FIELDS = {"cpu_mode": dict, "compose": dict, "kubernetes": dict}
 # Every lab container's settings, wherever it starts (compose, the hub, the dev containers).
 _CONTAINER_FIELDS = {"cap_drop": list, "security_opt": list, "shm_size": str, "pids_limit": int}
 _NAME = re.compile(r"[a-z][a-z0-9]*")
+# A Debian package's name (Debian Policy 5.6.7): also what keeps a build argument of them to
+# words apt reads as names.
+_DEBIAN_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 
 
 class ManifestError(ValueError):
@@ -73,6 +77,7 @@ class Variant:
     platforms: dict[str, Platform]  # each platform it ships for -> what it ships there
     size_ceiling_gb: float
     build: dict[str, Any]  # what `torchlab check-build` asserts
+    debian_packages: tuple[str, ...]  # what its image adds to every image's Debian packages
     # From its device kind's [devices.<kind>] table: the environment of its suite on a machine
     # without the device, what its compose services carry to reach it, and what a Kubernetes
     # pod needs to reach it (KubeSpawner's profile overrides).
@@ -122,6 +127,7 @@ class Manifest:
     host_locks: tuple[str, ...]
     hub_lock: str
     base_image: str  # what every Dockerfile starts FROM, pinned by digest
+    debian_packages: tuple[str, ...]  # what every lab image installs from Debian
     containers: dict[str, Any]  # every lab container's confinement and shared memory
 
     @property
@@ -196,6 +202,9 @@ def _variant(name: str, table: dict[str, Any], device: dict[str, Any], where: st
         size_ceiling_gb=float(table["size_ceiling_gb"]),
         cpu_mode={key: str(value) for key, value in device.get("cpu_mode", {}).items()},
         build=dict(table["build"]),
+        debian_packages=_debian_packages(
+            table.get("debian_packages", []), f"variants.{name}", where
+        ),
         compose=dict(device.get("compose", {})),
         kubernetes=dict(device.get("kubernetes", {})),
     )
@@ -248,6 +257,18 @@ def _platforms(name: str, tables: dict[str, Any], where: str) -> dict[str, Platf
     return platforms
 
 
+def _debian_packages(names: list[Any], key: str, where: str) -> tuple[str, ...]:
+    wrong = [
+        name for name in names if not isinstance(name, str) or not _DEBIAN_PACKAGE.fullmatch(name)
+    ]
+    if wrong:
+        raise ManifestError(
+            f"{where}: {key}.debian_packages: {wrong[0]!r} is not a Debian package name "
+            "(lowercase letters, digits, + - .)"
+        )
+    return tuple(names)
+
+
 def parse(text: str, path: Path) -> Manifest:
     try:
         data = tomllib.loads(text)
@@ -268,7 +289,8 @@ def parse(text: str, path: Path) -> Manifest:
     if repeated:
         raise ManifestError(f"{path}: {', '.join(repeated)} names more than one variant")
     locks = data.get("locks", {})
-    base_image = data.get("images", {}).get("base")
+    images = data.get("images", {})
+    base_image = images.get("base")
     if not isinstance(base_image, str) or "@sha256:" not in base_image:
         raise ManifestError(f"{path}: images.base must name the base image by its digest")
     containers = data.get("containers", {})
@@ -284,6 +306,7 @@ def parse(text: str, path: Path) -> Manifest:
         tuple(locks.get("host", ())),
         locks.get("hub", "hub"),
         base_image,
+        _debian_packages(images.get("debian_packages", []), "images", str(path)),
         dict(containers),
     )
 

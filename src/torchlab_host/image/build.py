@@ -38,6 +38,9 @@ INDEX_UNREACHABLE = re.compile(
     r"Could not find a version that satisfies|No matching distribution found"
     r"|Failed to establish a new connection|SSLError|CERTIFICATE_VERIFY_FAILED"
 )
+# The one line a script of docker/ fails with: what is wrong, and what fixes it.
+# (The classic builder colours a RUN's stderr lines: their escapes may come first.)
+OWN_FAILURE = re.compile(r"^(?:\x1b\[\d+m)*torchlab: (.+)\. Fix: (.+?)(?:\x1b\[\d+m|\s)*$", re.M)
 
 
 def build_command(
@@ -75,6 +78,9 @@ def build_command(
 def explain_build_failure(build: Build, output: list[str]) -> HostError:
     """The one line for a failed build: its real cause where the output shows it."""
     text = "\n".join(output)
+    said = OWN_FAILURE.search(text)  # a build script's own one line (docker/apt-install)
+    if said:
+        return HostError(said[1], f"{said[2]}, then {build.target}")
     base = build.settings["BASE_IMAGE"] or build.args["BASE_IMAGE"].split("@")[0]
     steps = [line for line in output if STEP.match(line)]
     pulling_base = bool(steps) and STEP.match(steps[-1])[1].startswith("FROM ")
