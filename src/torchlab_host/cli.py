@@ -217,7 +217,7 @@ COMMANDS = (
     Command("ci-suite", "the suite CI runs in a variant's image, in CPU mode: each torch "
             "release's notebooks once", ci_suite, (VARIANT,)),
     Command("image-sizes", "the torchlab images here, their sizes, and the disk left",
-            lambda a, m, s: ci_images.sizes()),
+            lambda a, m, s: ci_images.sizes(m)),
     Command("image-remove", "remove a variant's image: every name of it",
             lambda a, m, s: ci_images.remove(m.variant(a.variant)), (VARIANT,)),
     Command("image-round-trip", "image-save, remove, image-load: a variant's image back from "

@@ -142,6 +142,11 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """Facts for the probe: versions, builds, the devices and their properties."""
 
+    def warnings(self) -> list[str]:
+        """What works but is not as it should be here, a line each with its fix (the probe
+        shows them)."""
+        return []
+
     def known_failures(self) -> list[KnownFailure]:
         return []
 

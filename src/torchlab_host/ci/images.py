@@ -8,18 +8,24 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from torchlab.variants import Variant
+from torchlab.variants import Manifest, Variant
 from torchlab_host.core.engine import docker_must, require_docker
 from torchlab_host.core.errors import HostError
 from torchlab_host.image import archive
 from torchlab_host.image.tags import image_exists, image_tags
 
 
-def sizes() -> None:
-    """Every torchlab image here with its size, and the disk left for the next build."""
+def sizes(manifest: Manifest) -> None:
+    """Every torchlab image here with its size (a variant's against its ceiling in the
+    manifest, in the 10^9 bytes of Docker's GB), and the disk left for the next build."""
     require_docker()
     listed = docker_must("image", "ls", "--format", "{{.Repository}}:{{.Tag}} {{.Size}}")
-    print("\n".join(line for line in listed.splitlines() if line.startswith("torchlab")))
+    ceilings = {variant.image: variant.size_ceiling_gb for variant in manifest.variants}
+    for line in listed.splitlines():
+        if line.startswith("torchlab"):
+            image = line.split()[0]
+            ceiling = f" (ceiling {ceilings[image]:g} GB)" if image in ceilings else ""
+            print(f"{line}{ceiling}")
     root = docker_must("info", "--format", "{{.DockerRootDir}}").strip()
     try:
         left = shutil.disk_usage(root).free

@@ -504,8 +504,11 @@ def test_the_round_trip_saves_removes_keeping_the_layers_and_loads(docker, tmp_p
     assert not archive.exists() and not Path(f"{archive}.sha256").exists()
 
 
-def test_image_sizes_lists_the_torchlab_images_and_the_disk_left(docker, tmp_path, capsys):
-    images.sizes()
+def test_image_sizes_lists_the_torchlab_images_against_their_ceilings_and_the_disk_left(
+    docker, tmp_path, capsys
+):
+    images.sizes(MANIFEST)
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == f"{CPU.image} 1.2GB" and not any("someone" in line for line in out)
+    assert out[0] == f"{CPU.image} 1.2GB (ceiling {CPU.size_ceiling_gb:g} GB)"
+    assert not any("someone" in line for line in out)
     assert out[-1].endswith(f"GB left in {tmp_path} for the next build")

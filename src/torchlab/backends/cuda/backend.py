@@ -1,5 +1,6 @@
 """The CUDA backend: whether this machine's NVIDIA GPUs are usable and what the probe reports of
-them, and what `torchlab check-build` asserts of a CUDA build (its CUDA, kernels and cuDNN)."""
+them, and what `torchlab check-build` asserts of a CUDA build (its CUDA, kernels, cuDNN and
+nvcc)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from .. import Backend, BuildCheck, Hint, KnownFailure, Status
 from . import driver, hints
+from .compiler import check_nvcc, mismatch, nvcc_release
 from .driver import cuda_text, driver_cuda_version, needed_driver, nvml_driver
 from .kernels import arch_list, kernel_archs, serving_arch
 
@@ -99,6 +101,7 @@ class CudaBackend(Backend):
         facts: dict[str, Any] = {"build_cuda": torch.version.cuda}
         if torch.version.cuda is None:
             return facts
+        facts["nvcc"] = nvcc_release()
         arches = arch_list()
         driver_version, nvml_error = nvml_driver()
         driver_cuda = driver_cuda_version()
@@ -140,6 +143,12 @@ class CudaBackend(Backend):
         facts["gpus"] = gpus
         return facts
 
+    def warnings(self) -> list[str]:
+        import torch
+
+        problem = mismatch(nvcc_release(), torch.version.cuda)
+        return [str(problem)] if problem else []
+
     def known_failures(self) -> list[KnownFailure]:
         return hints.known_failures()
 
@@ -155,6 +164,7 @@ class CudaBackend(Backend):
             "cuda_major": _check_cuda_major,
             "archs": _check_archs,
             "cudnn": _check_cudnn,
+            "nvcc": check_nvcc,
         }
 
     def supports_bf16(self, device: Any) -> bool:
