@@ -79,10 +79,28 @@ def _platform_release() -> str | None:
     return f"{here}'s torch {variant.platforms[here].torch}: {why}; {others}"
 
 
+def _device_settings(backends: dict[str, Any], container: dict[str, Any]) -> list[str]:
+    """In an image whose device is usable here: the settings its containers are started with
+    (the manifest's compose block) that this one lacks."""
+    from . import variants
+
+    name = os.environ.get("TORCHLAB_VARIANT")
+    try:
+        variant = variants.load().variant(name) if name else None
+    except variants.ManifestError:
+        return []
+    if variant is None or not backends.get(variant.device, {}).get("usable"):
+        return []
+    hub_server = "JUPYTERHUB_SERVICE_PREFIX" in os.environ
+    problem = system.device_settings_problem(container, variant.compose, hub_server)
+    return [problem] if problem else []
+
+
 def collect(smoke: bool = True) -> dict[str, Any]:
     import torch
 
     container = system.container()
+    backends = {backend.name: _backend_entry(backend, smoke) for backend in all_backends()}
     return {
         "torchlab": __version__,
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -94,14 +112,18 @@ def collect(smoke: bool = True) -> dict[str, Any]:
             "platform_release": _platform_release(),
         },
         "container": container,
-        "backends": {backend.name: _backend_entry(backend, smoke) for backend in all_backends()},
+        "backends": backends,
         "packages": {
             "added": packages.added(),
             "added_in": str(packages.user_site()),
             "left_out": packages.left_out(),
             "environments": environments.summary(),
         },
-        "warnings": _warnings(container),
+        "warnings": [
+            *_warnings(container),
+            *_device_settings(backends, container),
+            *(line for backend in all_backends() for line in backend.warnings()),
+        ],
     }
 
 
@@ -190,6 +212,13 @@ def render_table(report: dict[str, Any]) -> str:
             f"uid {container['uid']} gid {container['gid']}",
         ),
         ("/dev/shm", system.human_bytes(container["shm_bytes"])),
+        (
+            "limits",
+            f"IPC namespace {container['ipc']}, "
+            + ", ".join(
+                f"{name} {system.limit_text(limit)}" for name, limit in container["limits"].items()
+            ),
+        ),
         ("labs", f"{container['labs_dir']} ({labs_state})"),
         ("environment", environment),
         ("added", _added(report["packages"])),

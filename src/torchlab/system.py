@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import resource
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,11 @@ from typing import Any
 GIB = 1024**3
 # DataLoader workers hand batches over through /dev/shm; Docker's default of 64 MiB crashes them.
 SHM_MINIMUM = 1 * GIB
+# The limits a container's processes run under, by the names docker run --ulimit gives them.
+LIMITS = {"memlock": resource.RLIMIT_MEMLOCK, "stack": resource.RLIMIT_STACK}
+# The kernel's first IPC namespace always has this inode (PROC_IPC_INIT_INO): a container
+# in it was started with --ipc=host.
+HOST_IPC_INODE = 0xEFFFFFFF
 # Environment variables that decide which device a process sees and how it behaves.
 DEVICE_ENVIRONMENT = (
     "TORCHLAB_EXPECT",
@@ -176,6 +182,23 @@ def labs_dir() -> Path:
     return Path("labs") if Path("labs").is_dir() else Path.cwd()
 
 
+def limits() -> dict[str, int]:
+    """This process's soft limits by their ulimit names, in bytes (-1: none)."""
+    found = {}
+    for name, which in LIMITS.items():
+        soft = resource.getrlimit(which)[0]
+        found[name] = -1 if soft == resource.RLIM_INFINITY else soft
+    return found
+
+
+def ipc_namespace() -> str:
+    """ "host" where this process shares the host's IPC namespace (--ipc=host), else "own"."""
+    try:
+        return "host" if os.stat("/proc/self/ns/ipc").st_ino == HOST_IPC_INODE else "own"
+    except OSError:
+        return "own"
+
+
 def container() -> dict[str, Any]:
     labs = labs_dir()
     return {
@@ -183,11 +206,45 @@ def container() -> dict[str, Any]:
         "uid": os.getuid(),
         "gid": os.getgid(),
         "shm_bytes": shm_bytes(),
+        "limits": limits(),
+        "ipc": ipc_namespace(),
         "labs_dir": str(labs),
         "labs_exists": labs.is_dir(),
         "labs_writable": labs.is_dir() and os.access(labs, os.W_OK | os.X_OK),
         "environment": {name: os.environ.get(name) for name in DEVICE_ENVIRONMENT},
     }
+
+
+def _meets(have: int, wanted: int) -> bool:
+    return have == -1 or (wanted != -1 and have >= wanted)
+
+
+def limit_text(limit: int) -> str:
+    return "unlimited" if limit == -1 else human_bytes(limit)
+
+
+def device_settings_problem(
+    container: dict[str, Any], wanted: dict[str, Any], hub_server: bool
+) -> str | None:
+    """Which of the settings a device's containers are started with (the manifest's compose
+    block: its ipc and ulimits) this container lacks, as one line with its fix; a hub's server
+    keeps its own IPC namespace by design (many users share the host)."""
+    missing = [
+        f"{name} {limit_text(container['limits'][name])} (wanted {limit_text(limit)})"
+        for name, limit in wanted.get("ulimits", {}).items()
+        if name in container["limits"] and not _meets(container["limits"][name], limit)
+    ]
+    flags = [f"--ulimit {name}={limit}" for name, limit in wanted.get("ulimits", {}).items()]
+    if wanted.get("ipc") == "host" and not hub_server:
+        flags.insert(0, "--ipc=host")
+        if container["ipc"] != "host":
+            missing.insert(0, "its own IPC namespace (wanted the host's)")
+    if not missing:
+        return None
+    return (
+        f"this container has {', '.join(missing)}: NCCL and pinned memory across GPUs need "
+        f"them. Fix: docker run {' '.join(flags)} (torchlab's compose.yaml sets them)"
+    )
 
 
 def labs_problem(container: dict[str, Any]) -> str | None:

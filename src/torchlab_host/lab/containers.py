@@ -32,19 +32,32 @@ def gpu_requests(variant: Variant) -> list[dict[str, Any]]:
     ]
 
 
+def ulimits(variant: Variant) -> list[dict[str, Any]]:
+    """The compose block's ulimits (one number: soft and hard alike), as Docker's."""
+    return [
+        {"Name": name, "Soft": limit, "Hard": limit}
+        for name, limit in variant.compose.get("ulimits", {}).items()
+    ]
+
+
 def host_config(variant: Variant, manifest: Manifest) -> dict[str, Any]:
-    """Docker's container settings for a lab of this variant (docker-py's host config)."""
-    understood = {"deploy", "privileged", "environment", "network_mode"}
+    """Docker's container settings for a lab of this variant (docker-py's host config), for one
+    of many users' servers on a host: the device block's IPC namespace is not given, so each
+    server's shared memory stays its own (shm_size serves its DataLoader workers and NCCL
+    between its own processes)."""
+    understood = {"deploy", "privileged", "environment", "network_mode", "ipc", "ulimits"}
     unknown = sorted(set(variant.compose) - understood)
     if unknown:
         raise HostError(
             f"variants.toml: the {variant.name} device block has {unknown}, which a lab outside "
             "compose cannot be given",
-            "express it as a device reservation, privileged or environment",
+            "express it as a device reservation, privileged, ulimits or environment",
         )
     config: dict[str, Any] = {**manifest.containers}
     if gpu_requests(variant):
         config["device_requests"] = gpu_requests(variant)
+    if ulimits(variant):
+        config["ulimits"] = ulimits(variant)
     if variant.compose.get("privileged"):
         config["privileged"] = True
         config.pop("cap_drop")
@@ -55,13 +68,15 @@ def wants_gpu(variant: Variant) -> bool:
     return any(request["Driver"] == "nvidia" for request in gpu_requests(variant))
 
 
-def run_flags(manifest: Manifest) -> list[str]:
-    """The confinement, shared memory and process limit as docker run flags (a dev
-    container's runArgs)."""
+def run_flags(manifest: Manifest, variant: Variant) -> list[str]:
+    """The confinement, shared memory and process limit, and the device block's IPC namespace
+    and ulimits, as docker run flags (a dev container's runArgs: one person's, like a lab)."""
     containers = manifest.containers
     return [
         *(f"--cap-drop={capability}" for capability in containers["cap_drop"]),
         *(f"--security-opt={option}" for option in containers["security_opt"]),
         f"--shm-size={containers['shm_size']}",
         f"--pids-limit={containers['pids_limit']}",
+        *([f"--ipc={variant.compose['ipc']}"] if "ipc" in variant.compose else []),
+        *(f"--ulimit={limit['Name']}={limit['Soft']}" for limit in ulimits(variant)),
     ]

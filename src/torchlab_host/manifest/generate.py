@@ -202,7 +202,7 @@ def devcontainer(variant: Variant, manifest: Manifest) -> str:
         "remoteUser": "lab",
         "containerUser": "lab",
         "updateRemoteUserUID": True,
-        "runArgs": [*run_flags(manifest), "--no-healthcheck"],
+        "runArgs": [*run_flags(manifest, variant), "--no-healthcheck"],
         "customizations": {
             "vscode": {
                 "extensions": ["ms-python.python", "ms-toolsai.jupyter"],

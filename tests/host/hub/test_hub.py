@@ -110,6 +110,11 @@ def test_a_gpu_profile_is_the_image_the_driver_supports_and_its_servers_get_a_gp
         "device_requests": [
             {"Driver": "nvidia", "Capabilities": [["gpu"]], "DeviceIDs": [ONE_H100]}
         ],
+        # NVIDIA's limits for NCCL and pinned memory (no host IPC: a class shares the host).
+        "ulimits": [
+            {"Name": "memlock", "Soft": -1, "Hard": -1},
+            {"Name": "stack", "Soft": 67108864, "Hard": 67108864},
+        ],
     }
     assert served[chosen]["labels"] == {"org.torchlab.gpus": ONE_H100}
     assert "device_requests" not in served["cpu"]["host_config"]
