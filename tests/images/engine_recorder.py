@@ -2,12 +2,13 @@
 
 EngineRecorder listens on a unix socket of its own and forwards every connection to the
 engine's socket byte for byte, with one exception: each `POST /containers/create` body is
-recorded as the client sent it, and its NVIDIA device requests are taken out before the engine
-sees it (fixing Content-Length), so a GPU server's container starts here and the test still
-reads which devices it asked for. The requests of a connection are read one after another
-(keep-alive; Content-Length or chunked bodies); after a request that hijacks the connection
-(an upgrade, attach, exec start) it is piped both ways as it is. The engine's answers always
-are.
+recorded as the client sent it, and what this machine cannot give is taken out before the
+engine sees it (fixing Content-Length): its NVIDIA device requests, and the ulimits above this
+machine's hard limits (a GPU server's unlimited memlock; runc cannot raise it here), so a GPU
+server's container starts here and the test still reads what it asked for. The requests of a
+connection are read one after another (keep-alive; Content-Length or chunked bodies); after a
+request that hijacks the connection (an upgrade, attach, exec start) it is piped both ways as
+it is. The engine's answers always are.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -28,6 +30,20 @@ CREATE = re.compile(rb"POST (?:/v[\d.]+)?/containers/create[?\s]")
 # Docker answers these with a raw stream both ways (the CLI also says Upgrade for them).
 HIJACKS = re.compile(rb"\S+ (?:/v[\d.]+)?/(?:containers/[^/]+/attach|exec/[^/]+/start)[?\s]")
 FRAMING = (b"content-length", b"transfer-encoding")
+
+
+# The ulimits a create request may name, as Docker names them, and this machine's resource.
+LIMITS = {"memlock": resource.RLIMIT_MEMLOCK, "stack": resource.RLIMIT_STACK}
+
+
+def beyond_this_machine(limit: dict[str, Any]) -> bool:
+    """A ulimit whose hard limit is above what this machine lets a container have."""
+    which = LIMITS.get(limit["Name"])
+    if which is None:
+        return False
+    hard = resource.getrlimit(which)[1]
+    wanted = resource.RLIM_INFINITY if limit["Hard"] == -1 else limit["Hard"]
+    return hard != resource.RLIM_INFINITY and (wanted == resource.RLIM_INFINITY or wanted > hard)
 
 
 @dataclass(frozen=True)
@@ -137,15 +153,18 @@ class EngineRecorder:
         return b"upgrade" in said.get(b"connection", b"") or bool(HIJACKS.match(line))
 
     def _recorded(self, line: bytes, body: bytes) -> bytes:
-        """Record a create request; its body without NVIDIA device requests."""
+        """Record a create request; its body without NVIDIA device requests and ulimits beyond
+        this machine."""
         query = urlsplit(line.split()[1].decode()).query
         config = json.loads(body)
         self.created.append(Created(parse_qs(query).get("name", [""])[0], json.loads(body)))
         host = config.get("HostConfig") or {}
         requests = host.get("DeviceRequests") or []
-        if not any(nvidia(request) for request in requests):
+        limits = host.get("Ulimits") or []
+        if not any(map(nvidia, requests)) and not any(map(beyond_this_machine, limits)):
             return body
         host["DeviceRequests"] = [request for request in requests if not nvidia(request)]
+        host["Ulimits"] = [limit for limit in limits if not beyond_this_machine(limit)]
         return json.dumps(config).encode()
 
 

@@ -146,6 +146,10 @@ def test_two_students_get_a_gpu_each(hub, engine):
         [asked] = [wanted for wanted in created["HostConfig"]["DeviceRequests"] if nvidia(wanted)]
         assert asked["Driver"] == "nvidia" and asked["Capabilities"] == [["gpu"]], asked
         assert not asked.get("Count"), asked  # only the GPUs named, never all of them
+        # NVIDIA's limits for many GPUs, from the manifest; the host's IPC namespace never.
+        limits = {limit["Name"]: limit["Hard"] for limit in created["HostConfig"]["Ulimits"]}
+        assert limits == {"memlock": -1, "stack": 67108864}, limits
+        assert created["HostConfig"].get("IpcMode") in (None, "", "private", "shareable")
         [given[user]] = asked["DeviceIDs"]
         labels = docker("inspect", "--format", "{{json .Config.Labels}}", container)
         assert json.loads(labels.stdout)[LABEL] == given[user]
