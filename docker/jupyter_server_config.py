@@ -28,6 +28,29 @@ if password_hash:
     c.PasswordIdentityProvider.allow_password_change = False
     c.IdentityProvider.token = ""
 
+
+def seconds(variable: str, default: int) -> int:
+    """A whole number of seconds from the environment. A bad value stops the server with one
+    line: as an ordinary error Jupyter would log it and start without this whole file."""
+    value = os.environ.get(variable) or str(default)
+    if not value.isdigit():
+        raise SystemExit(
+            f"torchlab: {variable} is {value!r}, not a number of seconds. Fix: set it (make lab: "
+            "LAB_CULL_IDLE_TIMEOUT, make hub: HUB_CULL_IDLE_TIMEOUT) to whole seconds, 0 for never"
+        )
+    return int(value)
+
+
+# Kernel culling: a kernel idle for TORCHLAB_CULL_IDLE_TIMEOUT seconds is shut down and frees
+# its memory, a GPU's included; 0 never culls (one person's lab: make lab's default). An open
+# tab keeps a kernel connected but is no use of it (cull_connected), and a running cell is
+# never cut off (cull_busy off). The server is checked every TORCHLAB_CULL_INTERVAL seconds,
+# so a kernel goes at most that long after its timeout.
+c.MappingKernelManager.cull_idle_timeout = seconds("TORCHLAB_CULL_IDLE_TIMEOUT", 0)
+c.MappingKernelManager.cull_interval = seconds("TORCHLAB_CULL_INTERVAL", 60)
+c.MappingKernelManager.cull_connected = True
+c.MappingKernelManager.cull_busy = False
+
 # Kernels talk to the server over Unix sockets in the runtime folder instead of TCP on
 # loopback: no other process can reach them, and ipykernel no longer warns about plain TCP.
 c.KernelManager.transport = "ipc"

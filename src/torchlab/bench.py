@@ -133,6 +133,42 @@ def batching_per_example_speedup(repeats: int = 25) -> float:
     return per_example[0] / per_example[-1]
 
 
+STEP_WIDTH, STEP_BATCH = 1024, 256
+
+
+def training_step_ms(seconds: float = 3.0) -> dict[str, Any]:
+    """The threads torch runs and the milliseconds per training step of a float32 MLP (three
+    1024-wide layers, batch 256), nearly all of it matmuls: in a container under a CPU
+    limit, more threads than its CPUs spend its quota early and wait out each period (CFS
+    throttling). The mean over `seconds` of steps, not a median: throttled steps are the cost."""
+    import time
+
+    import torch
+    from torch import nn
+
+    model = nn.Sequential(
+        nn.Linear(STEP_WIDTH, STEP_WIDTH), nn.ReLU(),
+        nn.Linear(STEP_WIDTH, STEP_WIDTH), nn.ReLU(),
+        nn.Linear(STEP_WIDTH, STEP_WIDTH),
+    )  # fmt: skip
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    batch, target = torch.randn(STEP_BATCH, STEP_WIDTH), torch.randn(STEP_BATCH, STEP_WIDTH)
+
+    def step() -> None:
+        optimizer.zero_grad()
+        nn.functional.mse_loss(model(batch), target).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step()
+        steps += 1
+    elapsed = time.perf_counter() - start
+    return {"threads": torch.get_num_threads(), "step_ms": round(elapsed / steps * 1e3, 1)}
+
+
 def benchmark_device(backend: Backend, device: Any) -> dict[str, Any]:
     size = backend.bench_matmul_size
     results: dict[str, Any] = {"device": str(device), "matmul_size": size}

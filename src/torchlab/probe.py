@@ -42,8 +42,24 @@ def _backend_entry(backend: Backend, smoke: bool) -> dict[str, Any]:
     return entry
 
 
-def _warnings(container: dict[str, Any]) -> list[str]:
+def _threads(machine: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    return {
+        "torch": torch.get_num_threads(),
+        "from": system.threads_source(),
+        "fit_the_limit": system.cpu_limit_threads(machine["cpu_limit"], machine["cpu_count"]),
+    }
+
+
+def _warnings(container: dict[str, Any], threads: dict[str, Any]) -> list[str]:
     found = []
+    if threads["fit_the_limit"] and threads["torch"] > threads["fit_the_limit"]:
+        found.append(
+            f"torch runs {threads['torch']} threads in a limit of {threads['fit_the_limit']} "
+            f"CPUs (from {threads['from']}): they wait for the CPU time they are refused. Fix: "
+            f"export OMP_NUM_THREADS={threads['fit_the_limit']} (torchlab's entrypoint sets it)"
+        )
     shm = container["shm_bytes"]
     if system.shm_is_small(shm):
         found.append(
@@ -99,12 +115,14 @@ def _device_settings(backends: dict[str, Any], container: dict[str, Any]) -> lis
 def collect(smoke: bool = True) -> dict[str, Any]:
     import torch
 
-    container = system.container()
+    container, machine = system.container(), system.machine()
+    threads = _threads(machine)
     backends = {backend.name: _backend_entry(backend, smoke) for backend in all_backends()}
     return {
         "torchlab": __version__,
         "time": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": system.machine(),
+        "machine": machine,
+        "threads": threads,
         "torch": {
             "version": torch.__version__,
             "git": torch.version.git_version[:12],
@@ -120,7 +138,7 @@ def collect(smoke: bool = True) -> dict[str, Any]:
             "environments": environments.summary(),
         },
         "warnings": [
-            *_warnings(container),
+            *_warnings(container, threads),
             *_device_settings(backends, container),
             *(line for backend in all_backends() for line in backend.warnings()),
         ],
@@ -195,6 +213,11 @@ def render_table(report: dict[str, Any]) -> str:
             f"glibc {machine['glibc']}, {machine['arch']}",
         ),
         ("CPUs", f"{machine['cpus_usable']} usable of {machine['cpu_count']}{limit}"),
+        (
+            "threads",
+            f"{report['threads']['torch']} for torch of the host's {machine['cpu_count']} "
+            f"cores, from {report['threads']['from']}",
+        ),
         (
             "RAM",
             f"{system.human_bytes(machine['ram_bytes'])} "

@@ -5,11 +5,13 @@ The one reader of /proc and /sys here: the probe, the backends and the host's be
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import re
 import resource
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,11 @@ WSL_GPU = Path("/dev/dxg")
 WSL_DRIVER_LIBRARIES = Path("/usr/lib/wsl/lib")
 KERNEL_RELEASE = Path("/proc/sys/kernel/osrelease")
 MOUNTS = Path("/proc/mounts")
+CGROUP = Path("/sys/fs/cgroup")
+# Torch sizes its intra-op pool from these (MKL_NUM_THREADS over OMP_NUM_THREADS), OpenMP and
+# MKL theirs: a user who set either chose their own threads.
+USER_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+THREADS_FROM_LIMIT = "TORCHLAB_CPU_LIMIT_THREADS"
 
 
 def in_container() -> bool:
@@ -108,19 +115,56 @@ def cpu_model_and_flags() -> tuple[str | None, set[str]]:
     return model, flags
 
 
-def _cgroup_cpu_limit() -> float | None:
+def _cgroup_cpu_limit(cgroup: Path = CGROUP) -> float | None:
     """CPUs this cgroup may use (cgroup v2 cpu.max or v1 quota), None when unlimited."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = (cgroup / "cpu.max").read_text().split()
         return None if quota == "max" else int(quota) / int(period)
     except (OSError, ValueError):
         pass
     try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        quota = int((cgroup / "cpu/cpu.cfs_quota_us").read_text())
+        period = int((cgroup / "cpu/cpu.cfs_period_us").read_text())
         return None if quota <= 0 else quota / period
     except (OSError, ValueError):
         return None
+
+
+def cpu_limit_threads(limit: float | None, cpu_count: int | None) -> int | None:
+    """The threads that fit a CPU quota: ceil(quota/period), at least 1, at most the host's
+    cores; None without a quota (torch's own default then: one per core). More threads than
+    the quota's CPUs each get a slice of its time and wait for the next period (CFS throttling),
+    so they compute slower than fewer would."""
+    if limit is None:
+        return None
+    return max(1, min(math.ceil(limit), cpu_count or 1))
+
+
+def thread_environment(
+    environ: Mapping[str, str] = os.environ, cgroup: Path = CGROUP
+) -> dict[str, str]:
+    """What every container's entrypoint exports before any Python or torch starts, so each
+    process's PyTorch and OpenMP threads fit the container's CPU limit; nothing where the user
+    chose their own (OMP_NUM_THREADS or MKL_NUM_THREADS: torch reads both) or there is no
+    limit. TORCHLAB_CPU_LIMIT_THREADS says to the probe that the number is the limit's."""
+    if any(environ.get(name) for name in USER_THREAD_VARIABLES):
+        return {}
+    threads = cpu_limit_threads(_cgroup_cpu_limit(cgroup), os.cpu_count())
+    if threads is None:
+        return {}
+    return dict.fromkeys((*USER_THREAD_VARIABLES, THREADS_FROM_LIMIT), str(threads))
+
+
+def threads_source(environ: Mapping[str, str] = os.environ) -> str:
+    """Where this process's thread count came from: the CPU limit, the user's variable, or
+    torch's default."""
+    chosen = [name for name in USER_THREAD_VARIABLES if environ.get(name)]
+    marked = environ.get(THREADS_FROM_LIMIT)
+    if marked and all(environ[name] == marked for name in chosen):
+        return "the CPU limit"
+    if chosen:
+        return f"your {chosen[-1]}"  # torch reads MKL_NUM_THREADS over OMP_NUM_THREADS
+    return "torch's default (one per core)"
 
 
 def _os_name() -> str:
@@ -271,3 +315,10 @@ def human_bytes(count: int | None) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
         count /= 1024
     raise AssertionError("unreachable")
+
+
+if __name__ == "__main__":
+    # docker/entrypoint: `eval "$(python -I -m torchlab.system)"`, the thread settings as
+    # shell exports (numbers only, so nothing in them needs quoting).
+    for name, value in thread_environment().items():
+        print(f"export {name}={value}")

@@ -62,6 +62,11 @@ TABLE = (
     Setting("LAB_SHM_SIZE", "2gb", "the /dev/shm of each lab and in-image test run, where "
             "DataLoader workers pass batches (compose.yaml reads it; default: variants.toml's "
             "shm_size)", "lab"),
+    # Off for one person's lab: its kernels are theirs, and a culled one loses what it held;
+    # in a class (HUB_CULL_IDLE_TIMEOUT) an idle kernel keeps a GPU from the next student.
+    Setting("LAB_CULL_IDLE_TIMEOUT", "0", "seconds before a kernel that runs nothing is shut "
+            "down, an open tab or not, freeing its memory and GPU; a running cell keeps it (0: "
+            "never; compose.yaml reads it)", "lab"),
     Setting("HUB_ADMIN", "", "the hub's admin user (required by make hub)", "hub"),
     Setting("HUB_PROFILES", "", "the variants the hub offers, e.g. cpu,cuda (unset: cpu and "
             "the accelerators this host's containers reach)", "hub"),

@@ -51,6 +51,8 @@ def lab(variant: Variant) -> dict[str, Any]:
     environment: dict[Any, Any] = {
         "<<": merged("token", "network"),
         "TORCHLAB_EXPECT": variant.device,
+        Comment("Idle kernels are shut down after this many seconds (0: never)."): None,
+        "TORCHLAB_CULL_IDLE_TIMEOUT": "${LAB_CULL_IDLE_TIMEOUT:-0}",
         **device.get("environment", {}),
     }
     if on_host_network:

@@ -1,7 +1,7 @@
 """`make bench`: what each image costs and how fast it is, measured on this machine: the
 images (image_costs), their other platforms under emulation (platforms), a class on the hub
-(hub_scale), torchrun across containers (ddp_speed), written as artifacts/bench.{json,md}
-(report).
+(hub_scale), torchrun across containers (ddp_speed), the threads of a container under a CPU
+limit (cpu_limit), written as artifacts/bench.{json,md} (report).
 
 Every timing is repeated (BENCH_REPEATS, at least 3) and reported as its median: the machine
 is noisy. It times the same host commands a person runs, in subprocesses.
@@ -20,9 +20,9 @@ from torchlab_host import ARTIFACTS, ROOT
 from torchlab_host.core.engine import quiet, require_engine
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
-from torchlab_host.measure import ddp_speed, hub_scale, image_costs, platforms, report
+from torchlab_host.measure import cpu_limit, ddp_speed, hub_scale, image_costs, platforms, report
 
-PARTS = ("images", "platforms", "hub", "ddp")
+PARTS = ("images", "platforms", "hub", "ddp", "threads")
 
 
 def this_machine() -> dict[str, Any]:
@@ -59,6 +59,8 @@ def run_bench(
     if "ddp" in parts:
         print("bench: torchrun across containers", file=sys.stderr, flush=True)
         results["ddp"] = ddp_speed.measure(venv_python, repeats)
+    if "threads" in parts:
+        results["cpu_limit"] = cpu_limit.measure(manifest)
     return results
 
 

@@ -53,6 +53,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", *hub_table(results["hub"])]
     if "ddp" in results:
         lines += ["", *ddp_table(results["ddp"])]
+    if "cpu_limit" in results:
+        lines += ["", *cpu_limit_table(results["cpu_limit"])]
     m = results["machine"]
     lines += [
         "",
@@ -211,4 +213,20 @@ def ddp_table(ddp: dict[str, Any]) -> list[str]:
         f"| two containers (make test-ddp) | {steps['containers_2x1']} | "
         f"{ddp['ddp_speed_of_host']} | {met} |",
         f"| the same torchrun, two agents on the host | {steps['host_2x1']} | 1.0 | |",
+    ]
+
+
+def cpu_limit_table(measured: dict[str, Any]) -> list[str]:
+    """The same training step under a CPU limit with torch's default threads and torchlab's."""
+    default, sized = measured["default"], measured["torchlab"]
+    return [
+        *header(
+            f"a matmul-heavy training step in the cpu image limited to {measured['cpus']} CPU "
+            "(`docker run --cpus`)",
+            ["threads", "ms per step"],
+        ),
+        f"| torch's default: one thread per host core (OMP_NUM_THREADS="
+        f"{measured['host_cores']}) | {default['threads']} | {default['step_ms']} |",
+        f"| torchlab's, from the CPU limit | {sized['threads']} | {sized['step_ms']} |",
+        f"| torchlab's speed over the default's | | {measured['speedup']}x |",
     ]
