@@ -3,10 +3,10 @@
 Everything it reads comes from the environment the host tools give it (hub/compose.yaml, after
 src/torchlab_host/hub/manage.py has decided and checked every value): HUB_ADMIN, HUB_AUTHENTICATOR
 and OAUTH_*, HUB_PROFILES (each profile's image and how its server container runs, from
-variants.toml), HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_CULL_IDLE_TIMEOUT, HUB_GPUS
-(the host's GPUs and MIG instances, to hand out by UUID), HUB_GPUS_PER_USER,
-HUB_SERVERS_PER_GPU, HUB_API_TOKEN, and HUB_NAME, which names this hub's container (its host
-name on its network, of the same name) and every user's container and volumes.
+variants.toml), HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT, HUB_GPUS (the host's GPUs and
+MIG instances, to hand out by UUID), HUB_GPUS_PER_USER, HUB_SERVERS_PER_GPU, HUB_API_TOKEN,
+and HUB_NAME, which names this hub's container (its host name on its network, of the same
+name) and every user's container and volumes.
 """
 
 import asyncio
@@ -118,7 +118,6 @@ class LabSpawner(DockerSpawner):
 
     async def start(self):
         try:
-            await self.own_volumes()
             return await super().start()
         except docker.errors.ImageNotFound:
             raise SpawnFailed(
@@ -133,48 +132,6 @@ class LabSpawner(DockerSpawner):
             ) from None
         finally:
             starting.pop(self.container_name, None)  # its container, if made, says it now
-
-    @property
-    def volume_binds(self) -> dict:
-        """DockerSpawner's binds, with the class folder writable in a teacher's server."""
-        binds = super().volume_binds
-        if is_teacher(self.user):
-            binds[CLASS_VOLUME]["mode"] = "rw"
-        return binds
-
-    async def own_volumes(self) -> None:
-        """Hand the user's own volumes to the server's uid. Docker fills a new volume from the
-        image, as the image's user (1000), and a hub from before servers had uids of their own
-        left 1000's files there: those, and nothing else, become the user's, by a throwaway
-        root container of the profile's image that reaches no network."""
-        uid = server_uid(self.user)
-        own = {volume: bind for volume, bind in self.volume_binds.items()
-               if bind["bind"] in USER_VOLUMES.values()}  # fmt: skip
-        # find goes into the volumes mounted inside another's folder by itself.
-        mounted = USER_VOLUMES.values()
-        roots = [path for path in mounted
-                 if not any(path.startswith(f"{other}/") for other in mounted)]  # fmt: skip
-        container = await self.docker(
-            "create_container",
-            image=self.image,
-            name=f"{self.container_name}-volumes",
-            user="0",
-            entrypoint=["find", *roots],
-            command=["-uid", str(IMAGE_UID), "-exec", "chown", "-h", f"{uid}:{uid}", "{}", "+"],
-            host_config=self.client.create_host_config(binds=own, network_mode="none"),
-        )
-        try:
-            await self.docker("start", container["Id"])
-            ended = await self.docker("wait", container["Id"], timeout=300)
-            if ended["StatusCode"] != 0:
-                logged = await self.docker("logs", container["Id"], tail=1)
-                said = logged.decode(errors="replace").strip() or "it printed nothing"
-                raise SpawnFailed(
-                    f"your volumes could not be handed to your server's user ({said}). Fix: "
-                    f"whoever runs the hub reads docker logs {NAME}"
-                )
-        finally:
-            await self.docker("remove_container", container["Id"], force=True)
 
     async def create_object(self):
         """The server's container (DockerSpawner's start makes it once the profile's image is
@@ -231,9 +188,7 @@ class LabSpawner(DockerSpawner):
 
 
 # Each user's server: a container of the profile they pick, their own volumes where a single
-# lab mounts work/, lab-data/ and its home, memory and CPU limits, no capabilities; and the
-# class's two shared volumes: the class folder (datasets and weights the teacher puts there
-# once: read-only but in a teacher's server) and nbgrader's exchange.
+# lab mounts work/, lab-data/ and its home, memory and CPU limits, no capabilities.
 profiles = json.loads(os.environ["HUB_PROFILES"])
 by_image = {profile["image"]: profile for profile in profiles}
 c.JupyterHub.spawner_class = LabSpawner
@@ -254,32 +209,11 @@ c.DockerSpawner.cmd = ["torchlab", "singleuser"]
 c.DockerSpawner.network_name = NAME
 c.DockerSpawner.name_template = f"{NAME}-user-{{username}}"
 c.DockerSpawner.remove = True
-USER_VOLUMES = {
+c.DockerSpawner.volumes = {
     f"{NAME}-{{username}}-home": "/home/lab",
     f"{NAME}-{{username}}-labs": "/home/lab/labs",
     f"{NAME}-{{username}}-data": "/home/lab/lab-data",
 }
-CLASS_VOLUME = f"{NAME}-class"
-EXCHANGE_VOLUME = f"{NAME}-exchange"
-c.DockerSpawner.volumes = {**USER_VOLUMES, EXCHANGE_VOLUME: "/srv/nbgrader/exchange"}
-c.DockerSpawner.read_only_volumes = {CLASS_VOLUME: "/srv/class"}
-# The image's own user, which Docker fills a new volume as.
-IMAGE_UID = 1000
-# Each server runs as a uid of its own, this plus the user's id in the hub's database (kept
-# across restarts of the hub): file permissions on the volumes servers share then tell
-# students apart, as nbgrader's exchange needs. The entrypoint names it (TORCHLAB_USER).
-FIRST_UID = 10000
-INSTRUCTORS = "instructors"  # a JupyterHub group: its members teach, as the admin does
-
-
-def server_uid(user) -> int:
-    return FIRST_UID + user.id
-
-
-def is_teacher(user) -> bool:
-    return user.admin or any(group.name == INSTRUCTORS for group in user.groups)
-
-
 # The host's proxy (make hub hands it on, each name in both cases), for what a server fetches;
 # the hub itself, on the servers' own network, never through it. The CA certificates a server
 # trusts beside its image's (a TLS-inspecting proxy's): its entrypoint adds them to its bundle.
@@ -293,16 +227,7 @@ if network:
         network[name] = ",".join(filter(None, [network.get(name), NAME]))
 if os.environ.get("TORCHLAB_CA_CERTIFICATES"):
     network["TORCHLAB_CA_CERTIFICATES"] = os.environ["TORCHLAB_CA_CERTIFICATES"]
-# Each kernel idle for HUB_CULL_IDLE_TIMEOUT seconds is shut down by its server, an open tab
-# or not, so the memory (a GPU's too) it held is free for the next student; a running cell
-# keeps it (docker/jupyter_server_config.py). Checked a few times within the timeout.
-cull_idle = int(os.environ["HUB_CULL_IDLE_TIMEOUT"])
-c.DockerSpawner.environment = {
-    **network,
-    "TORCHLAB_USER": lambda spawner: spawner.user.name,
-    "TORCHLAB_CULL_IDLE_TIMEOUT": str(cull_idle),
-    "TORCHLAB_CULL_INTERVAL": str(max(1, min(60, cull_idle // 3))),
-}
+c.DockerSpawner.environment = network
 c.DockerSpawner.mem_limit = os.environ["HUB_MEM_LIMIT"]
 c.DockerSpawner.cpu_limit = float(os.environ["HUB_CPU_LIMIT"])
 c.Spawner.start_timeout = 180
@@ -329,11 +254,9 @@ def host_config(spawner) -> dict:
 def create_kwargs(spawner) -> dict:
     """The image's healthcheck is for make lab's start-up; the hub watches its servers itself,
     and one check every 2 s in each of 30 servers (0.11 s of CPU each) took most of a 2-core
-    machine. A GPU server's label names its devices, for the next start to read. It runs as
-    its user's own uid."""
+    machine. A GPU server's label names its devices, for the next start to read."""
     labels = {LABEL: ",".join(spawner.gpus)} if spawner.gpus else {}
-    uid = server_uid(spawner.user)
-    return {"healthcheck": {"test": ["NONE"]}, "labels": labels, "user": f"{uid}:{uid}"}
+    return {"healthcheck": {"test": ["NONE"]}, "labels": labels}
 
 
 c.DockerSpawner.extra_host_config = host_config

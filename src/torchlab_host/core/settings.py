@@ -75,9 +75,6 @@ TABLE = (
     Setting("HUB_MEM_LIMIT", "4G", "each user's server's memory limit", "hub"),
     Setting("HUB_CPU_LIMIT", "2", "each user's server's CPUs", "hub"),
     Setting("HUB_IDLE_TIMEOUT", "3600", "seconds before an idle server is stopped", "hub"),
-    Setting("HUB_CULL_IDLE_TIMEOUT", "1200", "seconds before a kernel that runs nothing is shut "
-            "down in its server, an open tab or not, freeing its memory and GPU; a running "
-            "cell keeps it (0: never)", "hub"),
     Setting("HUB_GPUS_PER_USER", "1", "the GPUs each user's GPU server gets, its own by UUID (a "
             "MIG instance counts as one where a GPU is partitioned)", "hub"),
     Setting("HUB_SERVERS_PER_GPU", "1", "how many servers may share one GPU, at most 8 (1: "

@@ -53,13 +53,6 @@ MOST_SERVERS_PER_GPU = 8
 # engine make hub itself drives. Where DOCKER_HOST names a unix socket (rootless Docker's is
 # $XDG_RUNTIME_DIR/docker.sock), that one; else the system engine's, on the engine's machine.
 SYSTEM_ENGINE_SOCKET = "/var/run/docker.sock"
-# Numbers the hub's config reads: memory (with a unit), CPUs and seconds (plain numbers).
-TIME_AND_SIZE_LIMITS = (
-    "HUB_MEM_LIMIT",
-    "HUB_CPU_LIMIT",
-    "HUB_IDLE_TIMEOUT",
-    "HUB_CULL_IDLE_TIMEOUT",
-)
 # Passed to the hub's container as they are (hub/compose.yaml lists them).
 PASSED_THROUGH = (
     "HUB_API_TOKEN", "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
@@ -75,7 +68,7 @@ class HubSettings:
     admin: str
     authenticator: str
     profiles: list[dict[str, Any]]
-    limits: dict[str, str]  # TIME_AND_SIZE_LIMITS
+    limits: dict[str, str]  # HUB_MEM_LIMIT, HUB_CPU_LIMIT, HUB_IDLE_TIMEOUT
     gpus: dict[str, str]  # HUB_GPUS (the devices to hand out), HUB_GPUS_PER_USER, ..._PER_GPU
 
     name: str  # HUB_NAME: the hub's container, network and volumes, and its users' prefix
@@ -194,7 +187,9 @@ def profiles(manifest: Manifest, settings: Settings) -> list[dict[str, Any]]:
 
 
 def limits(settings: Settings) -> dict[str, str]:
-    found = {name: settings[name] for name in TIME_AND_SIZE_LIMITS}
+    found = {
+        name: settings[name] for name in ("HUB_MEM_LIMIT", "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT")
+    }
     for name, value in found.items():
         if not LIMIT.fullmatch(value) or (name != "HUB_MEM_LIMIT" and not value[-1].isdigit()):
             raise HostError(

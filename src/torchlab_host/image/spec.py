@@ -29,7 +29,6 @@ LAB_CONTEXT = {
     "scripts/opt/torchlab/scripts/cuda-home": "docker/cuda-home",
     "toolkit/opt/torchlab/scripts/entrypoint": "docker/entrypoint",
     "toolkit/etc/jupyter/jupyter_server_config.py": "docker/jupyter_server_config.py",
-    "toolkit/etc/jupyter/nbgrader_config.py": "docker/nbgrader_config.py",
     "toolkit/opt/venv/share/jupyter/lab/settings/overrides.json": "docker/overrides.json",
     "toolkit/opt/venv/etc/ipython/ipython_kernel_config.py": "docker/ipython_kernel_config.py",
     "toolkit/opt/venv/bin/pip": "docker/pip",

@@ -7,10 +7,7 @@ image's, not the host's); the stand-in DockerSpawner does what LabSpawner relies
 DockerSpawner 14's order: start takes the image the user picked, removes the server's old
 container (remove=True), makes the new one (create_object, evaluating extra_create_kwargs and
 extra_host_config with the spawner) and starts it; docker("containers", ...) lists the running
-containers carrying a label, as the engine's API answers, and the calls of a container run to
-its end (create_container, start, wait, logs, remove_container) record it and what it ran;
-volume_binds formats volumes and read_only_volumes as DockerSpawner does. Users are numbered
-in the order they first start (the hub's database ids). The hub's state volume is a folder.
+containers carrying a label, as the engine's API answers. The hub's state volume is a folder.
 """
 
 from __future__ import annotations
@@ -36,8 +33,7 @@ HUB = Path(__file__).resolve().parents[3] / "hub"
 HUB_CONFIG = HUB / "jupyterhub_config.py"
 HUB_SETTINGS = (
     "HUB_ADMIN", "HUB_PROFILES", "HUB_PORT", "HUB_BIND", "HUB_AUTHENTICATOR", "HUB_MEM_LIMIT",
-    "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT", "HUB_CULL_IDLE_TIMEOUT", "HUB_GPUS_PER_USER",
-    "HUB_SERVERS_PER_GPU",
+    "HUB_CPU_LIMIT", "HUB_IDLE_TIMEOUT", "HUB_GPUS_PER_USER", "HUB_SERVERS_PER_GPU",
     "OAUTH_CLIENT_ID", "OAUTH_CLIENT_SECRET", "OAUTH_CALLBACK_URL",
 )  # fmt: skip
 
@@ -75,9 +71,6 @@ class Engine:
     """The Docker engine the hub's spawners start containers on, by container name."""
 
     containers: dict[str, Container] = field(default_factory=dict)
-    # Containers run to their end (create_container's arguments), in the order they ran.
-    ran: list[dict[str, Any]] = field(default_factory=list)
-    users: dict[str, int] = field(default_factory=dict)  # name -> id, as the database numbers
 
 
 @dataclass
@@ -89,15 +82,15 @@ class Hub:
     spawner_class: type
     spawners: dict[str, Any] = field(default_factory=dict)
 
-    def spawner(self, user: str, profile: str, **account):
+    def spawner(self, user: str, profile: str):
         """The user's spawner (JupyterHub keeps one per user's server, across its starts),
-        given the profile the user picks; account: admin=True, groups=(...) for a teacher."""
-        spawner = self.spawners.setdefault(user, self.spawner_class(user, **account))
+        given the profile the user picks."""
+        spawner = self.spawners.setdefault(user, self.spawner_class(user))
         spawner.user_options = {"image": profile}
         return spawner
 
-    def start(self, user: str, profile: str, **account) -> Container:
-        spawner = self.spawner(user, profile, **account)
+    def start(self, user: str, profile: str) -> Container:
+        spawner = self.spawner(user, profile)
         asyncio.run(spawner.start())
         return self.engine.containers[spawner.container_name]
 
@@ -138,39 +131,15 @@ def hub_config(tmp_path, monkeypatch):
         config = Config()
 
         class DockerSpawner:
-            client = types.SimpleNamespace(create_host_config=dict)
-
-            def __init__(self, user: str, admin: bool = False, groups: tuple[str, ...] = ()):
-                self.user = types.SimpleNamespace(
-                    name=user,
-                    id=engine.users.setdefault(user, len(engine.users) + 1),
-                    admin=admin,
-                    groups=[types.SimpleNamespace(name=group) for group in groups],
-                )
+            def __init__(self, user: str):
+                self.user = types.SimpleNamespace(name=user)
                 self.user_options: dict[str, str] = {}
                 self.image = config.DockerSpawner.image
                 self.container_name = config.DockerSpawner.name_template.format(username=user)
                 self.log = logging.getLogger("hub")
 
-            @property
-            def volume_binds(self) -> dict[str, dict[str, str]]:
-                chosen = config.DockerSpawner
-                return {
-                    **{name.format(username=self.user.name): {"bind": path, "mode": "rw"}
-                       for name, path in chosen.volumes.items()},
-                    **{name.format(username=self.user.name): {"bind": path, "mode": "ro"}
-                       for name, path in chosen.read_only_volumes.items()},
-                }  # fmt: skip
-
-            async def docker(self, method: str, *positional, **arguments):
+            async def docker(self, method: str, **arguments):
                 await asyncio.sleep(0)  # the engine answers later: other starts run meanwhile
-                if method == "create_container":
-                    engine.ran.append(arguments)
-                    return {"Id": arguments["name"]}
-                if method in ("start", "remove_container"):
-                    return None
-                if method == "wait":
-                    return {"StatusCode": 0}
                 assert method == "containers" and list(arguments) == ["filters"]
                 [(kind, label)] = arguments["filters"].items()
                 assert kind == "label"

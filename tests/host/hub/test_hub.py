@@ -49,69 +49,7 @@ def test_every_users_server_is_confined_as_the_manifest_says(servers, monkeypatc
         "torchlab-hub-{username}-home": "/home/lab",
         "torchlab-hub-{username}-labs": "/home/lab/labs",
         "torchlab-hub-{username}-data": "/home/lab/lab-data",
-        "torchlab-hub-exchange": "/srv/nbgrader/exchange",
     }
-
-
-def test_each_server_runs_as_its_users_own_uid_and_gets_its_own_volumes_first(hub_config):
-    """Servers that share the exchange tell students apart by uid: each its own, kept across
-    starts; before each start a root container hands the user's own volumes (and none shared)
-    to that uid, changing only what the image's user 1000 owns there."""
-    started = hub_config()
-    alice, bob = started.start("alice", "cpu"), started.start("bob", "cpu")
-    assert alice.create_kwargs["user"] == "10001:10001"
-    assert bob.create_kwargs["user"] == "10002:10002"
-    started.stop("alice")
-    assert started.start("alice", "cpu").create_kwargs["user"] == "10001:10001"
-    handed = started.engine.ran[0]
-    assert handed["name"] == "torchlab-hub-user-alice-volumes" and handed["user"] == "0"
-    assert handed["entrypoint"] == ["find", "/home/lab"]  # labs/ and lab-data/ are inside
-    assert handed["command"] == ["-uid", "1000", "-exec", "chown", "-h", "10001:10001", "{}", "+"]
-    assert sorted(handed["host_config"]["binds"]) == [
-        "torchlab-hub-alice-data", "torchlab-hub-alice-home", "torchlab-hub-alice-labs",
-    ]  # fmt: skip
-    assert handed["host_config"]["network_mode"] == "none"
-    assert [ran["name"] for ran in started.engine.ran] == [
-        "torchlab-hub-user-alice-volumes", "torchlab-hub-user-bob-volumes",
-        "torchlab-hub-user-alice-volumes",
-    ]  # fmt: skip
-
-
-def test_the_class_folder_is_read_only_but_in_a_teachers_server(hub_config):
-    started = hub_config()
-    for user, account, mode in (
-        ("alice", {}, "ro"),
-        ("teacher", {"admin": True}, "rw"),
-        ("tom", {"groups": ("instructors",)}, "rw"),
-    ):
-        spawner = started.spawner(user, "cpu", **account)
-        assert spawner.volume_binds["torchlab-hub-class"] == {"bind": "/srv/class", "mode": mode}
-        assert spawner.volume_binds["torchlab-hub-exchange"]["mode"] == "rw"
-
-
-def test_every_server_culls_its_idle_kernels_and_knows_its_users_name(hub_config, monkeypatch):
-    monkeypatch.setenv("HUB_CULL_IDLE_TIMEOUT", "15")
-    started = hub_config()
-    environment = started.config.DockerSpawner.environment
-    assert environment["TORCHLAB_CULL_IDLE_TIMEOUT"] == "15"
-    assert environment["TORCHLAB_CULL_INTERVAL"] == "5"  # a few checks within the timeout
-    assert environment["TORCHLAB_USER"](started.spawner("alice", "cpu")) == "alice"
-
-
-def test_kernels_are_culled_after_20_minutes_by_default(servers, monkeypatch):
-    monkeypatch.delenv("HUB_CULL_IDLE_TIMEOUT", raising=False)
-    handed = hub.for_hub(MANIFEST, Settings.load()).environment()
-    assert handed["HUB_CULL_IDLE_TIMEOUT"] == "1200"
-
-
-def test_a_cull_timeout_that_is_no_number_is_one_line(monkeypatch):
-    monkeypatch.setenv("HUB_CULL_IDLE_TIMEOUT", "20m")
-    with pytest.raises(HostError) as raised:
-        hub.for_hub(MANIFEST, Settings.load())
-    assert one_line(raised) == (
-        "HUB_CULL_IDLE_TIMEOUT=20m is not a number. Fix: make hub HUB_CULL_IDLE_TIMEOUT=2 "
-        "(docs/reference/settings.md)"
-    )
 
 
 def test_a_users_server_gets_the_limits_make_hub_was_given(servers, monkeypatch):
@@ -227,12 +165,8 @@ def test_the_hosts_proxy_reaches_each_server_and_the_hub_is_asked_directly(hub_c
     assert given["NO_PROXY"] == given["no_proxy"] == "localhost,127.0.0.1,::1,torchlab-hub"
 
 
-# What every server is given besides the host's network settings.
-EVERY_SERVERS = {"TORCHLAB_USER", "TORCHLAB_CULL_IDLE_TIMEOUT", "TORCHLAB_CULL_INTERVAL"}
-
-
 def test_without_a_proxy_the_servers_are_given_none(hub_config):
-    assert set(hub_config().config.DockerSpawner.environment) == EVERY_SERVERS
+    assert hub_config().config.DockerSpawner.environment == {}
 
 
 def test_the_hosts_local_cas_reach_each_server(hub_config, no_host_local_cas):
@@ -241,5 +175,4 @@ def test_the_hosts_local_cas_reach_each_server(hub_config, no_host_local_cas):
     no_host_local_cas.mkdir()
     (no_host_local_cas / "company.crt").write_text(certificate)
     given = hub_config().config.DockerSpawner.environment
-    assert set(given) == {*EVERY_SERVERS, "TORCHLAB_CA_CERTIFICATES"}
-    assert given["TORCHLAB_CA_CERTIFICATES"] == certificate
+    assert given == {"TORCHLAB_CA_CERTIFICATES": certificate}

@@ -271,7 +271,7 @@ def test_a_server_that_cannot_start_says_why_on_the_users_page_and_in_the_hub_lo
     carol.context.close()
     stopped = (
         "your server stopped (exit code 1): torchlab: the labs folder /home/lab/labs is not "
-        "writable by uid 10004"  # carol's own: the fourth user of the hub's database
+        "writable by uid 1000"
     )
     assert stopped in said
 
