@@ -175,7 +175,8 @@ rebuild-check: ## one rebuild of the cpu image after a one-line toolkit change, 
 bench: venv ## measure the images and container vs host; BENCH_VARIANTS, BENCH_REPEATS
 	@$(HOST) bench
 
-probe: venv ## this machine's probe report
+probe: venv ## this machine's probe report, after the container engine the labs would use
+	@$(HOST) engine
 	$(VENV)/bin/torchlab probe
 
 lock: venv ## resolve requirements/*.in into the exact, hashed pins of requirements/*.txt

@@ -16,7 +16,7 @@ from torchlab.variants import Manifest
 from torchlab_host import ROOT, measure
 from torchlab_host.ci import images as ci_images
 from torchlab_host.ci import plan as ci_plan
-from torchlab_host.core.engine import require_docker
+from torchlab_host.core.engine import current_engine, require_docker
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.distributed import torchrun as ddp
@@ -37,6 +37,15 @@ from torchlab_host.slurm import images as slurm_images
 # means success. Every handler gets the parsed arguments, the manifest and the settings, each
 # read once at start.
 VARIANT = (("variant",), {"help": "a variant of variants.toml (or an alias: gpu, tpu)"})
+
+
+def engine(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> None:
+    """make probe's first line: the engine the lab commands drive here, or why there is none (a
+    report, so it succeeds either way)."""
+    try:
+        print(f"engine: {current_engine().describe()}")
+    except HostError as missing:
+        print(f"engine: none: {missing.args[0]}")
 
 
 def test_host(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
@@ -222,6 +231,7 @@ COMMANDS = (
             lambda a, m, s: ci_images.remove(m.variant(a.variant)), (VARIANT,)),
     Command("image-round-trip", "image-save, remove, image-load: a variant's image back from "
             "its file", lambda a, m, s: ci_images.round_trip(m.variant(a.variant)), (VARIANT,)),
+    Command("engine", "the container engine here: Docker or Podman, rootful or rootless", engine),
     Command("help", "every make target, with the variants each pattern target takes",
             lambda a, m, s: print(reference.make_help(m))),
     Command("variants", "the variants of variants.toml, one per line (.ci/run's images)",

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import collections
+import functools
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +68,9 @@ def require_docker() -> None:
         raise HostError(
             "the Docker daemon is not reachable",
             "start it (sudo systemctl start docker), or let your user use it: "
-            "sudo usermod -aG docker $USER, then log in again",
+            "sudo usermod -aG docker $USER, then log in again; without root: Podman's socket "
+            "(podman system service --time=0 &, then "
+            "export DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock)",
         )
 
 
@@ -98,3 +104,56 @@ def remove_containers(*names: str) -> None:
     found = container_ids(*names)
     if found:
         quiet(["docker", "rm", "--force", *found])
+
+
+@dataclass(frozen=True)
+class Engine:
+    """The engine the docker CLI drives here: Docker or Podman (through its Docker-compatible
+    socket), rootful or rootless, and the address the CLI reaches it at."""
+
+    kind: str  # "Docker" or "Podman"
+    version: str
+    rootless: bool
+    host: str  # the CLI's endpoint: DOCKER_HOST, else its context's (unix:///var/run/docker.sock)
+
+    def describe(self) -> str:
+        mode = "rootless" if self.rootless else "rootful"
+        return f"{self.kind} {self.version}, {mode}, at {self.host}"
+
+
+def socket_owner(host: str) -> int | None:
+    """The uid owning a local engine's socket (unix://...), None for any other endpoint."""
+    if not host.startswith("unix://"):
+        return None
+    try:
+        return os.stat(host.removeprefix("unix://")).st_uid
+    except OSError:
+        return None
+
+
+def engine_from(
+    version: dict[str, Any], info: dict[str, Any], host: str, owner: int | None
+) -> Engine:
+    """Which engine answers, from `docker version` and `docker info` (as JSON). Podman names
+    itself among the server's components; rootless Docker (and Podman 5) list the security
+    option name=rootless, and Podman 4 does not, but a rootless engine's socket is its user's
+    own, never root's."""
+    server = version.get("Server") or {}
+    components = [component.get("Name", "") for component in server.get("Components") or []]
+    kind = "Podman" if any(name.startswith("Podman") for name in components) else "Docker"
+    options = info.get("SecurityOptions") or []
+    rootless = "name=rootless" in options or (owner is not None and owner != 0)
+    return Engine(kind, server.get("Version", "unknown"), rootless, host)
+
+
+@functools.cache
+def current_engine() -> Engine:
+    """The engine every lab, hub and build command here drives, asked once per command."""
+    require_docker()
+    asked = [
+        quiet(["docker", *command, "--format", "{{json .}}"]) for command in (["version"], ["info"])
+    ]
+    version, info = (json.loads(done.stdout or "{}") for done in asked)
+    host = quiet(["docker", "context", "inspect", "--format", "{{.Endpoints.docker.Host}}"])
+    endpoint = os.environ.get("DOCKER_HOST") or host.stdout.strip() or "unix:///var/run/docker.sock"
+    return engine_from(version, info, endpoint, socket_owner(endpoint))

@@ -1,0 +1,114 @@
+"""Which engine the host tools drive: rootful Docker, rootless Docker, Podman through its socket,
+or none. A fake `docker` answers version and info as each engine did (tests/host/data/engines)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from torchlab_host import cli
+from torchlab_host.core import engine
+from torchlab_host.core.errors import HostError
+
+ENGINES = Path(__file__).resolve().parents[1] / "data" / "engines"
+A_USER = 1001  # a rootless engine's socket belongs to its user, whoever runs the tests
+
+
+@pytest.fixture(autouse=True)
+def asked_afresh():
+    engine.current_engine.cache_clear()
+    yield
+    engine.current_engine.cache_clear()
+
+
+def answering(fake_bin, recording: str, context_host: str) -> None:
+    """A docker CLI that answers as the recorded engine did, its context naming context_host."""
+    version, info = (
+        shlex.quote(str(ENGINES / f"{recording}-{what}.json")) for what in ("version", "info")
+    )
+    fake_bin(
+        "docker",
+        f'case "$1" in version) /bin/cat {version} ;; info) /bin/cat {info} ;; '
+        f"context) echo {shlex.quote(context_host)} ;; *) exit 1 ;; esac",
+    )
+
+
+def user_socket(tmp_path: Path) -> str:
+    socket = tmp_path / "podman.sock"
+    socket.touch()
+    if os.getuid() == 0:
+        os.chown(socket, A_USER, A_USER)
+    return f"unix://{socket}"
+
+
+def test_rootful_docker_on_the_system_socket(fake_bin, monkeypatch):
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    answering(fake_bin, "docker-20.10", "unix:///var/run/docker.sock")
+    found = engine.current_engine()
+    assert (found.kind, found.version, found.rootless) == ("Docker", "20.10.24+dfsg1", False)
+    assert found.describe() == "Docker 20.10.24+dfsg1, rootful, at unix:///var/run/docker.sock"
+
+
+def test_rootless_docker_says_so_in_its_security_options(fake_bin, monkeypatch):
+    # Its socket's owner is not looked at here: the option alone says it.
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
+    answering(fake_bin, "rootless-docker-24", "unix:///var/run/docker.sock")
+    found = engine.current_engine()
+    assert (found.kind, found.rootless, found.host) == (
+        "Docker", True, "unix:///run/user/1000/docker.sock",
+    )  # fmt: skip
+
+
+def test_podman_through_its_socket_is_named_and_rootless_by_the_sockets_owner(
+    fake_bin, monkeypatch, tmp_path
+):
+    """Podman 4.3 lists no rootless option: a socket that is its user's, not root's, says it."""
+    host = user_socket(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", host)
+    answering(fake_bin, "podman-4.3", "unix:///var/run/docker.sock")
+    found = engine.current_engine()
+    assert (found.kind, found.version, found.rootless, found.host) == (
+        "Podman",
+        "4.3.1",
+        True,
+        host,
+    )
+
+
+def test_rootful_podman_on_roots_socket_is_not_rootless(fake_bin, monkeypatch, tmp_path, require):
+    require(os.getuid() == 0, "root, to make a socket root owns")  # CI runs as root
+    socket = tmp_path / "podman.sock"
+    socket.touch()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{socket}")
+    answering(fake_bin, "podman-4.3", "unix:///var/run/docker.sock")
+    assert engine.current_engine().rootless is False
+
+
+def test_no_engine_names_podmans_socket_as_the_way_without_root(fake_bin, one_line):
+    fake_bin("docker", "exit 1")
+    with pytest.raises(HostError) as raised:
+        engine.current_engine()
+    line = one_line(raised.value)
+    assert "the Docker daemon is not reachable" in line
+    assert "podman system service" in line and "DOCKER_HOST=unix://" in line
+
+
+def test_no_docker_cli_at_all(fake_bin, one_line):
+    with pytest.raises(HostError) as raised:
+        engine.current_engine()
+    assert "docker is not installed" in one_line(raised.value)
+
+
+def test_make_probe_names_the_engine_or_why_there_is_none(fake_bin, monkeypatch, tmp_path, capsys):
+    host = user_socket(tmp_path)
+    monkeypatch.setenv("DOCKER_HOST", host)
+    answering(fake_bin, "podman-4.3", host)
+    assert cli.main(["engine"]) == 0
+    assert capsys.readouterr().out == f"engine: Podman 4.3.1, rootless, at {host}\n"
+    engine.current_engine.cache_clear()
+    fake_bin("docker", "exit 1")
+    assert cli.main(["engine"]) == 0
+    assert capsys.readouterr().out.startswith("engine: none: the Docker daemon is not reachable. ")
