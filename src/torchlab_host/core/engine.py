@@ -61,10 +61,12 @@ def streamed(
     return process.returncode, list(tail)
 
 
-def require_docker() -> None:
+def require_docker(*info_arguments: str) -> str:
+    """The engine answers `docker info` (with these arguments): its output, else one line."""
     if not shutil.which("docker"):
         raise HostError("docker is not installed", f"install Docker Engine: {DOCKER_URL}")
-    if quiet(["docker", "info"]).returncode != 0:
+    info = quiet(["docker", "info", *info_arguments])
+    if info.returncode != 0:
         raise HostError(
             "the Docker daemon is not reachable",
             "start it (sudo systemctl start docker), or let your user use it: "
@@ -72,6 +74,7 @@ def require_docker() -> None:
             "(podman system service --time=0 &, then "
             "export DOCKER_HOST=unix://$XDG_RUNTIME_DIR/podman/podman.sock)",
         )
+    return info.stdout
 
 
 def require_compose() -> None:
@@ -149,11 +152,8 @@ def engine_from(
 @functools.cache
 def current_engine() -> Engine:
     """The engine every lab, hub and build command here drives, asked once per command."""
-    require_docker()
-    asked = [
-        quiet(["docker", *command, "--format", "{{json .}}"]) for command in (["version"], ["info"])
-    ]
-    version, info = (json.loads(done.stdout or "{}") for done in asked)
+    info = json.loads(require_docker("--format", "{{json .}}") or "{}")
+    version = json.loads(quiet(["docker", "version", "--format", "{{json .}}"]).stdout or "{}")
     host = quiet(["docker", "context", "inspect", "--format", "{{.Endpoints.docker.Host}}"])
     endpoint = os.environ.get("DOCKER_HOST") or host.stdout.strip() or "unix:///var/run/docker.sock"
     return engine_from(version, info, endpoint, socket_owner(endpoint))
