@@ -14,6 +14,7 @@ failure is one line from the rank that saw it, naming the rank, the step and the
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import gc
 import json
@@ -41,6 +42,10 @@ EXPECTED_FROM_TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"
 
 class ProofFailure(Exception):
     """A check failed on this rank; the message is the one line that says which and why."""
+
+
+class AgreedFailure(ProofFailure):
+    """A check every rank knows failed (they agreed on it), so each can say so before any exits."""
 
 
 @dataclass
@@ -200,7 +205,7 @@ class Proof:
         failed = [(rank, text) for rank, text in enumerate(said) if text]
         if failed:
             ranks = ", ".join(str(rank) for rank, _ in failed)
-            raise ProofFailure(f"{step} failed on rank {ranks}: {failed[0][1]}")
+            raise AgreedFailure(f"{step} failed on rank {ranks}: {failed[0][1]}")
         self.report["checks"].append(step)
 
     def identities(self) -> list[dict[str, Any]]:
@@ -527,6 +532,10 @@ def main(args: Any) -> int:
         # One write, so the lines of ranks sharing a node's stderr never run into each other.
         sys.stderr.write(f"torchlab: {where}: {said}\n")
         sys.stderr.flush()
+        if isinstance(error, AgreedFailure):
+            # torchrun stops a node's other ranks once one exits: wait until all have written.
+            with contextlib.suppress(Exception):
+                dist.barrier()
         os._exit(1)  # tearing the process group down would wait for ranks that are gone
     if rank.rank == 0:
         report = json.dumps(proof.report, indent=2) if args.json else render(proof.report)
