@@ -13,9 +13,9 @@ from pathlib import Path
 
 from torchlab.variants import Variant
 from torchlab_host import ROOT
-from torchlab_host.core.engine import quiet, require_docker
+from torchlab_host.core.engine import require_docker
 from torchlab_host.core.errors import HostError
-from torchlab_host.image.tags import image_tags, inputs_tag_among
+from torchlab_host.image.tags import image_tags, inputs_tag_among, local_name
 
 CHUNK = 1 << 20
 
@@ -85,9 +85,27 @@ def verified(archive: Path) -> Path:
 def load(file: str) -> list[str]:
     archive = verified(Path(file))
     require_docker()
-    loaded = quiet(["docker", "load", "--input", str(archive)])
-    if loaded.returncode != 0:
-        raise HostError(f"docker load of {archive.name} failed: {loaded.stderr.strip()}")
-    tags = [line.split(": ", 1)[1] for line in loaded.stdout.splitlines() if "Loaded image" in line]
+    # Decompressed here: Docker's load takes gzip, Podman's Docker-compatible one does not.
+    with subprocess.Popen(
+        ["docker", "load"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=False,
+    ) as loading, gzip.open(archive, "rb") as unpacked:  # fmt: skip
+        assert loading.stdin is not None and loading.stdout is not None
+        try:
+            for block in iter(lambda: unpacked.read(CHUNK), b""):
+                loading.stdin.write(block)
+        except BrokenPipeError:
+            pass  # the engine stopped reading: its error follows
+        loading.stdin.close()
+        said, complaint = loading.stdout.read().decode(), loading.stderr.read().decode()
+    if loading.returncode != 0:
+        raise HostError(f"docker load of {archive.name} failed: {complaint.strip()[-300:]}")
+    # Docker says "Loaded image: NAME" per name, Podman "Loaded image(s): NAME,NAME".
+    tags = [
+        local_name(name)
+        for line in said.splitlines()
+        if line.startswith("Loaded image")
+        for name in line.split(": ", 1)[1].split(",")
+    ]
     print(f"torchlab: loaded {', '.join(tags)} from {archive.name} (checksum verified)")
     return tags

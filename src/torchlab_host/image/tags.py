@@ -42,7 +42,13 @@ def image_exists(image: str) -> bool:
 def image_tags(image: str) -> list[str]:
     """Every name of the image that image names (its own, its inputs tag), or none."""
     listed = quiet(["docker", "image", "inspect", "--format", "{{json .RepoTags}}", image])
-    return sorted(json.loads(listed.stdout)) if listed.returncode == 0 else []
+    return sorted(map(local_name, json.loads(listed.stdout))) if listed.returncode == 0 else []
+
+
+def local_name(tag: str) -> str:
+    """An image's name as Docker gives it: Podman names the images it builds or loads without a
+    registry localhost/torchlab:cpu, and finds them as torchlab:cpu too."""
+    return tag.removeprefix("localhost/")
 
 
 def prune_replaced_images() -> int:

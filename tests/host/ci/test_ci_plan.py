@@ -493,12 +493,12 @@ def test_the_round_trip_saves_removes_keeping_the_layers_and_loads(docker, tmp_p
     calls = [call.split()[:3] for call in docker()]
     assert [call[:2] for call in calls if call[0] in ("save", "load")] == [
         ["save", CPU.image],
-        ["load", "--input"],
+        ["load"],  # from its standard input: the archive, decompressed
     ]
     assert ["image", "rm", "--no-prune"] in calls  # the layers beneath stay: the rebuild's cache
     saved, removed, loaded = (
         next(i for i, call in enumerate(calls) if call[:2] == first)
-        for first in (["save", CPU.image], ["image", "rm"], ["load", "--input"])
+        for first in (["save", CPU.image], ["image", "rm"], ["load"])
     )
     assert saved < removed < loaded
     assert not archive.exists() and not Path(f"{archive}.sha256").exists()
