@@ -14,7 +14,9 @@ c.ServerApp.port = int(os.environ.get("TORCHLAB_PORT", "8888"))
 c.ServerApp.port_retries = 0  # a taken port is an error, not a silent move to another one
 c.ServerApp.root_dir = os.environ.get("TORCHLAB_LABS", "/home/lab/labs")
 c.ServerApp.open_browser = False
-c.ServerApp.allow_root = False
+# Root only under rootless Docker, where the container's root is the host user (the host tools
+# set TORCHLAB_ALLOW_ROOT there): anywhere else the lab runs as the user's own uid.
+c.ServerApp.allow_root = os.environ.get("TORCHLAB_ALLOW_ROOT") == "1"
 # No calls home: the lab works the same on an air-gapped cluster.
 c.LabApp.check_for_updates_class = "jupyterlab.NeverCheckForUpdate"
 

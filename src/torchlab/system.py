@@ -45,6 +45,14 @@ USER_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 THREADS_FROM_LIMIT = "TORCHLAB_CPU_LIMIT_THREADS"
 
 
+def selinux_enforcing(root: Path = Path("/")) -> bool:
+    """SELinux enforces here (Fedora, RHEL): bind mounts need a label for containers to use."""
+    try:
+        return (root / "sys/fs/selinux/enforce").read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def in_container() -> bool:
     if Path("/.dockerenv").exists() or Path("/run/.containerenv").exists():
         return True

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,9 +92,11 @@ def require_engine() -> None:
     require_compose()
 
 
-def compose_command(file: Path, *arguments: str) -> list[str]:
-    """docker compose on one of the checkout's compose files (compose.yaml, hub/compose.yaml)."""
-    return ["docker", "compose", "--project-directory", str(ROOT), "--file", str(file), *arguments]
+def compose_command(file: Path, *arguments: str, overrides: Sequence[Path] = ()) -> list[str]:
+    """docker compose on one of the checkout's compose files (compose.yaml, hub/compose.yaml),
+    and the files over it."""
+    files = [f"--file={path}" for path in (file, *overrides)]
+    return ["docker", "compose", "--project-directory", str(ROOT), *files, *arguments]
 
 
 def container_ids(*names: str, stopped: bool = True) -> list[str]:
@@ -118,10 +121,25 @@ class Engine:
     version: str
     rootless: bool
     host: str  # the CLI's endpoint: DOCKER_HOST, else its context's (unix:///var/run/docker.sock)
+    # GPUs go to containers as CDI devices (nvidia.com/gpu=all), not as device requests:
+    # Podman ignores compose's deploy.resources, and Docker takes CDI where it lists spec dirs.
+    cdi: bool = False
 
     def describe(self) -> str:
         mode = "rootless" if self.rootless else "rootful"
-        return f"{self.kind} {self.version}, {mode}, at {self.host}"
+        gpus = ", GPUs through CDI" if self.cdi else ""
+        return f"{self.kind} {self.version}, {mode}{gpus}, at {self.host}"
+
+    def lab_user(self) -> dict[str, str]:
+        """What compose.yaml interpolates so the files a lab saves on the host are its user's.
+        A rootful engine runs the lab as the host user's uid (LAB_UID, as the host tools find
+        it); rootless Podman maps that uid to itself (its keep-id user namespace); rootless
+        Docker maps the container's root to the host user, so there the lab runs as root."""
+        if not self.rootless:
+            return {}
+        if self.kind == "Podman":
+            return {"LAB_USERNS": "keep-id"}
+        return {"LAB_UID": "0", "LAB_GID": "0", "LAB_ALLOW_ROOT": "1"}
 
 
 def socket_owner(host: str) -> int | None:
@@ -140,13 +158,15 @@ def engine_from(
     """Which engine answers, from `docker version` and `docker info` (as JSON). Podman names
     itself among the server's components; rootless Docker (and Podman 5) list the security
     option name=rootless, and Podman 4 does not, but a rootless engine's socket is its user's
-    own, never root's."""
+    own, never root's. Podman always takes CDI devices; Docker (25 and later) when CDI is on,
+    which its info shows as the folders it reads specs from."""
     server = version.get("Server") or {}
     components = [component.get("Name", "") for component in server.get("Components") or []]
     kind = "Podman" if any(name.startswith("Podman") for name in components) else "Docker"
     options = info.get("SecurityOptions") or []
     rootless = "name=rootless" in options or (owner is not None and owner != 0)
-    return Engine(kind, server.get("Version", "unknown"), rootless, host)
+    cdi = kind == "Podman" or bool(info.get("CDISpecDirs"))
+    return Engine(kind, server.get("Version", "unknown"), rootless, host, cdi)
 
 
 @functools.cache

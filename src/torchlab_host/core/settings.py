@@ -158,6 +158,8 @@ HANDED_TO_COMPOSE = {
     "TORCHLAB_DDP_NODE": "a distributed run's node: its container's name",
     "TORCHLAB_DDP_IMAGE": "a distributed run's node: its image (the cpu image, or --image-of's)",
     "HUB_ENGINE_SOCKET": "the socket of the engine make hub drives (DOCKER_HOST's, if a socket)",
+    "LAB_USERNS": "keep-id under rootless Podman (the lab's uid is the user's own), else empty",
+    "LAB_ALLOW_ROOT": "1 under rootless Docker (its root is the host user), else empty",
     **dict.fromkeys(PROXY_VARIABLES, "the host's proxy, in both cases, loopback bypassed"),
 }
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from torchlab.variants import Manifest
 from torchlab_host import ARTIFACTS, ROOT
-from torchlab_host.core.engine import compose_command, quiet, remove_containers, require_engine
+from torchlab_host.core.engine import quiet, remove_containers, require_engine
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.image.build import ensure_image
 from torchlab_host.image.spec import variant_build
 from torchlab_host.lab.config import for_lab, shown
-from torchlab_host.lab.services import LAB_COMPOSE, compose_environment
+from torchlab_host.lab.services import compose_environment, lab_compose_command
 
 PROOF = ("-m", "torchlab", "distributed")
 NODE = "torchlab-ddp-node-{index}"
@@ -78,8 +78,8 @@ def start_node(index: int, names: list[str], image: str, shm_size: str, program:
         TORCHLAB_DDP_SHM_SIZE=shm_size,
     )
     started = quiet(
-        compose_command(
-            LAB_COMPOSE, "--profile", "ddp", "run", "--detach", "--name", names[index],
+        lab_compose_command(
+            "--profile", "ddp", "run", "--detach", "--name", names[index],
             *(f"--env={key}={value}" for key, value in node_env.items()),
             "ddp-node", *node_command(program),
         ),

@@ -32,6 +32,23 @@ def gpu_requests(variant: Variant) -> list[dict[str, Any]]:
     ]
 
 
+# The CDI kind each device driver's GPUs are named by (nvidia.com/gpu=0, =1, ..., =all), and
+# the command that writes the host's spec of them.
+CDI_KINDS = {"nvidia": "nvidia.com/gpu"}
+CDI_SPEC_COMMANDS = {"nvidia.com/gpu": "sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"}
+
+
+def cdi_devices(variant: Variant) -> list[str]:
+    """The compose block's device reservations, as the CDI devices an engine that takes GPUs
+    through CDI (Podman, Docker with CDI on) is asked for instead."""
+    names = []
+    for request in gpu_requests(variant):
+        kind = CDI_KINDS[request["Driver"]]
+        count = request["Count"]
+        names += [f"{kind}=all"] if count == -1 else [f"{kind}={n}" for n in range(count)]
+    return names
+
+
 def ulimits(variant: Variant) -> list[dict[str, Any]]:
     """The compose block's ulimits (one number: soft and hard alike), as Docker's."""
     return [

@@ -14,7 +14,14 @@ from torchlab.variants import Manifest, Variant
 from torchlab_host import ARTIFACTS
 from torchlab_host.core import certificates
 from torchlab_host.core.addresses import browser_url, require_free_port, warn_if_exposed
-from torchlab_host.core.engine import problem_lines, require_docker, require_engine, run, streamed
+from torchlab_host.core.engine import (
+    current_engine,
+    problem_lines,
+    require_docker,
+    require_engine,
+    run,
+    streamed,
+)
 from torchlab_host.core.envfile import token
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
@@ -22,6 +29,7 @@ from torchlab_host.image.build import ensure_image
 from torchlab_host.image.spec import variant_build
 from torchlab_host.image.tags import image_exists, prune_replaced_images
 from torchlab_host.lab.config import LabSettings, data_dir, for_lab, warn_if_on_windows
+from torchlab_host.lab.engine_fit import require_engine_fits
 from torchlab_host.lab.services import (
     SELFTEST,
     compose,
@@ -159,6 +167,7 @@ def up(name: str, manifest: Manifest, settings: Settings) -> float:
     variant = auto_variant(manifest) if name == "auto" else manifest.variant(name)
     require_host_device(variant, manifest)
     require_engine()
+    require_engine_fits(variant, current_engine())
     lab = for_lab(settings)
     service = lab_service(variant)
     try:
@@ -213,6 +222,8 @@ def test(
     if not on_cpu:
         require_host_device(variant, manifest)
     require_engine()
+    if not on_cpu:
+        require_engine_fits(variant, current_engine())
     ensure_image(variant_build(variant, manifest, settings), manifest)
     service = test_service(variant, on_cpu)
     # Keep this run's probe report (CI uploads it), then run the probe and the suite.
@@ -239,6 +250,7 @@ def shell(name: str, manifest: Manifest, settings: Settings) -> int:
     variant = manifest.variant(name)
     require_host_device(variant, manifest)
     require_engine()
+    require_engine_fits(variant, current_engine())
     ensure_image(variant_build(variant, manifest, settings), manifest)
     environment = network_environment(for_lab(settings), settings)
     return compose(

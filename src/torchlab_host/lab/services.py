@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
+from torchlab import system
 from torchlab.variants import Variant, this_platform
 from torchlab_host import ROOT
-from torchlab_host.core.engine import compose_command, quiet, run
+from torchlab_host.core.engine import Engine, compose_command, current_engine, quiet, run
 from torchlab_host.core.settings import Settings
 from torchlab_host.image import emulation
 
 LAB_COMPOSE = ROOT / "compose.yaml"
+# Generated beside it, each added where this host needs it (engine_overrides).
+CDI_COMPOSE = ROOT / "compose.cdi.yaml"
+SELINUX_COMPOSE = ROOT / "compose.selinux.yaml"
 # compose.yaml refuses to interpolate without a token, even for commands that start no lab
 # (down, logs, test runs): they get this placeholder, so only starting a lab creates a token.
 NO_LAB_TOKEN = "no-lab-is-started-by-this-command"
@@ -37,14 +42,32 @@ def test_service(variant: Variant, on_cpu: bool = False) -> str:
 def compose_environment(
     settings: Settings, environment: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """What compose.yaml interpolates: this process's environment, the given settings and,
-    when no token is configured, the placeholder."""
+    """What compose.yaml interpolates: this process's environment, the given settings (with a
+    lab's user, what the engine needs so the lab's files are that user's) and, when no token is
+    configured, the placeholder."""
     env = dict(os.environ, **(environment or {}))
+    if "LAB_UID" in (environment or {}):  # a lab's own user, as this engine maps it
+        env.update(current_engine().lab_user())
     if not env.get("JUPYTER_TOKEN") and not settings.given("JUPYTER_TOKEN"):
         env["JUPYTER_TOKEN"] = NO_LAB_TOKEN
     if settings.platform != this_platform():  # PLATFORM=...: its image, under emulation
         env["DOCKER_DEFAULT_PLATFORM"] = settings.platform
     return env
+
+
+def engine_overrides(engine: Engine, selinux_enforcing: bool) -> list[Path]:
+    """The generated files over compose.yaml this host needs: GPUs as CDI devices where the
+    engine takes them only that way, and the bind mounts labelled where SELinux enforces."""
+    return [
+        *([CDI_COMPOSE] if engine.cdi else []),
+        *([SELINUX_COMPOSE] if selinux_enforcing else []),
+    ]
+
+
+def lab_compose_command(*arguments: str) -> list[str]:
+    """docker compose on compose.yaml and the overrides this host's engine needs."""
+    overrides = engine_overrides(current_engine(), system.selinux_enforcing())
+    return compose_command(LAB_COMPOSE, *arguments, overrides=overrides)
 
 
 def compose(
@@ -55,7 +78,7 @@ def compose(
 ) -> subprocess.CompletedProcess:
     """docker compose on compose.yaml, with the environment it interpolates."""
     env = compose_environment(settings, environment)
-    command = compose_command(LAB_COMPOSE, *arguments)
+    command = lab_compose_command(*arguments)
     return quiet(command, env=env) if capture else run(command, env=env)
 
 
@@ -64,9 +87,7 @@ def in_service(service: str, *command: str, settings: Settings, profile: str = "
     platform (PLATFORM=...), with what its emulator reads from the container's environment."""
     emulated = emulation.emulated_environment(settings.platform)
     passed = [f"--env={name}={value}" for name, value in emulated.items()]
-    return compose_command(
-        LAB_COMPOSE, "--profile", profile, "run", "--rm", *passed, service, *command
-    )
+    return lab_compose_command("--profile", profile, "run", "--rm", *passed, service, *command)
 
 
 def run_in_service(

@@ -15,10 +15,17 @@ from torchlab.variants import Manifest, Variant
 from torchlab_host import ROOT
 from torchlab_host.core.certificates import VARIABLE as CA_VARIABLE
 from torchlab_host.core.settings import PROXY_VARIABLES
-from torchlab_host.lab.containers import run_flags, wants_gpu
-from torchlab_host.lab.services import SELFTEST, lab_service, test_service
+from torchlab_host.lab.containers import cdi_devices, run_flags, wants_gpu
+from torchlab_host.lab.services import (
+    CDI_COMPOSE,
+    LAB_COMPOSE,
+    SELFTEST,
+    SELINUX_COMPOSE,
+    lab_service,
+    test_service,
+)
 from torchlab_host.manifest import reference
-from torchlab_host.manifest.yamltext import Alias, Anchored, Comment, Spaced, dump
+from torchlab_host.manifest.yamltext import Alias, Anchored, Comment, Spaced, Tagged, dump
 
 GENERATED = (
     "Generated from variants.toml by `make generate` (src/torchlab_host/manifest/generate.py):\n"
@@ -28,6 +35,12 @@ NO_TOKEN = "JUPYTER_TOKEN is empty: run make lab-cpu, which writes one to .env"
 HOME = "/home/lab"
 LABS = "/home/lab/labs"
 DATA = "/home/lab/lab-data"
+# The labs' bind mounts (source, target), by the anchor compose.yaml names each.
+FOLDERS = {
+    "home": ("${LAB_HOME_DIR:-./lab-data/home}", HOME),
+    "work-folder": ("${LABS_DIR:-./work}", LABS),
+    "lab-data": ("${LAB_DATA_DIR:-./lab-data}", DATA),
+}
 # Where the Zero to JupyterHub profiles pull from: replace it with your registry
 # (docs/class/kubernetes.md).
 CLUSTER_REGISTRY = "ghcr.io/torchlab.example"
@@ -121,6 +134,50 @@ def bind_mount(source: str, target: str) -> dict[str, Any]:
     return {"type": "bind", "source": source, "target": target, "bind": {"create_host_path": False}}
 
 
+def cdi_compose(manifest: Manifest) -> str:
+    """compose.cdi.yaml: the GPU services' device requests as CDI devices, for the engines
+    that take GPUs only that way."""
+    found: dict[Any, Any] = {}
+    for variant in manifest.variants:
+        devices = cdi_devices(variant)
+        for service in (lab_service(variant), test_service(variant)) if devices else ():
+            found[service] = {"deploy": Tagged("!reset", None), "devices": devices}
+    return dump({
+        Comment(
+            f"{GENERATED}\n\n"
+            "Over compose.yaml where the engine takes GPUs as CDI devices (Podman, and Docker\n"
+            "with CDI on): the host tools add it there (make probe names the engine), and by\n"
+            "hand: docker compose -f compose.yaml -f compose.cdi.yaml ... The devices come\n"
+            "from the host's CDI spec: sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+        ): None,
+        "services": Spaced(found),
+    })  # fmt: skip
+
+
+def labelled(mount: dict[str, Any]) -> dict[str, Any]:
+    """A bind mount SELinux lets containers use: relabelled shared (z). Compose labels only
+    binds it may create (the host tools create these folders first anyway)."""
+    return {**mount, "bind": {"create_host_path": True, "selinux": "z"}}
+
+
+def selinux_compose(manifest: Manifest) -> str:
+    """compose.selinux.yaml: the labs' bind mounts, labelled for an enforcing SELinux."""
+    folders = {name: bind_mount(*where) for name, where in FOLDERS.items()}
+    found: dict[Any, Any] = {
+        lab_service(variant): {"volumes": [labelled(mount) for mount in folders.values()]}
+        for variant in manifest.variants
+    }
+    found["ddp-node"] = {"volumes": [labelled(folders["work-folder"])]}
+    return dump({
+        Comment(
+            f"{GENERATED}\n\n"
+            "Over compose.yaml where SELinux enforces (the host tools add it there): without\n"
+            "a label, SELinux denies the containers their bind mounts."
+        ): None,
+        "services": Spaced(found),
+    })  # fmt: skip
+
+
 def compose(manifest: Manifest) -> str:
     containers = manifest.containers
     return dump({
@@ -135,6 +192,11 @@ def compose(manifest: Manifest) -> str:
         "name": "torchlab",
         "x-container": Anchored("container", {
             "user": "${LAB_UID:-1000}:${LAB_GID:-1000}",
+            Comment(
+                "keep-id under rootless Podman (the host tools set it): your uid is the same\n"
+                "inside, so what the lab saves is yours on the host. Empty elsewhere."
+            ): None,
+            "userns_mode": "${LAB_USERNS:-}",
             Comment("DataLoader workers pass batches through /dev/shm."): None,
             "shm_size": f"${{LAB_SHM_SIZE:-{containers['shm_size']}}}",
             Comment("A fork bomb stops here, not at the host's process table."): None,
@@ -147,18 +209,18 @@ def compose(manifest: Manifest) -> str:
             "Your work (LABS_DIR, else work/), where each start brings the image's course; the\n"
             "checkout's labs/ is the course's source, which no lab writes into."
         ): None,
-        "x-work-folder": Anchored("work-folder", bind_mount("${LABS_DIR:-./work}", LABS)),
+        "x-work-folder": Anchored("work-folder", bind_mount(*FOLDERS["work-folder"])),
         Comment(
             "The lab's data folder: the packages you add, and the caches of pip, torch hub,\n"
             "Hugging Face and the labs' datasets. Kept across make down and rebuilds."
         ): None,
-        "x-lab-data": Anchored("lab-data", bind_mount("${LAB_DATA_DIR:-./lab-data}", DATA)),
+        "x-lab-data": Anchored("lab-data", bind_mount(*FOLDERS["lab-data"])),
         Comment(
             "The lab's home, kept in the data folder: JupyterLab's settings and workspaces, the\n"
             "kernels and git configuration you add, the shell's history. The image keeps\n"
             "nothing of its own there."
         ): None,
-        "x-home": Anchored("home", bind_mount("${LAB_HOME_DIR:-./lab-data/home}", HOME)),
+        "x-home": Anchored("home", bind_mount(*FOLDERS["home"])),
         "x-token": Anchored("token", {
             "JUPYTER_TOKEN": f"${{JUPYTER_TOKEN:?{NO_TOKEN}}}",
             Comment("A password instead of the token (docs/security.md): its hash, from .env."):
@@ -166,6 +228,11 @@ def compose(manifest: Manifest) -> str:
             "TORCHLAB_PASSWORD_HASH": "${TORCHLAB_PASSWORD_HASH:-}",
             Comment("1 lets Colab's page use the lab (make lab-<variant> COLAB=1)."): None,
             "TORCHLAB_COLAB": "${TORCHLAB_COLAB:-}",
+            Comment(
+                "1 under rootless Docker only (the host tools set it), where the container's\n"
+                "root is you on the host: the lab runs as root there so your files stay yours."
+            ): None,
+            "TORCHLAB_ALLOW_ROOT": "${LAB_ALLOW_ROOT:-}",
         }),
         Comment(
             "The host's network, as make lab hands it on: its proxy (proxies() in\n"
@@ -272,7 +339,9 @@ FROM_MANIFEST = ("variants.toml",)
 def outputs(manifest: Manifest) -> dict[Path, Output]:
     """Every generated file, by path, as make generate writes it, with what it is written from."""
     written = {
-        ROOT / "compose.yaml": Output(compose(manifest), FROM_MANIFEST),
+        LAB_COMPOSE: Output(compose(manifest), FROM_MANIFEST),
+        CDI_COMPOSE: Output(cdi_compose(manifest), FROM_MANIFEST),
+        SELINUX_COMPOSE: Output(selinux_compose(manifest), FROM_MANIFEST),
         PROFILES: Output(cluster_profiles(manifest), FROM_MANIFEST),
     }
     for path, text in reference.outputs(manifest).items():  # the docs' tables

@@ -1,6 +1,6 @@
 """YAML as the generated files are written (compose.yaml, the Zero to JupyterHub profiles):
 block mappings and sequences, flow lists of scalars, quoted strings where plain ones would be
-read otherwise, comments, anchors and aliases. Standard library only, like the host tools."""
+read otherwise, comments, anchors and aliases, tags. Standard library only, like the host tools."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ class Spaced:
 
 
 @dataclass(frozen=True)
+class Tagged:
+    """A scalar with a YAML tag: compose's !reset null drops what the file before it set."""
+
+    tag: str
+    value: Any
+
+
+@dataclass(frozen=True)
 class Comment:
     """A key that writes comment lines in its place (its value is ignored)."""
 
@@ -45,6 +53,8 @@ class Comment:
 def scalar(value: Any) -> str:
     if isinstance(value, Alias):
         return f"*{value.name}"
+    if isinstance(value, Tagged):
+        return f"{value.tag} {'null' if value.value is None else scalar(value.value)}"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -3,6 +3,7 @@ or none. A fake `docker` answers version and info as each engine did (tests/host
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -107,8 +108,39 @@ def test_make_probe_names_the_engine_or_why_there_is_none(fake_bin, monkeypatch,
     monkeypatch.setenv("DOCKER_HOST", host)
     answering(fake_bin, "podman-4.3", host)
     assert cli.main(["engine"]) == 0
-    assert capsys.readouterr().out == f"engine: Podman 4.3.1, rootless, at {host}\n"
+    assert (
+        capsys.readouterr().out == f"engine: Podman 4.3.1, rootless, GPUs through CDI, at {host}\n"
+    )
     engine.current_engine.cache_clear()
     fake_bin("docker", "exit 1")
     assert cli.main(["engine"]) == 0
     assert capsys.readouterr().out.startswith("engine: none: the Docker daemon is not reachable. ")
+
+
+def recorded(name: str) -> tuple[dict, dict]:
+    return tuple(
+        json.loads((ENGINES / f"{name}-{what}.json").read_text()) for what in ("version", "info")
+    )
+
+
+def test_gpus_go_through_cdi_on_podman_and_on_a_docker_with_cdi_on():
+    """Podman ignores compose's device requests; Docker takes CDI where it lists spec folders
+    (Docker 25 and later, CDI on), and device requests otherwise (Docker 20.10 here)."""
+    host = "unix:///var/run/docker.sock"
+    assert engine.engine_from(*recorded("podman-4.3"), host, 0).cdi is True
+    version, info = recorded("docker-20.10")
+    assert engine.engine_from(version, info, host, 0).cdi is False
+    info_with_cdi = dict(info, CDISpecDirs=["/etc/cdi", "/var/run/cdi"])
+    assert engine.engine_from(version, info_with_cdi, host, 0).cdi is True
+
+
+def test_a_labs_files_are_its_users_on_each_engine():
+    """Rootful: the host user's uid as it is; rootless Podman: that uid mapped to itself
+    (keep-id); rootless Docker: the container's root, which is the host user there."""
+    host = "unix:///run/user/1001/podman/podman.sock"
+    rootful = engine.engine_from(*recorded("docker-20.10"), "unix:///var/run/docker.sock", 0)
+    assert rootful.lab_user() == {}
+    podman = engine.engine_from(*recorded("podman-4.3"), host, A_USER)
+    assert podman.lab_user() == {"LAB_USERNS": "keep-id"}
+    docker = engine.engine_from(*recorded("rootless-docker-24"), host, A_USER)
+    assert docker.lab_user() == {"LAB_UID": "0", "LAB_GID": "0", "LAB_ALLOW_ROOT": "1"}

@@ -15,6 +15,7 @@ import pytest
 from torchlab import variants
 from torchlab_host import cli as commands
 from torchlab_host.core import addresses, engine, envfile
+from torchlab_host.core.engine import Engine
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
 from torchlab_host.lab import manage as lab
@@ -102,8 +103,10 @@ def test_token_is_generated_once_kept_private_and_reused(env_file, monkeypatch):
 
 
 @pytest.mark.parametrize("command", [["down"], ["logs"], ["ps"]])
-def test_commands_that_start_no_lab_create_no_token(env_file, fake_bin, command):
+def test_commands_that_start_no_lab_create_no_token(env_file, fake_bin, monkeypatch, command):
     fake_bin("docker", 'echo "$JUPYTER_TOKEN"')
+    rootful = Engine("Docker", "20.10.24", False, "unix:///var/run/docker.sock")
+    monkeypatch.setattr(services, "current_engine", lambda: rootful)
     said = services.compose(Settings.load({}, env_file), *command, capture=True).stdout.strip()
     assert said == services.NO_LAB_TOKEN and not env_file.exists()
 

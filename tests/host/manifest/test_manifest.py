@@ -206,6 +206,8 @@ def test_a_new_variant_is_its_table_and_its_lock(checkout, tmp_path, host):
     assert {line.split()[1] for line in stale[1:]} == {
         "compose.yaml", "deploy/kubernetes/jupyterhub/profiles.yaml",
         ".devcontainer/cudanext/devcontainer.json",
+        # its GPUs as CDI devices, and its lab's bind mounts labelled for SELinux
+        "compose.cdi.yaml", "compose.selinux.yaml",
         # the docs' tables: the images, and the variants make's pattern targets take
         "README.md", "docs/index.md", "docs/reference/commands.md",
     }  # fmt: skip
