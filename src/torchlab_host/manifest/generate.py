@@ -142,6 +142,9 @@ def cdi_compose(manifest: Manifest) -> str:
         devices = cdi_devices(variant)
         for service in (lab_service(variant), test_service(variant)) if devices else ():
             found[service] = {"deploy": Tagged("!reset", None), "devices": devices}
+            if variant.compose.get("ipc") == "host":
+                # The host's /dev/shm: Podman refuses a size for it, where Docker ignores one.
+                found[service]["shm_size"] = Tagged("!reset", None)
     return dump({
         Comment(
             f"{GENERATED}\n\n"
