@@ -234,12 +234,12 @@ def labs_dir() -> Path:
     return Path("labs") if Path("labs").is_dir() else Path.cwd()
 
 
-def limits() -> dict[str, int]:
-    """This process's soft limits by their ulimit names, in bytes (-1: none)."""
+def limits(hard: bool = False) -> dict[str, int]:
+    """This process's soft (or hard) limits by their ulimit names, in bytes (-1: none)."""
     found = {}
     for name, which in LIMITS.items():
-        soft = resource.getrlimit(which)[0]
-        found[name] = -1 if soft == resource.RLIM_INFINITY else soft
+        limit = resource.getrlimit(which)[1 if hard else 0]
+        found[name] = -1 if limit == resource.RLIM_INFINITY else limit
     return found
 
 
@@ -267,7 +267,8 @@ def container() -> dict[str, Any]:
     }
 
 
-def _meets(have: int, wanted: int) -> bool:
+def meets(have: int, wanted: int) -> bool:
+    """A limit of have is at least wanted (-1: none)."""
     return have == -1 or (wanted != -1 and have >= wanted)
 
 
@@ -284,7 +285,7 @@ def device_settings_problem(
     missing = [
         f"{name} {limit_text(container['limits'][name])} (wanted {limit_text(limit)})"
         for name, limit in wanted.get("ulimits", {}).items()
-        if name in container["limits"] and not _meets(container["limits"][name], limit)
+        if name in container["limits"] and not meets(container["limits"][name], limit)
     ]
     flags = [f"--ulimit {name}={limit}" for name, limit in wanted.get("ulimits", {}).items()]
     if wanted.get("ipc") == "host" and not hub_server:

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import resource
 from collections.abc import Sequence
 from pathlib import Path
 
+from torchlab import system
 from torchlab.variants import Variant
 from torchlab_host.core.engine import Engine
 from torchlab_host.core.errors import HostError
@@ -54,18 +54,15 @@ def require_cdi_spec(
         )
 
 
-def limit_text(value: int) -> str:
-    return "unlimited" if value in (-1, resource.RLIM_INFINITY) else str(value)
-
-
 def require_rootless_limits(variant: Variant, engine: Engine) -> None:
-    for name, wanted in variant.compose.get("ulimits", {}).items() if engine.rootless else ():
-        _, hard = resource.getrlimit(getattr(resource, f"RLIMIT_{name.upper()}"))
-        if hard == resource.RLIM_INFINITY or (wanted != -1 and wanted <= hard):
+    own = system.limits(hard=True) if engine.rootless else {}
+    for name, wanted in variant.compose.get("ulimits", {}).items():
+        if name not in own or system.meets(own[name], wanted):
             continue
         raise HostError(
-            f"{variant.image}'s containers ask for {name} {limit_text(wanted)}, and a rootless "
-            f"{engine.kind} cannot raise it above your own hard limit ({limit_text(hard)})",
+            f"{variant.image}'s containers ask for {name} {system.limit_text(wanted)}, and a "
+            f"rootless {engine.kind} cannot raise it above your own hard limit "
+            f"({system.limit_text(own[name])})",
             f"raise it for your user: add '$USER - {name} unlimited' to "
             "/etc/security/limits.conf (sudo), log in again and restart the engine",
         )

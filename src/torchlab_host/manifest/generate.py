@@ -15,7 +15,7 @@ from torchlab.variants import Manifest, Variant
 from torchlab_host import ROOT
 from torchlab_host.core.certificates import VARIABLE as CA_VARIABLE
 from torchlab_host.core.settings import PROXY_VARIABLES
-from torchlab_host.lab.containers import cdi_devices, run_flags, wants_gpu
+from torchlab_host.lab.containers import CDI_SPEC_COMMANDS, cdi_devices, run_flags, wants_gpu
 from torchlab_host.lab.services import (
     CDI_COMPOSE,
     LAB_COMPOSE,
@@ -151,7 +151,7 @@ def cdi_compose(manifest: Manifest) -> str:
             "Over compose.yaml where the engine takes GPUs as CDI devices (Podman, and Docker\n"
             "with CDI on): the host tools add it there (make probe names the engine), and by\n"
             "hand: docker compose -f compose.yaml -f compose.cdi.yaml ... The devices come\n"
-            "from the host's CDI spec: sudo nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml"
+            f"from the host's CDI spec: {CDI_SPEC_COMMANDS['nvidia.com/gpu']}"
         ): None,
         "services": Spaced(found),
     })  # fmt: skip

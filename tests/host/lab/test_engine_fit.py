@@ -65,7 +65,7 @@ def test_a_rootless_engine_cannot_raise_the_users_hard_limits(monkeypatch, one_l
         engine_fit.require_rootless_limits(CUDA, PODMAN)
     line = one_line(raised.value)
     assert "ask for memlock unlimited, and a rootless Podman cannot raise it above your own" in line
-    assert "hard limit (8388608)" in line and "/etc/security/limits.conf" in line
+    assert "hard limit (8.0 MiB)" in line and "/etc/security/limits.conf" in line
     engine_fit.require_rootless_limits(CUDA, DOCKER)  # rootful: the engine raises them
     unlimited = resource.RLIM_INFINITY
     monkeypatch.setattr(resource, "getrlimit", lambda which: (unlimited, unlimited))

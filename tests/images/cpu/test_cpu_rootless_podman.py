@@ -14,14 +14,22 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import stat
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from support import MANIFEST, REPO, TOKEN, Lab, one_line_failure, save_notebook, wait_until
+from support import (
+    MANIFEST,
+    REPO,
+    TOKEN,
+    Lab,
+    free_port,
+    one_line_failure,
+    save_notebook,
+    wait_until,
+)
 
 USER = "torchlab-rootless"
 # Subordinate ids for the user's namespace: 65536 of them, as useradd gives a new user.
@@ -202,12 +210,6 @@ def rootless(host_prerequisites):
             service.terminate()
             service.wait(timeout=30)
         remove_user(user)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_engine_is_named_rootless_podman(rootless):
