@@ -27,7 +27,7 @@ from torchlab_host.image import build as building
 from torchlab_host.image.spec import hub_build, variant_build
 from torchlab_host.lab import manage as lab
 from torchlab_host.lockfiles import download, platforms, resolve
-from torchlab_host.lockfiles.files import all_locks, lock_file
+from torchlab_host.lockfiles.files import chosen_locks, lock_file
 from torchlab_host.lockfiles.venv import venv
 from torchlab_host.manifest import check, generate, reference
 from torchlab_host.measure import image_costs
@@ -94,9 +94,11 @@ def make_venv(args: argparse.Namespace, manifest: Manifest, settings: Settings) 
 
 def wheels(args: argparse.Namespace, manifest: Manifest, settings: Settings) -> int:
     folder = Path(args.folder or settings["WHEELHOUSE_DIR"])
+    locks = chosen_locks(manifest, settings)
     # The wheels come from the indexes, never from another wheelhouse.
-    download.download(folder, all_locks(manifest), manifest, settings.with_values(WHEELHOUSE=""))
-    proxy.write_to_wheelhouse(folder)
+    download.download(folder, locks, manifest, settings.with_values(WHEELHOUSE=""))
+    if manifest.hub_lock in locks:
+        proxy.write_to_wheelhouse(folder)
     return 0
 
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from torchlab.variants import Manifest, Variant, this_platform
 from torchlab_host.core.errors import HostError
 from torchlab_host.core.settings import Settings
-from torchlab_host.lockfiles.files import omitted
+from torchlab_host.lockfiles.files import all_locks, omitted
 
 NOTEBOOK = "notebook"  # the marker of a whole notebook (tests/device/test_notebooks.py)
 # What CI runs of a suite in another platform's image, under emulation, where torch imports
@@ -188,11 +188,18 @@ def steps(manifest: Manifest, settings: Settings) -> list[Step]:
     base, *others = ordered
     cpu = base.variant.name
     emulated = [p for p in base.variant.platforms if p != settings.platform]
-    downloads = (make("check-locks"), make("wheels"), make("base-image"))
+    # Every lock but the other images' first: the cpu phases wait for those alone, and the
+    # other images' wheels (the CUDA ones, most of the bytes) download beside them.
+    other_locks = [suite.variant.lock for suite in others]
+    first_locks = [lock for lock in all_locks(manifest) if lock not in other_locks]
+    other_locks = [lock for lock in all_locks(manifest) if lock in other_locks]
+    first_downloads = (make("check-locks"), make("wheels", LOCKS=" ".join(first_locks)),
+                       make("base-image"))  # fmt: skip
+    other_downloads = (make("wheels", LOCKS=" ".join(other_locks)),) if other_locks else ()
     if emulated:
-        downloads += (make("qemu"),)
-        downloads += tuple(make("wheels", PLATFORM=p) for p in emulated)
-        downloads += tuple(make("base-image", PLATFORM=p) for p in emulated)
+        other_downloads += (make("qemu"),)
+        other_downloads += tuple(make("wheels", PLATFORM=p) for p in emulated)
+        other_downloads += tuple(make("base-image", PLATFORM=p) for p in emulated)
     also = (
         f"; {' and '.join(emulated)}: QEMU (make qemu), every lock's wheels for it, each checked "
         "against its hash (so the images CI does not build there are install-verified), and its "
@@ -200,14 +207,20 @@ def steps(manifest: Manifest, settings: Settings) -> list[Step]:
         if emulated
         else ""
     )
+    first_name = f"locks, wheelhouse, base image for the {cpu} phases"
+    other_name = "the other images' wheels"
     plan = [
-        Step("locks, wheelhouse, base image", downloads,
+        # The background steps run one after another, beside the phases up to each one's wait.
+        Step(first_name, first_downloads,
              "they need only the network and the engine: beside the host environment, lint and "
-             f"the fast tests, which use the CPUs{also}", BACKGROUND),
+             "the fast tests, which use the CPUs", BACKGROUND),
+        Step(other_name, other_downloads,
+             f"the other locks' wheels{also}: beside the {cpu} image's phases", BACKGROUND),
         Step("lint (make lint)", (make("lint"),)),
         Step("fast tests (make test)", (make("test"),), "the README's test command"),
-        # It waits for the same commands (every field of a line has words: .ci/run reads them).
-        Step("locks, wheelhouse, base image: the rest", downloads,
+        # A wait names its background step, whose commands it repeats (every field of a line
+        # has words: .ci/run reads them).
+        Step(f"{first_name}: the rest", first_downloads,
              "every build from here installs from the wheelhouse, on the base image", WAIT),
         Step(f"build {cpu} image, no cache",
              (("env", "DOCKER_BUILD_FLAGS=--no-cache", *make(f"build-{cpu}")),),
@@ -229,6 +242,11 @@ def steps(manifest: Manifest, settings: Settings) -> list[Step]:
              f"their own), the {cpu} image in podman on the nodes: the proof and a failing "
              "script from sbatch, the lab reached from the login node and stopped by scancel"),
     ]  # fmt: skip
+    if other_downloads:
+        plan.append(
+            Step(f"{other_name}: the rest", other_downloads,
+                 "the other images build from their wheels", WAIT),
+        )  # fmt: skip
     for suite in others:
         name = suite.variant.name
         plan += [

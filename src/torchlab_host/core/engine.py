@@ -112,6 +112,17 @@ def remove_containers(*names: str) -> None:
         quiet(["docker", "rm", "--force", *found])
 
 
+PODMAN_PASSING_CDI = (5, 5)
+PODMAN_PASSING_CDI_TEXT = ".".join(map(str, PODMAN_PASSING_CDI))
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """A release's leading numbers (4.3.1 -> (4, 3, 1)); none for a version it cannot read,
+    which then compares as the newest."""
+    numbers = re.match(r"\d+(?:\.\d+)*", version)
+    return tuple(map(int, numbers.group().split("."))) if numbers else (999,)
+
+
 @dataclass(frozen=True)
 class Engine:
     """The engine the docker CLI drives here: Docker or Podman (through its Docker-compatible
@@ -125,9 +136,20 @@ class Engine:
     # Podman ignores compose's deploy.resources, and Docker takes CDI where it lists spec dirs.
     cdi: bool = False
 
+    @property
+    def drops_cdi_devices(self) -> bool:
+        """Whether its Docker-compatible API drops the CDI devices compose asks for: Podman
+        passes them on from 5.5 (containers/podman 18e29076); 4.3 (Debian 12's) starts the
+        container without them, and without a word."""
+        return self.kind == "Podman" and version_tuple(self.version) < PODMAN_PASSING_CDI
+
     def describe(self) -> str:
         mode = "rootless" if self.rootless else "rootful"
-        gpus = ", GPUs through CDI" if self.cdi else ""
+        gpus = ""
+        if self.cdi:
+            gpus = ", GPUs as CDI devices"
+            if self.drops_cdi_devices:
+                gpus += f" (its Docker API drops them before Podman {PODMAN_PASSING_CDI_TEXT})"
         return f"{self.kind} {self.version}, {mode}{gpus}, at {self.host}"
 
     def lab_user(self) -> dict[str, str]:

@@ -1,6 +1,7 @@
 """What a lab of a variant needs from this host's engine before it starts, checked here so a
-miss is one line and not the engine's error halfway through compose: the CDI spec of the GPUs an
-engine takes only as CDI devices, and, under a rootless engine, the user's own hard limits for
+miss is one line and not the engine's error halfway through compose (or a GPU lab that starts
+without its GPU): an engine that hands the GPUs on at all, the CDI spec of the GPUs an engine
+takes only as CDI devices, and, under a rootless engine, the user's own hard limits for
 the ulimits the variant's containers ask for (no rootless engine can raise them)."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from torchlab import system
 from torchlab.variants import Variant
-from torchlab_host.core.engine import Engine
+from torchlab_host.core.engine import PODMAN_PASSING_CDI_TEXT, Engine
 from torchlab_host.core.errors import HostError
 from torchlab_host.lab.containers import CDI_SPEC_COMMANDS, cdi_devices
 
@@ -38,6 +39,18 @@ def spec_kinds(folders: Sequence[Path] = CDI_SPEC_DIRS) -> set[str]:
             elif spec.suffix in (".yaml", ".yml"):
                 kinds.update(YAML_KIND.findall(text))
     return kinds - {""}
+
+
+def require_cdi_passed_on(variant: Variant, engine: Engine) -> None:
+    """A GPU lab never starts on the CPU because the engine dropped its devices."""
+    if cdi_devices(variant) and engine.cdi and engine.drops_cdi_devices:
+        raise HostError(
+            f"{engine.kind} {engine.version}'s Docker API drops the CDI devices compose asks "
+            f"for (Podman {PODMAN_PASSING_CDI_TEXT} passes them on), so {variant.image} would "
+            "start without its GPUs",
+            f"upgrade Podman to {PODMAN_PASSING_CDI_TEXT} or later, or use Docker (the NVIDIA "
+            "Container Toolkit's runtime, or CDI on Docker 25 or later)",
+        )
 
 
 def require_cdi_spec(
@@ -69,5 +82,6 @@ def require_rootless_limits(variant: Variant, engine: Engine) -> None:
 
 
 def require_engine_fits(variant: Variant, engine: Engine) -> None:
+    require_cdi_passed_on(variant, engine)
     require_cdi_spec(variant, engine)
     require_rootless_limits(variant, engine)

@@ -183,6 +183,20 @@ def all_locks(manifest: Manifest) -> list[str]:
     return list(dict.fromkeys(ordered))
 
 
+def chosen_locks(manifest: Manifest, settings: Settings) -> list[str]:
+    """The locks LOCKS names (make wheels LOCKS="shared cpu"), in all_locks' order; unset:
+    every one."""
+    every = all_locks(manifest)
+    named = settings["LOCKS"].split()
+    unknown = sorted(set(named) - set(every))
+    if unknown:
+        raise HostError(
+            f"LOCKS names {', '.join(unknown)}, which is no lock in requirements/",
+            f"name some of: {' '.join(every)}",
+        )
+    return [lock for lock in every if lock in named] if named else every
+
+
 def constraints(lock: str, manifest: Manifest) -> list[str]:
     """The locks a lock is resolved against, so the packages they share have one version."""
     if lock == manifest.shared_lock:

@@ -267,17 +267,24 @@ def test_ci_keeps_its_phases_in_their_order(ci_steps):
     cpu, others = ordered[0], ordered[1:]
     lines = [step.command_line for step in ci_steps]
     hows = [step.how for step in ci_steps]
-    downloads = "make check-locks && make wheels && make base-image && make qemu && " + " && ".join(
+    others_own = {MANIFEST.variant(name).lock for name in others}
+    other_locks = [lock for lock in files.all_locks(MANIFEST) if lock in others_own]
+    cpu_locks = [lock for lock in files.all_locks(MANIFEST) if lock not in others_own]
+    # The cpu phases wait for their own locks' wheels; the other images', and the emulated
+    # platform's, download beside them.
+    for_cpu = f"make check-locks && make wheels 'LOCKS={' '.join(cpu_locks)}' && make base-image"
+    for_others = f"make wheels 'LOCKS={' '.join(other_locks)}' && make qemu && " + " && ".join(
         f"make {target} PLATFORM={platform}"
         for target in ("wheels", "base-image")
         for platform in CPU.platforms
         if platform != this_platform()
     )
     expected = [
-        downloads,  # in the background
+        for_cpu,  # in the background
+        for_others,  # in the background, after it
         "make lint",
         "make test",  # the README's test command
-        downloads,  # waited for
+        for_cpu,  # waited for
         f"env DOCKER_BUILD_FLAGS=--no-cache make build-{cpu}",
         "make hub-build",
         "make image-sizes",
@@ -286,6 +293,7 @@ def test_ci_keeps_its_phases_in_their_order(ci_steps):
         "make rebuild-check",
         f"make test-images-{cpu}",
         "make test-slurm",
+        for_others,  # waited for
     ]
     for name in others:
         expected += [
@@ -304,7 +312,9 @@ def test_ci_keeps_its_phases_in_their_order(ci_steps):
         ]
     expected.append(f"make test-platforms-{cpu}")
     assert lines == expected
-    assert hows == [plan.BACKGROUND, plan.RUN, plan.RUN, plan.WAIT] + [plan.RUN] * (len(lines) - 4)
+    waits = [lines.index(for_cpu, 2), lines.index(for_others, 2)]
+    assert hows[:2] == [plan.BACKGROUND] * 2 and [hows[i] for i in waits] == [plan.WAIT] * 2
+    assert {hows[i] for i in range(2, len(hows)) if i not in waits} == {plan.RUN}
 
 
 def test_every_line_has_its_four_fields_and_a_phase_name_of_its_own(ci_steps):
@@ -395,7 +405,7 @@ def test_ci_run_starts_the_downloads_then_runs_every_phase_of_the_plan_in_order(
     ]
     driver = (
         'phase() { printf "phase|%s|%s\\n" "$1" "${*:2}"; }\n'
-        'start_downloads() { printf "background|%s\\n" "$1"; }\n'
+        'start_background() { printf "background|%s\\n" "$@"; }\n'
         f"{run_plan}\n"
         'plan=$PLAN\nrun_plan background\necho "host environment"\nrun_plan phases\n'
     )
@@ -406,11 +416,15 @@ def test_ci_run_starts_the_downloads_then_runs_every_phase_of_the_plan_in_order(
         env={**os.environ, "PLAN": "\n".join(step.line for step in ci_steps)},
     )
     assert ran.returncode == 0, ran.stderr
-    [background] = [step for step in ci_steps if step.how == plan.BACKGROUND]
-    expected = [f"background|{background.command_line}", "host environment"]
+    background = [step for step in ci_steps if step.how == plan.BACKGROUND]
+    expected = [f"background|{step.command_line}" for step in background] + ["host environment"]
+    waits = [step for step in ci_steps if step.how == plan.WAIT]
+    # Each wait is for the background step of its name, in the same order.
+    assert [step.name for step in waits] == [f"{step.name}: the rest" for step in background]
+    assert [step.command_line for step in waits] == [step.command_line for step in background]
     for step in ci_steps:
         if step.how == plan.WAIT:
-            expected.append(f"phase|{step.name}|wait_for_downloads")
+            expected.append(f"phase|{step.name}|wait_for_background")
         elif step.how == plan.RUN:
             expected.append(f"phase|{step.name}|eval {step.command_line}")
     assert ran.stdout.splitlines() == expected

@@ -3,6 +3,7 @@ or none. A fake `docker` answers version and info as each engine did (tests/host
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
@@ -109,7 +110,8 @@ def test_make_probe_names_the_engine_or_why_there_is_none(fake_bin, monkeypatch,
     answering(fake_bin, "podman-4.3", host)
     assert cli.main(["engine"]) == 0
     assert (
-        capsys.readouterr().out == f"engine: Podman 4.3.1, rootless, GPUs through CDI, at {host}\n"
+        capsys.readouterr().out == "engine: Podman 4.3.1, rootless, GPUs as CDI devices (its "
+        f"Docker API drops them before Podman 5.5), at {host}\n"
     )
     engine.current_engine.cache_clear()
     fake_bin("docker", "exit 1")
@@ -132,6 +134,19 @@ def test_gpus_go_through_cdi_on_podman_and_on_a_docker_with_cdi_on():
     assert engine.engine_from(version, info, host, 0).cdi is False
     info_with_cdi = dict(info, CDISpecDirs=["/etc/cdi", "/var/run/cdi"])
     assert engine.engine_from(version, info_with_cdi, host, 0).cdi is True
+
+
+def test_podman_before_5_5_drops_the_cdi_devices_compose_sends():
+    """Podman's Docker API passes compose's CDI device requests on from 5.5 (containers/podman
+    18e29076); Debian 12's 4.3.1 starts the container without them."""
+    podman = engine.engine_from(*recorded("podman-4.3"), "unix:///run/podman/podman.sock", 0)
+    assert podman.drops_cdi_devices
+    for newer in ("5.5.0", "5.6.1", "6.0.0-dev"):
+        assert not dataclasses.replace(podman, version=newer).drops_cdi_devices, newer
+    assert dataclasses.replace(podman, version="5.4.2").drops_cdi_devices
+    version, info = recorded("docker-20.10")
+    docker = engine.engine_from(version, dict(info, CDISpecDirs=["/etc/cdi"]), "unix://", 0)
+    assert not docker.drops_cdi_devices
 
 
 def test_a_labs_files_are_its_users_on_each_engine():

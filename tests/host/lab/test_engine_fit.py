@@ -19,6 +19,7 @@ from torchlab_host.lab.containers import cdi_devices
 MANIFEST = variants.load()
 CUDA, CPU = MANIFEST.variant("cuda"), MANIFEST.variant("cpu")
 PODMAN = Engine("Podman", "4.3.1", True, "unix:///run/user/1001/podman/podman.sock", cdi=True)
+PODMAN_5_5 = Engine("Podman", "5.5.0", True, "unix:///run/user/1001/podman/podman.sock", cdi=True)
 DOCKER = Engine("Docker", "20.10.24", False, "unix:///var/run/docker.sock")
 ROOTLESS_DOCKER = Engine("Docker", "24.0.7", True, "unix:///run/user/1001/docker.sock")
 
@@ -50,6 +51,18 @@ def test_a_cdi_engine_without_a_gpu_spec_is_one_line_with_the_command_that_write
     )
     (tmp_path / "nvidia.yaml").write_text("kind: nvidia.com/gpu\n")
     engine_fit.require_cdi_spec(CUDA, PODMAN, [tmp_path])
+
+
+def test_a_gpu_lab_is_refused_where_the_engine_would_drop_its_devices(one_line):
+    with pytest.raises(HostError) as raised:
+        engine_fit.require_engine_fits(CUDA, PODMAN)
+    line = one_line(raised.value)
+    assert line.startswith("Podman 4.3.1's Docker API drops the CDI devices compose asks for")
+    assert f"so {CUDA.image} would start without its GPUs" in line
+    assert "Fix: upgrade Podman to 5.5 or later, or use Docker" in line
+    engine_fit.require_cdi_passed_on(CPU, PODMAN)
+    engine_fit.require_cdi_passed_on(CUDA, DOCKER)
+    engine_fit.require_cdi_passed_on(CUDA, PODMAN_5_5)
 
 
 def test_no_spec_is_asked_of_device_requests_or_of_a_cpu_lab(tmp_path):

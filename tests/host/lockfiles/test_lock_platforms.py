@@ -111,3 +111,16 @@ def test_make_wheels_fetches_every_platform_or_the_one_named(tmp_path, monkeypat
     arm64 = Settings.load({"PLATFORM": "linux/arm64"}, tmp_path / ".env")  # for arm64 builds
     download.download(tmp_path, ["lab", "xla"], MANIFEST, arm64)
     assert fetched == [("lab", "linux/arm64")]
+
+
+def test_make_wheels_downloads_the_locks_named_in_their_order_or_every_one(tmp_path, one_line):
+    """CI downloads the cpu phases' locks first and the other images' beside those phases."""
+    chosen = Settings.load({"LOCKS": "xla lab"}, tmp_path / ".env")
+    assert files.chosen_locks(MANIFEST, chosen) == ["lab", "xla"]
+    every = Settings.load({}, tmp_path / ".env")
+    assert files.chosen_locks(MANIFEST, every) == files.all_locks(MANIFEST)
+    with pytest.raises(HostError) as raised:
+        files.chosen_locks(MANIFEST, Settings.load({"LOCKS": "lab rocm"}, tmp_path / ".env"))
+    line = one_line(raised.value)
+    assert line.startswith("LOCKS names rocm, which is no lock in requirements/")
+    assert "Fix: name some of: lab " in line
