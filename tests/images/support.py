@@ -400,3 +400,29 @@ def one_line_failure(result: subprocess.CompletedProcess) -> str:
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("torchlab: ") and ". Fix: " in line
     return line
+
+
+# GPUs through CDI, for the engines' tests: a spec under nvidia.com/gpu=all whose device node is
+# /dev/null's (harmless) and whose variable says it came through CDI.
+CDI_SPEC = Path("/etc/cdi/torchlab-test-gpu.yaml")
+CDI_SPEC_TEXT = """cdiVersion: "0.5.0"
+kind: nvidia.com/gpu
+devices:
+  - name: all
+    containerEdits:
+      deviceNodes:
+        - path: /dev/torchlab-test-gpu
+          hostPath: /dev/null
+      env:
+        - TORCHLAB_TEST_GPU=given-through-cdi
+"""
+# A host with a GPU and its driver, for make lab-cuda's host check, which comes before its
+# engine's: nvidia-smi answering as one L4 on driver 580 does, and the toolkit's nvidia-ctk.
+NVIDIA_SMI = """#!/bin/sh
+case "$*" in
+  -L) echo "GPU 0: NVIDIA L4 (UUID: GPU-00000000-0000-0000-0000-000000000000)" ;;
+  *driver_version*) echo "580.65.06" ;;
+  *compute_cap*) echo "NVIDIA L4, 8.9" ;;
+  *) echo "NVIDIA L4, 8.9, 580.65.06" ;;
+esac
+"""

@@ -21,7 +21,10 @@ from pathlib import Path
 
 import pytest
 from support import (
+    CDI_SPEC,
+    CDI_SPEC_TEXT,
     MANIFEST,
+    NVIDIA_SMI,
     REPO,
     TOKEN,
     Lab,
@@ -44,28 +47,6 @@ default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
 runtime = "runc"
 """
 STORAGE_CONF = '[storage]\ndriver = "overlay"\n'
-CDI_SPEC = Path("/etc/cdi/torchlab-test-gpu.yaml")
-CDI_SPEC_TEXT = """cdiVersion: "0.5.0"
-kind: nvidia.com/gpu
-devices:
-  - name: all
-    containerEdits:
-      deviceNodes:
-        - path: /dev/torchlab-test-gpu
-          hostPath: /dev/null
-      env:
-        - TORCHLAB_TEST_GPU=given-through-cdi
-"""
-# A host with a GPU and its driver, for make lab-cuda's host check, which comes before its
-# engine's: nvidia-smi answering as one L4 on driver 580 does, and the toolkit's nvidia-ctk.
-NVIDIA_SMI = """#!/bin/sh
-case "$*" in
-  -L) echo "GPU 0: NVIDIA L4 (UUID: GPU-00000000-0000-0000-0000-000000000000)" ;;
-  *driver_version*) echo "580.65.06" ;;
-  *compute_cap*) echo "NVIDIA L4, 8.9" ;;
-  *) echo "NVIDIA L4, 8.9, 580.65.06" ;;
-esac
-"""
 
 
 def run(*command: str, **kwargs) -> subprocess.CompletedProcess:
