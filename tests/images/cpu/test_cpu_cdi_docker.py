@@ -12,6 +12,7 @@ lab as it is (runc: error setting rlimit type 8)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,7 +30,13 @@ from torchlab_host.image.spec import variant_build
 from torchlab_host.image.tags import inputs_tag
 
 MANIFEST = variants.load()
-DAEMON_CONFIG = '{"features": {"cdi": true}, "bridge": "none", "iptables": false}\n'
+# Its own bridge and containerd namespaces: "bridge": "none" deletes the main engine's docker0,
+# and a shared "moby" namespace would let either engine clean up the other's containers.
+BRIDGE = "torchlab-cdi0"
+DAEMON_CONFIG = json.dumps({
+    "features": {"cdi": True}, "bridge": BRIDGE, "iptables": False, "ip6tables": False,
+    "containerd-namespace": "torchlab-cdi", "containerd-plugins-namespace": "torchlab-cdi-plugins",
+})  # fmt: skip
 # The GPU lab's service as compose.yaml defines it, less what this VM cannot give (above).
 WITHOUT_MEMLOCK = "services:\n  lab-cuda:\n    ulimits: !reset {}\n"
 
@@ -45,6 +52,7 @@ def cdi_docker(require, tmp_path_factory):
     )
     require(os.geteuid() == 0, "root, to start a second Docker engine")
     state = tmp_path_factory.mktemp("cdi-docker")
+    subprocess.run(["ip", "link", "add", BRIDGE, "type", "bridge"], capture_output=True)
     (state / "daemon.json").write_text(DAEMON_CONFIG)
     host = f"unix://{state}/docker.sock"
     path = f"{folder}/usr/sbin:{folder}/usr/bin:{os.environ['PATH']}"
@@ -78,6 +86,7 @@ def cdi_docker(require, tmp_path_factory):
                        cwd=ROOT, capture_output=True)  # fmt: skip
         daemon.terminate()
         daemon.wait(timeout=60)
+        subprocess.run(["ip", "link", "delete", BRIDGE], capture_output=True)
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -113,6 +122,8 @@ def test_the_gpu_labs_container_gets_the_cdi_specs_device_and_variable(gpu_host,
 
     CDI_SPEC.parent.mkdir(exist_ok=True)
     CDI_SPEC.write_text(CDI_SPEC_TEXT)
+    for folder in ("work", "lab-data/home"):  # what make lab-cuda makes before compose
+        (ROOT / folder).mkdir(parents=True, exist_ok=True)
     override = tmp_path / "compose.without-memlock.yaml"
     override.write_text(WITHOUT_MEMLOCK)
     looked = subprocess.run(
