@@ -426,3 +426,11 @@ case "$*" in
   *) echo "NVIDIA L4, 8.9, 580.65.06" ;;
 esac
 """
+
+
+def write_gpu_host_tools(folder: Path) -> None:
+    """nvidia-smi (as NVIDIA_SMI answers) and the toolkit's nvidia-ctk, in folder, for PATH."""
+    for name, text in {"nvidia-smi": NVIDIA_SMI, "nvidia-ctk": "#!/bin/sh\n"}.items():
+        tool = folder / name
+        tool.write_text(text)
+        tool.chmod(0o755)

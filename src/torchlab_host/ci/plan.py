@@ -190,9 +190,9 @@ def steps(manifest: Manifest, settings: Settings) -> list[Step]:
     emulated = [p for p in base.variant.platforms if p != settings.platform]
     # Every lock but the other images' first: the cpu phases wait for those alone, and the
     # other images' wheels (the CUDA ones, most of the bytes) download beside them.
-    other_locks = [suite.variant.lock for suite in others]
-    first_locks = [lock for lock in all_locks(manifest) if lock not in other_locks]
-    other_locks = [lock for lock in all_locks(manifest) if lock in other_locks]
+    others_own = {suite.variant.lock for suite in others}
+    first_locks = [lock for lock in all_locks(manifest) if lock not in others_own]
+    other_locks = [lock for lock in all_locks(manifest) if lock in others_own]
     first_downloads = (make("check-locks"), make("wheels", LOCKS=" ".join(first_locks)),
                        make("base-image"))  # fmt: skip
     other_downloads = (make("wheels", LOCKS=" ".join(other_locks)),) if other_locks else ()

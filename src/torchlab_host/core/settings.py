@@ -102,7 +102,7 @@ TABLE = (
             blank_is_a_value=True),
     Setting("WHEELHOUSE", "", "a folder of wheels (make wheels) to install and build from, "
             "offline (empty: from the indexes)", "build", blank_is_a_value=True, path=True),
-    Setting("LOCKS", "", "the locks make wheels downloads, space separated, e.g. 'shared cpu' "
+    Setting("LOCKS", "", "the locks make wheels downloads, space separated, e.g. 'lab cpu' "
             "(unset: every one)", "build"),
     Setting("WHEELHOUSE_DIR", "wheelhouse", "where make wheels puts the wheels", "build",
             path=True),

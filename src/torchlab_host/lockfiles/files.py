@@ -184,7 +184,7 @@ def all_locks(manifest: Manifest) -> list[str]:
 
 
 def chosen_locks(manifest: Manifest, settings: Settings) -> list[str]:
-    """The locks LOCKS names (make wheels LOCKS="shared cpu"), in all_locks' order; unset:
+    """The locks LOCKS names (make wheels LOCKS="lab cpu"), in all_locks' order; unset:
     every one."""
     every = all_locks(manifest)
     named = settings["LOCKS"].split()

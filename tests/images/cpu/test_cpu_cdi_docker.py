@@ -20,16 +20,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import CDI_SPEC, CDI_SPEC_TEXT, NVIDIA_SMI, one_line_failure, wait_until
+from support import (
+    CDI_SPEC,
+    CDI_SPEC_TEXT,
+    MANIFEST,
+    one_line_failure,
+    wait_until,
+    write_gpu_host_tools,
+)
 
-from torchlab import variants
 from torchlab_host import ROOT
 from torchlab_host.core.settings import Settings
 from torchlab_host.image.context import inputs_digest, stage
 from torchlab_host.image.spec import variant_build
 from torchlab_host.image.tags import inputs_tag
 
-MANIFEST = variants.load()
 # Its own bridge and containerd namespaces: "bridge": "none" deletes the main engine's docker0,
 # and a shared "moby" namespace would let either engine clean up the other's containers.
 BRIDGE = "torchlab-cdi0"
@@ -94,10 +99,7 @@ def cdi_docker(require, tmp_path_factory):
 def gpu_host(cdi_docker, tmp_path):
     """The engine's environment with a GPU host's tools (nvidia-smi, the toolkit) first on PATH:
     what is tested is how the engine hands the lab's container its devices, not CUDA."""
-    for name, text in {"nvidia-smi": NVIDIA_SMI, "nvidia-ctk": "#!/bin/sh\n"}.items():
-        tool = tmp_path / name
-        tool.write_text(text)
-        tool.chmod(0o755)
+    write_gpu_host_tools(tmp_path)
     return dict(cdi_docker, PATH=f"{tmp_path}:{cdi_docker['PATH']}", LAB_UID="1000",
                 LAB_GID="1000")  # fmt: skip
 

@@ -24,7 +24,6 @@ from support import (
     CDI_SPEC,
     CDI_SPEC_TEXT,
     MANIFEST,
-    NVIDIA_SMI,
     REPO,
     TOKEN,
     Lab,
@@ -32,6 +31,7 @@ from support import (
     one_line_failure,
     save_notebook,
     wait_until,
+    write_gpu_host_tools,
 )
 
 USER = "torchlab-rootless"
@@ -238,10 +238,7 @@ def gpu_host(rootless):
     """A GPU host to make lab-cuda's host check (nvidia-smi, the toolkit), and the cpu image
     under the cuda image's name in the user's Podman: what is tested here is how the engine
     hands the lab's container its devices, not CUDA."""
-    for name, text in {"nvidia-smi": NVIDIA_SMI, "nvidia-ctk": "#!/bin/sh\n"}.items():
-        tool = rootless.tools / name
-        tool.write_text(text)
-        tool.chmod(0o755)
+    write_gpu_host_tools(rootless.tools)
     cuda = MANIFEST.variant("cuda").image
     tagged = rootless.run("docker", "tag", MANIFEST.variant("cpu").image, cuda)
     assert tagged.returncode == 0, tagged.stderr
